@@ -1,0 +1,137 @@
+// Package schemas holds the input contract: JSON Schema documents for the envelope, the
+// bundle and the three Braze object kinds, and the Go decoder that enforces the same rules
+// on the hot path without decoding messages into maps.
+package schemas
+
+import "fmt"
+
+// Kind is the Braze array a record belongs to.
+type Kind uint8
+
+const (
+	KindAttributes Kind = iota
+	KindEvent
+	KindPurchase
+)
+
+// Array returns the /users/track array name for the kind ("attributes", "events", "purchases").
+func (k Kind) Array() string {
+	switch k {
+	case KindAttributes:
+		return "attributes"
+	case KindEvent:
+		return "events"
+	case KindPurchase:
+		return "purchases"
+	}
+	return "unknown"
+}
+
+// EnvelopeType returns the envelope "type" value for the kind ("attributes", "event", "purchase").
+func (k Kind) EnvelopeType() string {
+	switch k {
+	case KindAttributes:
+		return "attributes"
+	case KindEvent:
+		return "event"
+	case KindPurchase:
+		return "purchase"
+	}
+	return "unknown"
+}
+
+// IDKind says which identifier names the user a record updates.
+type IDKind uint8
+
+const (
+	IDExternal IDKind = iota + 1
+	IDAlias
+	IDBraze
+	IDEmail
+	IDPhone
+)
+
+func (k IDKind) String() string {
+	switch k {
+	case IDExternal:
+		return "external_id"
+	case IDAlias:
+		return "user_alias"
+	case IDBraze:
+		return "braze_id"
+	case IDEmail:
+		return "email"
+	case IDPhone:
+		return "phone"
+	}
+	return "none"
+}
+
+// Reason is a dead-letter reason, as written to the dlq.reason header.
+type Reason string
+
+const (
+	ReasonInvalidJSON      Reason = "invalid_json"
+	ReasonInvalidRecord    Reason = "invalid_record"
+	ReasonTooLarge         Reason = "too_large"
+	ReasonBrazeRejected    Reason = "braze_rejected"
+	ReasonRetriesExhausted Reason = "retries_exhausted"
+)
+
+// Record is one Braze object decoded from a Kafka message.
+//
+// Raw and UserID usually alias the message value: the decoder copies nothing it does not
+// have to, so a Record is only valid while the message value is.
+type Record struct {
+	Kind Kind
+	// Index is the record's position within its message (0 for an envelope; for a bundle
+	// the position counting attributes, then events, then purchases, in message order).
+	Index int
+	// Raw is the exact Braze object bytes (the envelope's data, or one bundle element).
+	Raw []byte
+	// IDKind and UserID identify the user: the unescaped identifier value. For a user alias
+	// UserID is alias_label + "\x00" + alias_name.
+	IDKind IDKind
+	UserID []byte
+	// UserHash is a 64-bit FNV-1a hash of IDKind and UserID, used to route to lanes.
+	UserHash uint64
+	// ID is the envelope's optional producer-side id (empty for bundles).
+	ID []byte
+	// Err is set when this record failed validation: it is dead-lettered alone while the
+	// other records of its message go on.
+	Err *RecordError
+}
+
+// RecordError says which record and field of a message broke which rule.
+type RecordError struct {
+	Reason Reason // invalid_record or too_large
+	Index  int    // the record's Index
+	Kind   Kind
+	// Field is a JSON-pointer-like path inside the message, e.g. "/events/3/properties/$x"
+	// or "/data/time".
+	Field string
+	Msg   string // why, e.g. "must be a non-empty string"
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("record %d (%s): %s: %s", e.Index, e.Kind.EnvelopeType(), e.Field, e.Msg)
+}
+
+// MessageError means the message as a whole is unusable (not JSON, not an object, neither an
+// envelope nor a bundle, an envelope with a bad type): it is dead-lettered as its original bytes.
+type MessageError struct {
+	Reason Reason // invalid_json or invalid_record
+	Field  string // where, when known ("" for the whole message)
+	Offset int    // byte offset of a syntax error, -1 when not applicable
+	Msg    string
+}
+
+func (e *MessageError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", e.Reason, e.Field, e.Msg)
+	}
+	if e.Offset >= 0 {
+		return fmt.Sprintf("%s: at byte %d: %s", e.Reason, e.Offset, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Reason, e.Msg)
+}
