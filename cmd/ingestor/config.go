@@ -1,0 +1,247 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// Config is the worker's whole configuration, read from the environment. The first six names
+// are fixed by DESIGN.md §5; every other setting has a default and is listed in the README.
+type Config struct {
+	KafkaBrokers    []string `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated (required)"`
+	KafkaTopics     []string `envconfig:"KAFKA_TOPICS" desc:"source topics, comma-separated (required)"`
+	KafkaGroupID    string   `envconfig:"KAFKA_GROUP_ID" desc:"consumer group id (required)"`
+	KafkaDLQTopic   string   `envconfig:"KAFKA_DLQ_TOPIC" desc:"dead-letter topic (required)"`
+	BrazeEndpoint   string   `envconfig:"BRAZE_REST_ENDPOINT" desc:"Braze REST endpoint of your instance, e.g. https://rest.iad-01.braze.com (required; https except on loopback)"`
+	BrazeAPIKey     string   `envconfig:"BRAZE_API_KEY" desc:"Braze REST API key with users.track (this or BRAZE_API_KEY_FILE)"`
+	BrazeAPIKeyFile string   `envconfig:"BRAZE_API_KEY_FILE" desc:"file holding the API key (Kubernetes secret mount)"`
+
+	KafkaStartOffset       string        `envconfig:"KAFKA_START_OFFSET" default:"earliest" desc:"where a new group starts: earliest or latest"`
+	KafkaCommitInterval    time.Duration `envconfig:"KAFKA_COMMIT_INTERVAL" default:"1s" desc:"how often acknowledged offsets are committed"`
+	KafkaSessionTimeout    time.Duration `envconfig:"KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout"`
+	KafkaRebalanceTimeout  time.Duration `envconfig:"KAFKA_REBALANCE_TIMEOUT" default:"30s" desc:"consumer group rebalance timeout"`
+	KafkaHeartbeatInterval time.Duration `envconfig:"KAFKA_HEARTBEAT_INTERVAL" default:"3s" desc:"consumer group heartbeat interval"`
+	KafkaDrainTimeout      time.Duration `envconfig:"KAFKA_DRAIN_TIMEOUT" default:"10s" desc:"on revoke, how long in-flight records may finish before the final commit (below the session timeout)"`
+	KafkaMinBytes          int           `envconfig:"KAFKA_FETCH_MIN_BYTES" default:"1" desc:"fetch min bytes"`
+	KafkaMaxBytes          int           `envconfig:"KAFKA_FETCH_MAX_BYTES" default:"10485760" desc:"fetch max bytes (at least the largest message)"`
+	KafkaMaxWait           time.Duration `envconfig:"KAFKA_FETCH_MAX_WAIT" default:"250ms" desc:"fetch max wait (also bounds how long closing a fetcher takes)"`
+	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition"`
+
+	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
+	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
+	KafkaTLSCertFile   string `envconfig:"KAFKA_TLS_CERT_FILE" desc:"PEM client certificate (mutual TLS)"`
+	KafkaTLSKeyFile    string `envconfig:"KAFKA_TLS_KEY_FILE" desc:"PEM client key (mutual TLS)"`
+	KafkaTLSServerName string `envconfig:"KAFKA_TLS_SERVER_NAME" desc:"expected broker certificate name, when it differs from the address"`
+	KafkaSASLMechanism string `envconfig:"KAFKA_SASL_MECHANISM" desc:"plain, scram-sha-256 or scram-sha-512 (empty: no SASL)"`
+	KafkaSASLUsername  string `envconfig:"KAFKA_SASL_USERNAME" desc:"SASL user name"`
+	KafkaSASLPassword  string `envconfig:"KAFKA_SASL_PASSWORD" desc:"SASL password (or KAFKA_SASL_PASSWORD_FILE)"`
+	KafkaSASLPassFile  string `envconfig:"KAFKA_SASL_PASSWORD_FILE" desc:"file holding the SASL password"`
+
+	BatchLimitMode  string        `envconfig:"BATCH_LIMIT_MODE" default:"combined" desc:"combined (75 objects per request in total) or per_array (75 per array, legacy contracts)"`
+	BatchMaxObjects int           `envconfig:"BATCH_MAX_OBJECTS" default:"75" desc:"object limit per request (combined) or per array (per_array)"`
+	BatchMaxBytes   int           `envconfig:"BATCH_MAX_BYTES" default:"3500000" desc:"request body limit in bytes (Braze refuses over 4 MB)"`
+	BatchLinger     time.Duration `envconfig:"BATCH_LINGER" default:"100ms" desc:"how long a lane waits to fill a request"`
+	Lanes           int           `envconfig:"LANES" default:"64" desc:"ordering lanes = most requests in flight; one request per lane at a time"`
+	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"1024" desc:"records buffered per lane (back-pressure beyond)"`
+
+	BrazeHTTPTimeout time.Duration `envconfig:"BRAZE_HTTP_TIMEOUT" default:"10s" desc:"timeout of one Braze request"`
+	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
+	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
+	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
+
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
+	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// ConfigError lists every configuration problem at once.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string {
+	return "invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
+}
+
+// LoadConfig reads and validates the environment. Secrets from files are resolved here.
+func LoadConfig() (*Config, error) {
+	var c Config
+	var problems []string
+	if err := envconfig.Process("", &c); err != nil {
+		// envconfig stops at the first unparsable value; report it and go on validating the
+		// rest so the operator sees every problem in one go.
+		problems = append(problems, cleanEnvconfigError(err))
+	}
+	problems = append(problems, c.validate()...)
+	if len(problems) > 0 {
+		return nil, &ConfigError{Problems: problems}
+	}
+	return &c, nil
+}
+
+func cleanEnvconfigError(err error) string {
+	var pe *envconfig.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("%s: cannot parse %q as %s", pe.KeyName, pe.Value, pe.TypeName)
+	}
+	return err.Error()
+}
+
+func (c *Config) validate() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	c.KafkaBrokers = trimList(c.KafkaBrokers)
+	c.KafkaTopics = trimList(c.KafkaTopics)
+	if len(c.KafkaBrokers) == 0 {
+		add("KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
+	}
+	if len(c.KafkaTopics) == 0 {
+		add("KAFKA_TOPICS is required (comma-separated source topics)")
+	}
+	if c.KafkaGroupID == "" {
+		add("KAFKA_GROUP_ID is required")
+	}
+	if c.KafkaDLQTopic == "" {
+		add("KAFKA_DLQ_TOPIC is required")
+	}
+	for _, t := range c.KafkaTopics {
+		if t == c.KafkaDLQTopic && t != "" {
+			add("KAFKA_DLQ_TOPIC %q must not also be a source topic", t)
+		}
+	}
+	if c.BrazeEndpoint == "" {
+		add("BRAZE_REST_ENDPOINT is required (e.g. https://rest.iad-01.braze.com)")
+	} else if _, err := sink.ValidateEndpoint(c.BrazeEndpoint); err != nil {
+		add("BRAZE_REST_ENDPOINT: %v", err)
+	}
+	switch {
+	case c.BrazeAPIKey != "" && c.BrazeAPIKeyFile != "":
+		add("set only one of BRAZE_API_KEY and BRAZE_API_KEY_FILE")
+	case c.BrazeAPIKeyFile != "":
+		key, err := readSecretFile(c.BrazeAPIKeyFile)
+		if err != nil {
+			add("BRAZE_API_KEY_FILE: %v", err)
+		}
+		c.BrazeAPIKey = key
+	case c.BrazeAPIKey == "":
+		add("BRAZE_API_KEY or BRAZE_API_KEY_FILE is required")
+	}
+	switch c.KafkaStartOffset {
+	case "earliest", "latest":
+	default:
+		add("KAFKA_START_OFFSET %q: want earliest or latest", c.KafkaStartOffset)
+	}
+	if err := (batcher.Limits{Mode: batcher.Mode(c.BatchLimitMode), MaxObjects: c.BatchMaxObjects, MaxBytes: c.BatchMaxBytes}).Validate(); err != nil {
+		add("BATCH_LIMIT_MODE/BATCH_MAX_OBJECTS/BATCH_MAX_BYTES: %v", err)
+	}
+	if c.BatchMaxObjects > 75 {
+		add("BATCH_MAX_OBJECTS %d: Braze accepts at most 75", c.BatchMaxObjects)
+	}
+	if c.BatchMaxBytes > 4*1024*1024 {
+		add("BATCH_MAX_BYTES %d: Braze refuses bodies over 4 MB", c.BatchMaxBytes)
+	}
+	positive := map[string]time.Duration{
+		"KAFKA_COMMIT_INTERVAL": c.KafkaCommitInterval, "KAFKA_SESSION_TIMEOUT": c.KafkaSessionTimeout,
+		"KAFKA_REBALANCE_TIMEOUT": c.KafkaRebalanceTimeout, "KAFKA_HEARTBEAT_INTERVAL": c.KafkaHeartbeatInterval,
+		"KAFKA_DRAIN_TIMEOUT": c.KafkaDrainTimeout, "KAFKA_FETCH_MAX_WAIT": c.KafkaMaxWait, "BATCH_LINGER": c.BatchLinger,
+		"BRAZE_HTTP_TIMEOUT": c.BrazeHTTPTimeout, "RETRY_INITIAL": c.RetryInitial, "RETRY_MAX": c.RetryMax,
+		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	}
+	for _, name := range sortedKeys(positive) {
+		if positive[name] <= 0 {
+			add("%s must be positive", name)
+		}
+	}
+	if c.RetryMaxDuration < 0 {
+		add("RETRY_MAX_DURATION must not be negative")
+	}
+	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
+		add("KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
+	}
+	if c.Lanes < 1 || c.Lanes > 4096 {
+		add("LANES %d: want 1..4096", c.Lanes)
+	}
+	if c.LaneQueue < 1 {
+		add("LANE_QUEUE must be at least 1")
+	}
+	if c.KafkaMinBytes < 1 || c.KafkaMaxBytes < c.KafkaMinBytes {
+		add("KAFKA_FETCH_MIN_BYTES/KAFKA_FETCH_MAX_BYTES: want 1 <= min <= max")
+	}
+	if c.KafkaQueueCapacity < 1 {
+		add("KAFKA_QUEUE_CAPACITY must be at least 1")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+	}
+	p = append(p, c.validateKafkaSecurity()...)
+	return p
+}
+
+func (c *Config) validateKafkaSecurity() []string {
+	var p []string
+	switch strings.ToLower(c.KafkaSASLMechanism) {
+	case "":
+		if c.KafkaSASLUsername != "" || c.KafkaSASLPassword != "" || c.KafkaSASLPassFile != "" {
+			p = append(p, "KAFKA_SASL_USERNAME/PASSWORD set but KAFKA_SASL_MECHANISM is empty")
+		}
+	case "plain", "scram-sha-256", "scram-sha-512":
+		if c.KafkaSASLUsername == "" {
+			p = append(p, "KAFKA_SASL_USERNAME is required with KAFKA_SASL_MECHANISM")
+		}
+		switch {
+		case c.KafkaSASLPassword != "" && c.KafkaSASLPassFile != "":
+			p = append(p, "set only one of KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE")
+		case c.KafkaSASLPassFile != "":
+			pw, err := readSecretFile(c.KafkaSASLPassFile)
+			if err != nil {
+				p = append(p, fmt.Sprintf("KAFKA_SASL_PASSWORD_FILE: %v", err))
+			}
+			c.KafkaSASLPassword = pw
+		case c.KafkaSASLPassword == "":
+			p = append(p, "KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE is required with KAFKA_SASL_MECHANISM")
+		}
+	default:
+		p = append(p, fmt.Sprintf("KAFKA_SASL_MECHANISM %q: want plain, scram-sha-256 or scram-sha-512", c.KafkaSASLMechanism))
+	}
+	if (c.KafkaTLSCertFile == "") != (c.KafkaTLSKeyFile == "") {
+		p = append(p, "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together")
+	}
+	for name, f := range map[string]string{"KAFKA_TLS_CA_FILE": c.KafkaTLSCAFile, "KAFKA_TLS_CERT_FILE": c.KafkaTLSCertFile, "KAFKA_TLS_KEY_FILE": c.KafkaTLSKeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				p = append(p, fmt.Sprintf("%s: %v", name, err))
+			}
+		}
+	}
+	return p
+}
+
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err // the path is not secret; the contents are never echoed
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+func trimList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

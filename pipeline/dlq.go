@@ -1,0 +1,94 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+type dlqEntry struct {
+	ack    *msgAck
+	kind   int // record kind, or kindOther for a whole message
+	letter sink.DeadLetter
+}
+
+// toDLQ queues a dead letter; it reports false if ctx ended first.
+func (p *Pipeline) toDLQ(ctx context.Context, e dlqEntry) bool {
+	m := &e.ack.msg
+	e.letter.SourceTopic = m.Topic
+	e.letter.SourcePartition = m.Partition
+	e.letter.SourceOffset = m.Offset
+	e.letter.Key = m.Key
+	e.letter.Headers = m.Headers
+	if e.letter.FailedAt.IsZero() {
+		e.letter.FailedAt = time.Now()
+	}
+	select {
+	case p.dlqCh <- e:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// runDLQ writes dead letters in batches. A record is acknowledged only after its dead letter
+// is durably written; if the DLQ cannot be written the stage retries forever and the
+// pipeline stalls behind it (it never drops and never commits past the record).
+func (p *Pipeline) runDLQ(ctx context.Context) {
+	batch := make([]dlqEntry, 0, 512)
+	letters := make([]sink.DeadLetter, 0, 512)
+	for {
+		select {
+		case e := <-p.dlqCh:
+			batch = append(batch, e)
+		case <-ctx.Done():
+			return
+		}
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case e := <-p.dlqCh:
+				batch = append(batch, e)
+			default:
+				break fill
+			}
+		}
+		live := batch[:0]
+		for _, e := range batch {
+			if e.ack.ps.revoked.Load() {
+				// The next owner reads the source again and dead-letters it itself.
+				e.ack.resolve()
+				p.stats.InFlightRecords.Add(-1)
+				continue
+			}
+			live = append(live, e)
+		}
+		letters = letters[:0]
+		for i := range live {
+			letters = append(letters, live[i].letter)
+		}
+		for attempt := 1; len(letters) > 0; attempt++ {
+			err := p.dlq.Write(ctx, letters)
+			if err == nil {
+				break
+			}
+			p.stats.DLQErrors.Add(1)
+			p.log.Error("dead-letter topic cannot be written; the pipeline stalls until it can (nothing is dropped or committed past these records)",
+				"records", len(letters), "attempt", attempt, "error", err)
+			if !sleepCtx(ctx, backoff(500*time.Millisecond, 10*time.Second, attempt)) {
+				return
+			}
+		}
+		if len(letters) > 0 {
+			p.stats.DLQWrites.Add(1)
+		}
+		for _, e := range live {
+			p.stats.DeadLettered[e.kind][reasonIndex(e.letter.Reason)].Add(1)
+			p.stats.InFlightRecords.Add(-1)
+			e.ack.resolve()
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+}

@@ -1,0 +1,244 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// item is one valid record on its way to Braze.
+type item struct {
+	kind  schemas.Kind
+	raw   []byte
+	index int
+	id    []byte
+	ack   *msgAck
+}
+
+func (it item) ObjectKind() schemas.Kind { return it.kind }
+func (it item) ObjectBytes() []byte      { return it.raw }
+
+// lane holds one user-hash slice of the traffic. A lane sends one request at a time and
+// retries it before anything behind it, which is what keeps each user's records in order.
+type lane struct {
+	id int
+	in chan item
+}
+
+func (p *Pipeline) runLane(ctx context.Context, l *lane) {
+	packer := batcher.NewPacker(p.cfg.Limits)
+	batch := make([]item, 0, p.cfg.Limits.MaxObjects)
+	var body []byte
+	var carry item
+	hasCarry := false
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+
+	for {
+		// Collect a batch: block for its first record, then take what comes until the batch
+		// is full, the linger time passes, or (while draining) the lane is empty.
+		for {
+			var it item
+			switch {
+			case hasCarry:
+				it, hasCarry = carry, false
+			case len(batch) == 0:
+				select {
+				case it = <-l.in:
+				case <-ctx.Done():
+					return
+				}
+			default:
+				if p.draining.Load() > 0 && len(l.in) == 0 {
+					goto send
+				}
+				select {
+				case it = <-l.in:
+				case <-linger.C:
+					goto send
+				case <-ctx.Done():
+					return
+				}
+			}
+			if it.ack.ps.revoked.Load() {
+				// Its generation is over; the next owner reads it again. Resolving keeps
+				// the outstanding count honest; the commit is fenced by revoked.
+				it.ack.resolve()
+				p.stats.InFlightRecords.Add(-1)
+				continue
+			}
+			if !packer.Fits(it.kind, len(it.raw)) {
+				if len(batch) == 0 {
+					// The decoder rejects records over the byte budget, so this cannot
+					// happen; dead-letter rather than spin if it ever does.
+					p.deadLetter(ctx, []item{it}, schemas.ReasonTooLarge, "record larger than the request byte limit", 0)
+					continue
+				}
+				carry, hasCarry = it, true
+				goto send
+			}
+			packer.Add(it.kind, len(it.raw))
+			batch = append(batch, it)
+			if len(batch) == 1 {
+				linger.Reset(p.cfg.Linger)
+			}
+			if packer.Full() {
+				goto send
+			}
+		}
+	send:
+		linger.Stop()
+		body = batcher.Encode(body[:0], batch)
+		p.deliver(ctx, batch, body)
+		clear(batch) // drop references to message bytes
+		batch = batch[:0]
+		packer.Reset()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// liveItems drops items whose partition was revoked (they are read again by the next
+// owner) and reports whether any are left.
+func (p *Pipeline) liveItems(items []item) []item {
+	out := items[:0:0]
+	for _, it := range items {
+		if it.ack.ps.revoked.Load() {
+			it.ack.resolve()
+			p.stats.InFlightRecords.Add(-1)
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+// deliver sends one request and acts on Braze's answer until every item is delivered or
+// dead-lettered, or ctx ends (then nothing is acknowledged and Kafka keeps the records).
+func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
+	start := time.Now()
+	attempt := 0
+	haltAttempt := 0
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		if live := p.liveItems(items); len(live) != len(items) {
+			if len(live) == 0 {
+				return
+			}
+			items = live
+			body = batcher.Encode(nil, items)
+		}
+		// A 429 anywhere pauses every lane.
+		if until := p.pauseUntil.Load(); until > 0 {
+			if !sleepCtx(ctx, time.Until(time.Unix(0, until))) {
+				return
+			}
+		}
+		attempt++
+		resp := p.sender.Track(ctx, body)
+		p.stats.Requests[resp.Class].Add(1)
+		p.stats.RequestsStatus[resp.Status/100%6].Add(1)
+		if resp.Class != sink.Halt && p.halted.Load() && resp.Status != 0 {
+			p.halted.Store(false)
+			p.stats.Halted.Store(false)
+			p.log.Info("Braze accepts requests again; resuming", "status", resp.Status)
+		}
+		switch resp.Class {
+		case sink.Delivered:
+			p.stats.ObjectsSent.Add(int64(len(items)))
+			p.delivered(items)
+			return
+		case sink.Partial:
+			p.stats.ObjectsSent.Add(int64(len(items)))
+			rejected := make([]string, len(items))
+			for _, e := range resp.Errors {
+				if i := batcher.Locate(items, e.InputArray, e.Index); i >= 0 {
+					rejected[i] = e.Type
+				} else {
+					p.log.Warn("Braze reported an error for an object not in the request", "input_array", e.InputArray, "index", e.Index, "type", e.Type)
+				}
+			}
+			ok := items[:0:0]
+			for i, it := range items {
+				if rejected[i] != "" {
+					p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, rejected[i], attempt)
+				} else {
+					ok = append(ok, it)
+				}
+			}
+			p.delivered(ok)
+			return
+		case sink.Split:
+			p.stats.Splits.Add(1)
+			if len(items) == 1 {
+				reason := schemas.ReasonBrazeRejected
+				if resp.Status == http.StatusRequestEntityTooLarge {
+					reason = schemas.ReasonTooLarge
+				}
+				p.deadLetter(ctx, items, reason, resp.Describe(), attempt)
+				return
+			}
+			// Halves in order keep the lane's order; each half bisects again on a 400.
+			mid := len(items) / 2
+			p.deliver(ctx, items[:mid], batcher.Encode(nil, items[:mid]))
+			p.deliver(ctx, items[mid:], batcher.Encode(nil, items[mid:]))
+			return
+		case sink.Halt:
+			haltAttempt++
+			if !p.halted.Swap(true) {
+				p.stats.Halted.Store(true)
+			}
+			p.haltLog.Do(func() {
+				p.log.Error("HALTED: Braze refuses the worker's requests; nothing is dead-lettered or committed until this is fixed, and the worker resumes by itself",
+					"status", resp.Status, "answer", resp.Describe(), "likely_cause", sink.HaltCause(resp))
+			})
+			if !sleepCtx(ctx, backoff(time.Second, p.cfg.HaltProbeMax, haltAttempt)+500*time.Millisecond) {
+				return
+			}
+			attempt-- // a halt is not a delivery attempt for the record
+		case sink.Retry:
+			p.stats.Retries.Add(1)
+			if p.cfg.RetryMaxDuration > 0 && time.Since(start) > p.cfg.RetryMaxDuration {
+				p.deadLetter(ctx, items, schemas.ReasonRetriesExhausted,
+					fmt.Sprintf("not delivered after %d attempts over %s; last answer: %s", attempt, time.Since(start).Round(time.Millisecond), resp.Describe()), attempt)
+				return
+			}
+			wait := backoff(p.cfg.RetryInitial, p.cfg.RetryMax, attempt)
+			if resp.Status == http.StatusTooManyRequests {
+				if resp.RetryAfter > 0 {
+					wait = resp.RetryAfter
+				}
+				p.pauseUntil.Store(time.Now().Add(wait).UnixNano())
+			}
+			p.log.Debug("request will be retried", "lane", items[0].ack.ps.partition, "attempt", attempt, "answer", resp.Describe(), "wait", wait)
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+		}
+	}
+}
+
+func (p *Pipeline) delivered(items []item) {
+	for _, it := range items {
+		p.stats.RecordsDelivered[it.kind].Add(1)
+		p.stats.InFlightRecords.Add(-1)
+		it.ack.resolve()
+	}
+}
+
+// deadLetter hands items to the DLQ stage; they are acknowledged once written.
+func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.Reason, msg string, attempts int) {
+	for _, it := range items {
+		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: sink.DeadLetter{
+			Reason: reason, Error: msg, Attempts: attempts, Kind: it.kind, Record: it.raw, ID: it.id, RecordIndex: it.index,
+		}})
+	}
+}

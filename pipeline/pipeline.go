@@ -1,0 +1,539 @@
+// Package pipeline is the run loop: a kafka-go consumer group with one fetch loop per
+// assigned partition, per-user ordering lanes that pack and send requests, a dead-letter
+// stage, and an offset tracker that commits only what is delivered or dead-lettered.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"golang.org/x/time/rate"
+
+	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// Sender sends one /users/track body and classifies Braze's answer.
+type Sender interface {
+	Track(ctx context.Context, body []byte) sink.Response
+}
+
+// DeadLetterWriter durably writes dead letters (all-replica acks) or returns an error.
+type DeadLetterWriter interface {
+	Write(ctx context.Context, letters []sink.DeadLetter) error
+}
+
+// Config configures a Pipeline. Zero durations and sizes take the defaults in Defaults.
+type Config struct {
+	Brokers     []string
+	Topics      []string
+	GroupID     string
+	StartOffset int64        // kafka.FirstOffset (default) or kafka.LastOffset for a new group
+	Dialer      *kafka.Dialer // TLS/SASL; nil = plaintext
+
+	CommitInterval    time.Duration
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	// DrainTimeout bounds how long a revoked partition waits for its in-flight records
+	// before its final commit; keep it under the session timeout.
+	DrainTimeout time.Duration
+	// ShutdownTimeout bounds the whole graceful shutdown.
+	ShutdownTimeout time.Duration
+
+	MinBytes      int
+	MaxBytes      int
+	MaxWait       time.Duration
+	QueueCapacity int
+
+	Lanes     int
+	LaneQueue int // records buffered per lane
+	Linger    time.Duration
+	Limits    batcher.Limits
+
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+	// RetryMaxDuration > 0 turns records that cannot be delivered for that long into
+	// retries_exhausted dead letters. 0 (default) retries until Braze is back.
+	RetryMaxDuration time.Duration
+	// HaltProbeMax caps the back-off between probes while halted.
+	HaltProbeMax time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.StartOffset == 0 {
+		c.StartOffset = kafka.FirstOffset
+	}
+	def(&c.CommitInterval, time.Second)
+	def(&c.SessionTimeout, 30*time.Second)
+	def(&c.RebalanceTimeout, 30*time.Second)
+	def(&c.HeartbeatInterval, 3*time.Second)
+	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.ShutdownTimeout, 25*time.Second)
+	defInt(&c.MinBytes, 1)
+	defInt(&c.MaxBytes, 10<<20)
+	def(&c.MaxWait, 250*time.Millisecond)
+	defInt(&c.QueueCapacity, 1000)
+	defInt(&c.Lanes, 64)
+	defInt(&c.LaneQueue, 1024)
+	def(&c.Linger, 100*time.Millisecond)
+	if c.Limits.Mode == "" {
+		c.Limits.Mode = batcher.Combined
+	}
+	defInt(&c.Limits.MaxObjects, batcher.DefaultMaxObjects)
+	defInt(&c.Limits.MaxBytes, 3_500_000)
+	def(&c.RetryInitial, 200*time.Millisecond)
+	def(&c.RetryMax, 30*time.Second)
+	def(&c.HaltProbeMax, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Pipeline moves records from Kafka to Braze. Create it with New and call Run once.
+type Pipeline struct {
+	cfg    Config
+	sender Sender
+	dlq    DeadLetterWriter
+	log    *slog.Logger
+	stats  Stats
+
+	lanes []*lane
+	dlqCh chan dlqEntry
+
+	// draining makes lanes flush without lingering (revoke or shutdown in progress).
+	draining     atomic.Int32
+	shuttingDown atomic.Bool
+	// pauseUntil is a unix-nano time before which no lane sends: a 429 answer pauses
+	// every lane, not only the one that was refused.
+	pauseUntil atomic.Int64
+	halted     atomic.Bool
+	haltLog    rate.Sometimes
+	recordLog  rate.Sometimes
+
+	mu         sync.Mutex
+	partitions []*partitionState // of the current generation
+	inGroup    atomic.Bool
+	lastLoop   atomic.Int64 // unix nanos of the last run-loop heartbeat (liveness)
+}
+
+// New validates cfg and returns a pipeline.
+func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
+	cfg.Defaults()
+	if len(cfg.Brokers) == 0 || len(cfg.Topics) == 0 || cfg.GroupID == "" {
+		return nil, errors.New("pipeline: brokers, topics and group id are required")
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	if sender == nil || dlq == nil {
+		return nil, errors.New("pipeline: sender and dead-letter writer are required")
+	}
+	p := &Pipeline{
+		cfg:       cfg,
+		sender:    sender,
+		dlq:       dlq,
+		log:       cfg.Logger,
+		dlqCh:     make(chan dlqEntry, 4096),
+		haltLog:   rate.Sometimes{Interval: time.Minute},
+		recordLog: rate.Sometimes{Interval: time.Second},
+	}
+	p.lanes = make([]*lane, cfg.Lanes)
+	for i := range p.lanes {
+		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}
+	}
+	return p, nil
+}
+
+// Stats returns the live counters.
+func (p *Pipeline) Stats() *Stats { return &p.stats }
+
+// Ready reports whether the worker has joined the group and is not halted.
+func (p *Pipeline) Ready() bool { return p.inGroup.Load() && !p.halted.Load() }
+
+// Alive reports whether the run loop has shown a sign of life within d.
+func (p *Pipeline) Alive(d time.Duration) bool {
+	return time.Since(time.Unix(0, p.lastLoop.Load())) < d
+}
+
+// Halted reports whether delivery is halted on a configuration or key problem.
+func (p *Pipeline) Halted() bool { return p.halted.Load() }
+
+// PartitionLag is one partition's position.
+type PartitionLag struct {
+	Topic     string
+	Partition int
+	Committed int64 // last committed offset (-1: none in this generation)
+	Fetched   int64 // last fetched offset
+	HighWater int64 // end offset as last seen (-1: unknown)
+	Pending   int   // fetched messages not yet committable
+}
+
+// Lag reports the partitions of the current generation.
+func (p *Pipeline) Lag() []PartitionLag {
+	p.mu.Lock()
+	parts := p.partitions
+	p.mu.Unlock()
+	out := make([]PartitionLag, 0, len(parts))
+	for _, ps := range parts {
+		ps.mu.Lock()
+		c := ps.committed
+		ps.mu.Unlock()
+		out = append(out, PartitionLag{ps.topic, ps.partition, c, ps.fetched.Load(), ps.highWater.Load(), ps.pending()})
+	}
+	return out
+}
+
+// Run consumes until ctx is cancelled, then shuts down gracefully: it stops fetching,
+// flushes the lanes, commits, and leaves the group within ShutdownTimeout. It returns nil
+// after a clean shutdown.
+func (p *Pipeline) Run(ctx context.Context) error {
+	p.lastLoop.Store(time.Now().UnixNano())
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                p.cfg.GroupID,
+		Brokers:           p.cfg.Brokers,
+		Dialer:            p.cfg.Dialer,
+		Topics:            p.cfg.Topics,
+		StartOffset:       p.cfg.StartOffset,
+		SessionTimeout:    p.cfg.SessionTimeout,
+		RebalanceTimeout:  p.cfg.RebalanceTimeout,
+		HeartbeatInterval: p.cfg.HeartbeatInterval,
+		JoinGroupBackoff:  time.Second,
+		ErrorLogger:       kafkaLogger{p.log},
+	})
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", p.cfg.GroupID, err)
+	}
+
+	// Lanes and the DLQ stage outlive generations; they stop only after the group is closed
+	// and drained, or when the shutdown timeout runs out.
+	workCtx, stopWork := context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	for _, l := range p.lanes {
+		workers.Add(1)
+		go func() { defer workers.Done(); p.runLane(workCtx, l) }()
+	}
+	workers.Add(1)
+	go func() { defer workers.Done(); p.runDLQ(workCtx) }()
+
+	closed := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		p.shuttingDown.Store(true)
+		p.log.Info("shutting down: stop fetching, flush, commit", "timeout", p.cfg.ShutdownTimeout)
+		hard := time.AfterFunc(p.cfg.ShutdownTimeout, stopWork)
+		defer hard.Stop()
+		_ = cg.Close() // ends the generation: partitions drain and commit, then the group is left
+		close(closed)
+	}()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	nextCh := make(chan genResult)
+	for {
+		go func() {
+			gen, err := cg.Next(context.Background())
+			nextCh <- genResult{gen, err}
+		}()
+		var r genResult
+	wait:
+		for {
+			select {
+			case r = <-nextCh:
+				break wait
+			case <-tick.C:
+				p.lastLoop.Store(time.Now().UnixNano())
+			}
+		}
+		if errors.Is(r.err, kafka.ErrGroupClosed) {
+			break
+		}
+		if r.err != nil {
+			p.inGroup.Store(false)
+			p.log.Warn("consumer group: join failed, retrying", "group", p.cfg.GroupID, "error", r.err)
+			continue
+		}
+		p.startGeneration(r.gen)
+	}
+	<-closed
+	p.inGroup.Store(false)
+	stopWork()
+	workers.Wait()
+	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
+	return nil
+}
+
+type genResult struct {
+	gen *kafka.Generation
+	err error
+}
+
+// startGeneration runs one fetch loop per assigned partition and a committer that drains and
+// commits when the generation ends (revoke or shutdown).
+func (p *Pipeline) startGeneration(gen *kafka.Generation) {
+	var parts []*partitionState
+	var fetchers sync.WaitGroup
+	for topic, assigned := range gen.Assignments {
+		for _, a := range assigned {
+			ps := newPartitionState(topic, a.ID)
+			parts = append(parts, ps)
+			fetchers.Add(1)
+			gen.Start(func(gctx context.Context) {
+				defer fetchers.Done()
+				p.fetchLoop(gctx, ps, a.Offset)
+			})
+		}
+	}
+	p.mu.Lock()
+	p.partitions = parts
+	p.mu.Unlock()
+	p.inGroup.Store(true)
+	p.log.Info("joined group", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
+
+	gen.Start(func(gctx context.Context) {
+		t := time.NewTicker(p.cfg.CommitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				p.lastLoop.Store(time.Now().UnixNano())
+				p.commit(gen, parts)
+				continue
+			case <-gctx.Done():
+			}
+			break
+		}
+		p.draining.Add(1)
+		defer p.draining.Add(-1)
+		fetchers.Wait()
+		timeout := p.cfg.DrainTimeout
+		if p.shuttingDown.Load() {
+			timeout = p.cfg.ShutdownTimeout - time.Second
+		}
+		drained := p.drain(parts, timeout)
+		p.commit(gen, parts)
+		for _, ps := range parts {
+			ps.revoked.Store(true)
+		}
+		p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
+	})
+}
+
+// drain waits until every record handed out from parts is resolved, or timeout.
+func (p *Pipeline) drain(parts []*partitionState, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		var n int64
+		for _, ps := range parts {
+			n += ps.outstanding.Load()
+		}
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			p.log.Warn("drain timed out; undelivered records will be read again by the next owner", "records", n)
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// commit commits every partition whose watermark moved. Commits of a revoked partition are
+// never made: its generation is over and another member may own it.
+func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
+	offsets := map[string]map[int]int64{}
+	type pc struct {
+		ps  *partitionState
+		off int64
+	}
+	var moved []pc
+	for _, ps := range parts {
+		if ps.revoked.Load() {
+			continue
+		}
+		if off := ps.toCommit(); off >= 0 {
+			if offsets[ps.topic] == nil {
+				offsets[ps.topic] = map[int]int64{}
+			}
+			offsets[ps.topic][ps.partition] = off
+			moved = append(moved, pc{ps, off})
+		}
+	}
+	if len(moved) == 0 {
+		return
+	}
+	if err := gen.CommitOffsets(offsets); err != nil {
+		p.stats.CommitErrors.Add(1)
+		p.log.Warn("offset commit failed; will retry (records may be delivered again after a restart)", "error", err)
+		return
+	}
+	p.stats.Commits.Add(1)
+	for _, m := range moved {
+		m.ps.markCommitted(m.off)
+	}
+}
+
+// fetchAllowed blocks while delivery is halted (no point reading what cannot be sent; Kafka
+// keeps the data). It returns false when ctx ends.
+func (p *Pipeline) fetchAllowed(ctx context.Context) bool {
+	for p.halted.Load() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return ctx.Err() == nil
+}
+
+func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset int64) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:          p.cfg.Brokers,
+		Dialer:           p.cfg.Dialer,
+		Topic:            ps.topic,
+		Partition:        ps.partition,
+		MinBytes:         p.cfg.MinBytes,
+		MaxBytes:         p.cfg.MaxBytes,
+		MaxWait:          p.cfg.MaxWait,
+		ReadBatchTimeout: 2 * time.Second,
+		QueueCapacity:    p.cfg.QueueCapacity,
+		ErrorLogger:      kafkaLogger{p.log},
+	})
+	// Reader.Close can wait for MaxWait (kafka-go #428); keep it off the drain's critical path.
+	defer func() { go r.Close() }()
+	if err := r.SetOffset(offset); err != nil {
+		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
+		return
+	}
+	dec := schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
+	var recs []schemas.Record
+	for {
+		if !p.fetchAllowed(gctx) {
+			return
+		}
+		m, err := r.FetchMessage(gctx)
+		if err != nil {
+			if gctx.Err() != nil {
+				return
+			}
+			p.log.Warn("fetch failed, retrying", "topic", ps.topic, "partition", ps.partition, "error", err)
+			select {
+			case <-gctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		p.stats.MessagesConsumed.Add(1)
+		var derr error
+		recs, derr = dec.Decode(m.Value, recs[:0])
+		if derr != nil {
+			ack := ps.track(m, 1)
+			ps.outstanding.Add(1)
+			p.stats.InFlightRecords.Add(1)
+			reason := schemas.ReasonInvalidJSON
+			var me *schemas.MessageError
+			if errors.As(derr, &me) {
+				reason = me.Reason
+			}
+			p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
+			if !p.toDLQ(gctx, dlqEntry{ack: ack, kind: kindOther, letter: sink.DeadLetter{
+				Reason: reason, Error: derr.Error(), Original: m.Value, RecordIndex: -1,
+			}}) {
+				return
+			}
+			continue
+		}
+		ack := ps.track(m, len(recs))
+		for i := range recs {
+			rec := &recs[i]
+			ps.outstanding.Add(1)
+			p.stats.InFlightRecords.Add(1)
+			p.stats.RecordsConsumed[rec.Kind].Add(1)
+			if rec.Err != nil {
+				p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
+				if !p.toDLQ(gctx, dlqEntry{ack: ack, kind: int(rec.Kind), letter: sink.DeadLetter{
+					Reason: rec.Err.Reason, Error: rec.Err.Error(), Kind: rec.Kind, Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
+				}}) {
+					return
+				}
+				continue
+			}
+			it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack}
+			l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
+			select {
+			case l.in <- it:
+			case <-gctx.Done():
+				// The rest of this message is never handed out, so it never completes
+				// and is never committed: the next owner reads it again.
+				ps.outstanding.Add(-1)
+				p.stats.InFlightRecords.Add(-1)
+				return
+			}
+		}
+	}
+}
+
+func (p *Pipeline) logRecordProblem(msg string, ps *partitionState, offset int64, index int, err error) {
+	p.recordLog.Do(func() {
+		// Contents are never logged at info level: only the position and the rule broken.
+		p.log.Warn(msg+" (further record problems this second are not logged)", "topic", ps.topic, "partition", ps.partition, "offset", offset, "record", index, "error", err)
+	})
+	p.log.Debug(msg, "topic", ps.topic, "partition", ps.partition, "offset", offset, "record", index, "error", err)
+}
+
+// sleepCtx sleeps d or until ctx ends; it reports whether it slept the whole time.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// backoff returns a full-jitter exponential back-off for the attempt (1-based).
+func backoff(initial, max time.Duration, attempt int) time.Duration {
+	d := initial
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+// kafkaLogger sends kafka-go's internal error logs to slog at debug level: the pipeline logs
+// what matters to operators itself.
+type kafkaLogger struct{ l *slog.Logger }
+
+func (k kafkaLogger) Printf(format string, args ...any) {
+	k.l.Debug("kafka-go: " + fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,114 @@
+package pipeline
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// partitionState tracks the messages fetched from one partition in one generation, so that
+// the committed offset only ever moves over a contiguous run of acknowledged messages
+// (Kafka offsets can have gaps, so the run is tracked by message, not by offset arithmetic).
+type partitionState struct {
+	topic     string
+	partition int
+
+	mu        sync.Mutex
+	queue     []*msgAck // fetched, in offset order; queue[head:] are not yet all done
+	head      int
+	watermark int64 // offset to commit: one past the last contiguous done message; -1 = none yet
+	committed int64 // last offset committed for this partition in this generation; -1 = none
+
+	// outstanding counts records handed to lanes or the DLQ stage and not yet resolved; a
+	// drain waits for it to reach zero.
+	outstanding atomic.Int64
+	// revoked fences the partition once its generation has ended: late acks must not
+	// commit, and queued records are dropped (the next owner reads them again).
+	revoked atomic.Bool
+	// highWater is the partition's end offset as last seen by the fetcher (for lag).
+	highWater atomic.Int64
+	// fetched is the offset of the last fetched message.
+	fetched atomic.Int64
+}
+
+func newPartitionState(topic string, partition int) *partitionState {
+	ps := &partitionState{topic: topic, partition: partition, watermark: -1, committed: -1}
+	ps.highWater.Store(-1)
+	ps.fetched.Store(-1)
+	return ps
+}
+
+// msgAck is one fetched message waiting for all its records to be resolved.
+type msgAck struct {
+	ps        *partitionState
+	msg       kafka.Message
+	remaining atomic.Int32
+	done      bool // guarded by ps.mu
+}
+
+// track registers a fetched message; its records must then each be resolved once.
+func (ps *partitionState) track(m kafka.Message, records int) *msgAck {
+	a := &msgAck{ps: ps, msg: m}
+	a.remaining.Store(int32(records))
+	ps.mu.Lock()
+	ps.queue = append(ps.queue, a)
+	ps.mu.Unlock()
+	ps.fetched.Store(m.Offset)
+	if m.HighWaterMark > 0 {
+		ps.highWater.Store(m.HighWaterMark)
+	}
+	return a
+}
+
+// resolve marks one record of the message delivered or dead-lettered. Records of a revoked
+// partition still count down, but their completion is never committed.
+func (a *msgAck) resolve() {
+	a.ps.outstanding.Add(-1)
+	if a.remaining.Add(-1) == 0 {
+		a.ps.complete(a)
+	}
+}
+
+func (ps *partitionState) complete(a *msgAck) {
+	ps.mu.Lock()
+	a.done = true
+	for ps.head < len(ps.queue) && ps.queue[ps.head].done {
+		ps.watermark = ps.queue[ps.head].msg.Offset + 1
+		ps.queue[ps.head] = nil
+		ps.head++
+	}
+	// Reclaim the consumed prefix once it dominates, keeping appends amortised O(1).
+	if ps.head > 1024 && ps.head*2 > len(ps.queue) {
+		n := copy(ps.queue, ps.queue[ps.head:])
+		clear(ps.queue[n:])
+		ps.queue = ps.queue[:n]
+		ps.head = 0
+	}
+	ps.mu.Unlock()
+}
+
+// toCommit returns the offset to commit, or -1 when nothing new is acknowledged.
+func (ps *partitionState) toCommit() int64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.watermark > ps.committed {
+		return ps.watermark
+	}
+	return -1
+}
+
+func (ps *partitionState) markCommitted(off int64) {
+	ps.mu.Lock()
+	if off > ps.committed {
+		ps.committed = off
+	}
+	ps.mu.Unlock()
+}
+
+// pending is the number of fetched messages not yet acknowledged in order.
+func (ps *partitionState) pending() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return len(ps.queue) - ps.head
+}

@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// The committed offset must only move over contiguous acknowledged messages, whatever the
+// order acks arrive in, and offsets may have gaps.
+func TestWatermarkContiguous(t *testing.T) {
+	tests := []struct {
+		name    string
+		offsets []int64
+		records []int32
+		ackSeq  []int // indexes into offsets, one entry per record resolution
+		want    []int64
+	}{
+		{"in order", []int64{0, 1, 2}, []int32{1, 1, 1}, []int{0, 1, 2}, []int64{1, 2, 3}},
+		{"out of order holds back", []int64{0, 1, 2}, []int32{1, 1, 1}, []int{2, 1, 0}, []int64{-1, -1, 3}},
+		{"gaps in offsets", []int64{5, 9, 20}, []int32{1, 1, 1}, []int{0, 2, 1}, []int64{6, 6, 21}},
+		{"bundle waits for all records", []int64{0, 1}, []int32{3, 1}, []int{0, 1, 0, 0}, []int64{-1, -1, -1, 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := newPartitionState("t", 0)
+			acks := make([]*msgAck, len(tc.offsets))
+			for i, off := range tc.offsets {
+				acks[i] = ps.track(kafka.Message{Offset: off}, int(tc.records[i]))
+				ps.outstanding.Add(int64(tc.records[i]))
+			}
+			for step, i := range tc.ackSeq {
+				acks[i].resolve()
+				ps.mu.Lock()
+				got := ps.watermark
+				ps.mu.Unlock()
+				if got != tc.want[step] {
+					t.Fatalf("after step %d (ack msg %d): watermark %d, want %d", step, i, got, tc.want[step])
+				}
+			}
+			if ps.outstanding.Load() != 0 {
+				t.Fatalf("outstanding %d, want 0", ps.outstanding.Load())
+			}
+		})
+	}
+}
+
+func TestWatermarkRandomLarge(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 9))
+	ps := newPartitionState("t", 0)
+	const n = 5000
+	acks := make([]*msgAck, n)
+	for i := range acks {
+		acks[i] = ps.track(kafka.Message{Offset: int64(i * 2)}, 1)
+	}
+	order := r.Perm(n)
+	doneSet := make([]bool, n)
+	for _, i := range order {
+		acks[i].resolve()
+		doneSet[i] = true
+		// expected watermark: first not-done index
+		first := 0
+		for first < n && doneSet[first] {
+			first++
+		}
+		want := int64(-1)
+		if first > 0 {
+			want = int64((first-1)*2 + 1)
+		}
+		ps.mu.Lock()
+		got := ps.watermark
+		ps.mu.Unlock()
+		if got != want {
+			t.Fatalf("watermark %d, want %d", got, want)
+		}
+	}
+	if ps.pending() != 0 {
+		t.Fatalf("pending %d", ps.pending())
+	}
+}

@@ -1,0 +1,169 @@
+package sink
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+)
+
+// Each row is a row of DESIGN.md §3.
+func TestClassify(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		name      string
+		status    int
+		headers   map[string]string
+		body      string
+		class     Class
+		errors    int
+		retryWait time.Duration
+	}{
+		{"201 success", 201, nil, `{"message":"success","events_processed":2}`, Delivered, 0, 0},
+		{"200 empty body", 200, nil, ``, Delivered, 0, 0},
+		{"201 with errors is partial", 201, nil, `{"message":"success","errors":[{"type":"bad email","input_array":"attributes","index":1}]}`, Partial, 1, 0},
+		{"400 splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
+		{"413 splits", 413, nil, `Request Entity Too Large`, Split, 0, 0},
+		{"401 halts", 401, nil, `{"message":"Invalid API key"}`, Halt, 0, 0},
+		{"403 halts", 403, nil, `{"message":"Access Denied"}`, Halt, 0, 0},
+		{"404 halts", 404, nil, ``, Halt, 0, 0},
+		{"415 halts", 415, nil, ``, Halt, 0, 0},
+		{"429 retry-after seconds", 429, map[string]string{"X-Ratelimit-Retry-After": "3"}, ``, Retry, 0, 3 * time.Second},
+		{"429 reset epoch", 429, map[string]string{"X-RateLimit-Reset": "1800000005"}, ``, Retry, 0, 5 * time.Second},
+		{"429 reset seconds remaining", 429, map[string]string{"X-RateLimit-Reset": "2"}, ``, Retry, 0, 2 * time.Second},
+		{"429 no hint", 429, nil, ``, Retry, 0, 0},
+		{"500 retries", 500, nil, `oops`, Retry, 0, 0},
+		{"503 retries", 503, nil, ``, Retry, 0, 0},
+		{"408 retries", 408, nil, ``, Retry, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tc.headers {
+				h.Set(k, v)
+			}
+			r := Classify(tc.status, h, []byte(tc.body), now)
+			if r.Class != tc.class || len(r.Errors) != tc.errors || r.RetryAfter != tc.retryWait {
+				t.Fatalf("got class %v errors %d wait %v; want %v %d %v", r.Class, len(r.Errors), r.RetryAfter, tc.class, tc.errors, tc.retryWait)
+			}
+		})
+	}
+}
+
+func TestRateLimitHeaders(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	h := http.Header{}
+	h.Set("X-RateLimit-Limit", "3000")
+	h.Set("X-RateLimit-Remaining", "12")
+	h.Set("X-RateLimit-Reset", "1800000002")
+	rl := Classify(201, h, nil, now).RateLimit
+	if rl.Limit != 3000 || rl.Remaining != 12 || !rl.Reset.Equal(now.Add(2*time.Second)) {
+		t.Fatalf("rate limit %+v", rl)
+	}
+	if rl := Classify(201, http.Header{}, nil, now).RateLimit; rl.Limit != -1 || rl.Remaining != -1 || !rl.Reset.IsZero() {
+		t.Fatalf("absent headers: %+v", rl)
+	}
+}
+
+func TestClientSendsBraze(t *testing.T) {
+	var got *http.Request
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r
+		b, _ := io.ReadAll(r.Body)
+		body = string(b)
+		w.WriteHeader(201)
+		io.WriteString(w, `{"message":"success"}`)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: "secret-key", UserAgent: "t/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Track(context.Background(), []byte(`{"events":[]}`))
+	if r.Class != Delivered || got.URL.Path != "/users/track" || got.Method != "POST" ||
+		got.Header.Get("Authorization") != "Bearer secret-key" || got.Header.Get("Content-Type") != "application/json" || body != `{"events":[]}` {
+		t.Fatalf("request %s %s %v body %q -> %+v", got.Method, got.URL, got.Header, body, r)
+	}
+}
+
+func TestClientTransportErrorIsRetryWithoutSecret(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+	}))
+	defer srv.Close()
+	c, _ := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: "very-secret", Timeout: 50 * time.Millisecond})
+	r := c.Track(context.Background(), []byte(`{}`))
+	if r.Class != Retry || r.Err == nil || r.Status != 0 {
+		t.Fatalf("want Retry with error, got %+v", r)
+	}
+	if strings.Contains(r.Describe(), "very-secret") || strings.Contains(r.Err.Error(), "very-secret") {
+		t.Fatalf("secret leaked: %s", r.Describe())
+	}
+}
+
+func TestValidateEndpoint(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"https://rest.iad-01.braze.com", true},
+		{"https://rest.fra-01.braze.eu/", true},
+		{"http://127.0.0.1:4610", true},
+		{"http://localhost:4610", true},
+		{"http://[::1]:4610", true},
+		{"http://rest.iad-01.braze.com", false},
+		{"rest.iad-01.braze.com", false},
+		{"https://rest.iad-01.braze.com/users/track", false},
+		{"https://user:pw@rest.iad-01.braze.com", false},
+		{"ftp://x", false},
+	}
+	for _, tc := range tests {
+		_, err := ValidateEndpoint(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateEndpoint(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func TestDeadLetterMessage(t *testing.T) {
+	d := DeadLetter{
+		Reason: schemas.ReasonBrazeRejected, Error: "bad email", Attempts: 2, FailedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		SourceTopic: "events", SourcePartition: 3, SourceOffset: 42, RecordIndex: 1, Key: []byte("user-1"),
+		Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc-def-01")}, {Key: "dlq.reason", Value: []byte("old")}},
+		Kind:    schemas.KindEvent, Record: []byte(`{"external_id":"u","name":"x","time":"2026-01-01"}`), ID: []byte(`id-"7"`),
+	}
+	m := d.Message()
+	if want := `{"type":"event","data":{"external_id":"u","name":"x","time":"2026-01-01"},"id":"id-\"7\""}`; string(m.Value) != want {
+		t.Fatalf("value %s\nwant  %s", m.Value, want)
+	}
+	got := map[string]string{}
+	count := map[string]int{}
+	for _, h := range m.Headers {
+		got[h.Key] = string(h.Value)
+		count[h.Key]++
+	}
+	want := map[string]string{
+		"traceparent": "00-abc-def-01", HeaderReason: "braze_rejected", HeaderError: "bad email", HeaderSourceTopic: "events",
+		HeaderSourcePartition: "3", HeaderSourceOffset: "42", HeaderAttempts: "2", HeaderFailedAt: "2026-01-02T03:04:05Z", HeaderRecordIndex: "1",
+	}
+	for k, v := range want {
+		if got[k] != v || count[k] != 1 {
+			t.Errorf("header %s = %q (x%d), want %q once", k, got[k], count[k], v)
+		}
+	}
+	if string(m.Key) != "user-1" {
+		t.Errorf("key %q", m.Key)
+	}
+	whole := DeadLetter{Reason: schemas.ReasonInvalidJSON, Original: []byte("{not json"), RecordIndex: -1}
+	if m := whole.Message(); string(m.Value) != "{not json" {
+		t.Errorf("whole-message dead letter value %q", m.Value)
+	}
+}
