@@ -36,7 +36,7 @@ type Config struct {
 	Brokers     []string
 	Topics      []string
 	GroupID     string
-	StartOffset int64        // kafka.FirstOffset (default) or kafka.LastOffset for a new group
+	StartOffset int64         // kafka.FirstOffset (default) or kafka.LastOffset for a new group
 	Dialer      *kafka.Dialer // TLS/SASL; nil = plaintext
 
 	CommitInterval    time.Duration

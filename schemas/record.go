@@ -1,6 +1,3 @@
-// Package schemas holds the input contract: JSON Schema documents for the envelope, the
-// bundle and the three Braze object kinds, and the Go decoder that enforces the same rules
-// on the hot path without decoding messages into maps.
 package schemas
 
 import "fmt"
