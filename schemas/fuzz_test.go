@@ -1,0 +1,101 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzDecode checks the decoder's contract on arbitrary input: no panics, a MessageError
+// means no records, anything encoding/json rejects is invalid_json, valid UTF-8 JSON is never
+// invalid_json (short of the nesting limit), and every record's Raw is valid JSON inside the
+// message.
+func FuzzDecode(f *testing.F) {
+	for _, dir := range []string{"valid", "invalid"} {
+		paths, _ := filepath.Glob(filepath.Join("testdata", "corpus", dir, "*.json"))
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Add(benchEnvelope())
+	f.Add(benchBundle(6))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		orig := bytes.Clone(data)
+		for _, d := range []Decoder{{}, {MaxRecordBytes: 64}} {
+			prefix := []Record{{Index: -1}}
+			recs, err := d.Decode(data, prefix)
+			if !bytes.Equal(data, orig) {
+				t.Fatal("Decode modified its input")
+			}
+			if len(recs) == 0 || recs[0].Index != -1 {
+				t.Fatal("Decode dropped the records passed in")
+			}
+			recs = recs[1:]
+			if err != nil {
+				var me *MessageError
+				if !errors.As(err, &me) {
+					t.Fatalf("error %T %v is not a MessageError", err, err)
+				}
+				if len(recs) != 0 {
+					t.Fatalf("MessageError %v with %d records", err, len(recs))
+				}
+				switch me.Reason {
+				case ReasonInvalidJSON:
+					if me.Offset < 0 || me.Offset > len(data) {
+						t.Fatalf("invalid_json offset %d out of range", me.Offset)
+					}
+					nesting := bytes.Count(data, []byte("[")) + bytes.Count(data, []byte("{"))
+					isObject := bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{"))
+					if json.Valid(data) && utf8.Valid(data) && nesting < maxDepth && isObject {
+						t.Fatalf("valid JSON reported as invalid_json: %v", err)
+					}
+				case ReasonInvalidRecord:
+					if me.Offset != -1 {
+						t.Fatalf("invalid_record with offset %d", me.Offset)
+					}
+				default:
+					t.Fatalf("MessageError reason %q", me.Reason)
+				}
+			} else if len(recs) == 0 {
+				t.Fatal("no error and no records")
+			}
+			if !json.Valid(data) {
+				var me *MessageError
+				if !errors.As(err, &me) || me.Reason != ReasonInvalidJSON {
+					t.Fatalf("encoding/json rejects the message, decoder said %v", err)
+				}
+			}
+			for i, r := range recs {
+				if !json.Valid(r.Raw) || !within(r.Raw, data) {
+					t.Fatalf("record %d Raw %q is not valid JSON within the message", i, r.Raw)
+				}
+				if r.Index != i {
+					t.Fatalf("record %d has Index %d", i, r.Index)
+				}
+				if e := r.Err; e != nil {
+					if e.Index != r.Index || e.Kind != r.Kind || !strings.HasPrefix(e.Field, "/") || e.Msg == "" ||
+						(e.Reason != ReasonInvalidRecord && e.Reason != ReasonTooLarge) {
+						t.Fatalf("record %d: malformed error %+v", i, *e)
+					}
+					if e.Reason == ReasonTooLarge && len(r.Raw) <= d.MaxRecordBytes {
+						t.Fatalf("record %d of %d bytes too large", i, len(r.Raw))
+					}
+				} else if r.IDKind == 0 || len(r.UserID) == 0 || r.UserHash != userHash(r.IDKind, r.UserID) {
+					t.Fatalf("valid record %d without a proper identifier: %+v", i, r)
+				}
+				if r.IDKind != 0 && !utf8.Valid(r.UserID) && !strings.Contains(string(r.UserID), "\x00") {
+					t.Fatalf("record %d UserID %q is not UTF-8", i, r.UserID)
+				}
+			}
+		}
+	})
+}

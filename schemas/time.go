@@ -1,0 +1,112 @@
+package schemas
+
+// Braze time strings (event and purchase "time").
+//
+// Braze documents "ISO 8601" plus a few fixed layouts. This package accepts exactly:
+//
+//	yyyy-MM-dd
+//	yyyy-MM-dd HH:mm:ss
+//	yyyy-MM-ddTHH:mm:ss[.f{1,9} | :SSS][zone]     zone = Z | ±HH | ±HHmm | ±HH:mm
+//
+// which covers RFC 3339 (with or without offset and fractional seconds), the ISO 8601
+// extended calendar form and Braze's "yyyy-MM-ddTHH:mm:ss:SSSZ". Months are 01-12, days are
+// checked against the month (February allows 29 in every year: leap years are left to
+// Braze), hours 00-23, minutes and seconds 00-59. 'T' and 'Z' must be upper case. Timeless
+// values are taken as UTC by Braze. The attribute-only layouts (MM/dd/yyyy, "ddd MM dd ...")
+// are not accepted for event times.
+//
+// timePattern is the same grammar as a regular expression; common.schema.json carries it
+// verbatim (a test holds the two in agreement).
+const timePattern = `^[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|[12][0-9]))(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9}|:[0-9]{3})?(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?| (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])?$`
+
+// isBrazeTime reports whether b (the unescaped string) is a Braze time as described above.
+func isBrazeTime(b []byte) bool {
+	if len(b) < 10 || !isDate(b[:10]) {
+		return false
+	}
+	if len(b) == 10 {
+		return true
+	}
+	sep := b[10]
+	if (sep != 'T' && sep != ' ') || len(b) < 19 || !isClock(b[11:19]) {
+		return false
+	}
+	rest := b[19:]
+	if sep == ' ' {
+		return len(rest) == 0
+	}
+	if len(rest) > 0 && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && isDigit(rest[n]) {
+			n++
+		}
+		if n == 1 || n > 10 {
+			return false
+		}
+		rest = rest[n:]
+	} else if len(rest) > 0 && rest[0] == ':' {
+		if len(rest) < 4 || !isDigit(rest[1]) || !isDigit(rest[2]) || !isDigit(rest[3]) {
+			return false
+		}
+		rest = rest[4:]
+	}
+	return isZone(rest)
+}
+
+// isDate checks yyyy-MM-dd.
+func isDate(b []byte) bool {
+	if b[4] != '-' || b[7] != '-' {
+		return false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(b[i]) {
+			return false
+		}
+	}
+	month := int(b[5]-'0')*10 + int(b[6]-'0')
+	day := int(b[8]-'0')*10 + int(b[9]-'0')
+	if month < 1 || month > 12 || day < 1 {
+		return false
+	}
+	switch month {
+	case 2:
+		return day <= 29
+	case 4, 6, 9, 11:
+		return day <= 30
+	}
+	return day <= 31
+}
+
+// isClock checks HH:mm:ss.
+func isClock(b []byte) bool {
+	return b[2] == ':' && b[5] == ':' && isHour(b[0:2]) && isMinute(b[3:5]) && isMinute(b[6:8])
+}
+
+func isHour(b []byte) bool {
+	return isDigit(b[0]) && isDigit(b[1]) && (b[0] < '2' || (b[0] == '2' && b[1] <= '3'))
+}
+
+func isMinute(b []byte) bool { return isDigit(b[1]) && '0' <= b[0] && b[0] <= '5' }
+
+// isZone checks an optional zone: "", Z, ±HH, ±HHmm, ±HH:mm.
+func isZone(z []byte) bool {
+	switch {
+	case len(z) == 0:
+		return true
+	case len(z) == 1:
+		return z[0] == 'Z'
+	case z[0] != '+' && z[0] != '-':
+		return false
+	}
+	if len(z) < 3 || !isHour(z[1:3]) {
+		return false
+	}
+	m := z[3:]
+	if len(m) > 0 && m[0] == ':' {
+		m = m[1:]
+		if len(m) == 0 {
+			return false
+		}
+	}
+	return len(m) == 0 || (len(m) == 2 && isMinute(m))
+}
