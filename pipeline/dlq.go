@@ -4,6 +4,10 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -69,7 +73,7 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 			letters = append(letters, live[i].letter)
 		}
 		for attempt := 1; len(letters) > 0; attempt++ {
-			err := p.dlq.Write(ctx, letters)
+			err := p.writeDLQ(ctx, live, letters, attempt)
 			if err == nil {
 				break
 			}
@@ -91,4 +95,24 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 		clear(batch)
 		batch = batch[:0]
 	}
+}
+
+// writeDLQ writes one batch under a producer span linked to the source records' producers.
+func (p *Pipeline) writeDLQ(ctx context.Context, live []dlqEntry, letters []sink.DeadLetter, attempt int) error {
+	_, span := p.ins.tracer.Start(ctx, "dlq publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(p.producerLinks(func(yield func(*msgAck) bool) {
+			for i := range live {
+				if !yield(live[i].ack) {
+					return
+				}
+			}
+		})...),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.name", "publish"),
+			attribute.Int("messaging.batch.message_count", len(letters)), attribute.Int("ingestor.dlq.attempt", attempt)))
+	defer span.End()
+	err := p.dlq.Write(ctx, letters)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }

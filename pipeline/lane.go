@@ -136,6 +136,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			items = live
 			body = batcher.Encode(nil, items)
 		}
+		waitStart := time.Now()
 		// A 429 anywhere pauses every lane.
 		if until := p.pauseUntil.Load(); until > 0 {
 			if !sleepCtx(ctx, time.Until(time.Unix(0, until))) {
@@ -143,7 +144,10 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			}
 		}
 		attempt++
-		resp := p.sender.Track(ctx, body)
+		sendStart := time.Now()
+		sctx, span := p.startRequestSpan(ctx, items, body, attempt)
+		resp := p.sender.Track(sctx, body)
+		p.endRequestSpan(span, resp, sendStart.Sub(waitStart), time.Since(sendStart), len(items), len(body))
 		p.stats.Requests[resp.Class].Add(1)
 		p.stats.RequestsStatus[resp.Status/100%6].Add(1)
 		if resp.Class != sink.Halt && p.halted.Load() && resp.Status != 0 {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
@@ -132,6 +135,8 @@ type Pipeline struct {
 	haltLog    rate.Sometimes
 	recordLog  rate.Sometimes
 
+	ins instruments
+
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
 	inGroup    atomic.Bool
@@ -158,6 +163,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		dlqCh:     make(chan dlqEntry, 4096),
 		haltLog:   rate.Sometimes{Interval: time.Minute},
 		recordLog: rate.Sometimes{Interval: time.Second},
+	}
+	if err := p.initTelemetry(); err != nil {
+		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
@@ -383,7 +391,17 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 	if len(moved) == 0 {
 		return
 	}
-	if err := gen.CommitOffsets(offsets); err != nil {
+	_, span := p.ins.tracer.Start(context.Background(), "commit offsets", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.name", "commit"),
+			attribute.String("messaging.consumer.group.name", p.cfg.GroupID), attribute.Int("ingestor.commit.partitions", len(moved))))
+	start := time.Now()
+	err := gen.CommitOffsets(offsets)
+	p.ins.commitDur.Record(context.Background(), time.Since(start).Seconds())
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	if err != nil {
 		p.stats.CommitErrors.Add(1)
 		p.log.Warn("offset commit failed; will retry (records may be delivered again after a restart)", "error", err)
 		return

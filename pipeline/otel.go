@@ -1,0 +1,276 @@
+package pipeline
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+const instrumentationName = "github.com/braze-ingestor/braze-ingestor/pipeline"
+
+// MaxSpanLinks caps the producer links on one span: a request carries up to 75 records (225
+// on legacy contracts), and tracing backends cap links too.
+const MaxSpanLinks = 32
+
+// instruments are recorded directly on the hot path only per request, never per record;
+// per-record counts are observed from Stats.
+type instruments struct {
+	tracer      trace.Tracer
+	propagator  propagation.TextMapPropagator
+	reqDuration metric.Float64Histogram
+	reqObjects  metric.Int64Histogram
+	reqBytes    metric.Int64Histogram
+	limiterWait metric.Float64Histogram
+	commitDur   metric.Float64Histogram
+}
+
+func (p *Pipeline) initTelemetry() error {
+	mp := otel.GetMeterProvider()
+	m := mp.Meter(instrumentationName)
+	ins := &p.ins
+	ins.tracer = otel.GetTracerProvider().Tracer(instrumentationName)
+	ins.propagator = propagation.TraceContext{}
+	var err error
+	if ins.reqDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of Braze /users/track requests."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)); err != nil {
+		return err
+	}
+	if ins.reqObjects, err = m.Int64Histogram("ingestor.request.objects", metric.WithUnit("{object}"),
+		metric.WithDescription("Objects (attributes, events, purchases) per /users/track request."),
+		metric.WithExplicitBucketBoundaries(1, 5, 10, 25, 50, 70, 74, 75, 150, 225)); err != nil {
+		return err
+	}
+	if ins.reqBytes, err = m.Int64Histogram("ingestor.request.body.size", metric.WithUnit("By"),
+		metric.WithDescription("Body size of /users/track requests."),
+		metric.WithExplicitBucketBoundaries(1e3, 1e4, 3e4, 6e4, 1e5, 3e5, 1e6, 4e6)); err != nil {
+		return err
+	}
+	if ins.limiterWait, err = m.Float64Histogram("ingestor.limiter.wait", metric.WithUnit("s"),
+		metric.WithDescription("Time a request waited for the rate limiter, 429 pauses and the circuit breaker."),
+		metric.WithExplicitBucketBoundaries(0, 0.001, 0.01, 0.1, 0.5, 1, 3, 10, 30)); err != nil {
+		return err
+	}
+	if ins.commitDur, err = m.Float64Histogram("ingestor.commit.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of Kafka offset commits.")); err != nil {
+		return err
+	}
+
+	kindAttr := [3]metric.ObserveOption{}
+	for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
+		kindAttr[k] = metric.WithAttributes(attribute.String("kind", k.EnvelopeType()))
+	}
+	consumed, _ := m.Int64ObservableCounter("ingestor.records.consumed", metric.WithUnit("{record}"),
+		metric.WithDescription("Records decoded from Kafka messages, by kind."))
+	delivered, _ := m.Int64ObservableCounter("ingestor.records.delivered", metric.WithUnit("{record}"),
+		metric.WithDescription("Records Braze accepted, by kind."))
+	dead, _ := m.Int64ObservableCounter("ingestor.records.dead_lettered", metric.WithUnit("{record}"),
+		metric.WithDescription("Records written to the dead-letter topic, by kind and reason."))
+	messages, _ := m.Int64ObservableCounter("messaging.client.consumed.messages", metric.WithUnit("{message}"),
+		metric.WithDescription("Kafka messages consumed."))
+	requests, _ := m.Int64ObservableCounter("ingestor.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("Braze /users/track requests by outcome and HTTP status class."))
+	byStatus, _ := m.Int64ObservableCounter("ingestor.requests.status", metric.WithUnit("{request}"),
+		metric.WithDescription("Braze /users/track answers by HTTP status class (none = no answer: timeout or connection error)."))
+	retries, _ := m.Int64ObservableCounter("ingestor.retries", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests retried after a 429, 5xx, timeout or connection error."))
+	dlqWrites, _ := m.Int64ObservableCounter("ingestor.dlq.writes", metric.WithUnit("{write}"),
+		metric.WithDescription("Batches written to the dead-letter topic."))
+	dlqErrors, _ := m.Int64ObservableCounter("ingestor.dlq.errors", metric.WithUnit("{write}"),
+		metric.WithDescription("Failed dead-letter writes (the pipeline stalls and retries)."))
+	commits, _ := m.Int64ObservableCounter("ingestor.commits", metric.WithUnit("{commit}"),
+		metric.WithDescription("Successful Kafka offset commits."))
+	inflight, _ := m.Int64ObservableGauge("ingestor.records.in_flight", metric.WithUnit("{record}"),
+		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
+	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("1"),
+		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
+	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages between the partition end and the last fetched message."))
+	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages between the last fetched and the last committed offset (in flight, not yet committable)."))
+
+	classStatus := []struct {
+		class sink.Class
+		name  string
+	}{{sink.Delivered, "delivered"}, {sink.Partial, "partial"}, {sink.Split, "split"}, {sink.Halt, "halt"}, {sink.Retry, "retry"}}
+	statusNames := [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
+	group := attribute.String("messaging.consumer.group.name", p.cfg.GroupID)
+
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := &p.stats
+		for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
+			o.ObserveInt64(consumed, s.RecordsConsumed[k].Load(), kindAttr[k])
+			o.ObserveInt64(delivered, s.RecordsDelivered[k].Load(), kindAttr[k])
+		}
+		for k := range s.DeadLettered {
+			kind := "message"
+			if k < 3 {
+				kind = schemas.Kind(k).EnvelopeType()
+			}
+			for r, reason := range Reasons {
+				if n := s.DeadLettered[k][r].Load(); n > 0 {
+					o.ObserveInt64(dead, n, metric.WithAttributes(attribute.String("kind", kind), attribute.String("reason", string(reason))))
+				}
+			}
+		}
+		o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
+		for _, cs := range classStatus {
+			o.ObserveInt64(requests, s.Requests[cs.class].Load(), metric.WithAttributes(attribute.String("outcome", cs.name)))
+		}
+		for i, name := range statusNames {
+			if n := s.RequestsStatus[i].Load(); n > 0 {
+				o.ObserveInt64(byStatus, n, metric.WithAttributes(attribute.String("status_class", name)))
+			}
+		}
+		o.ObserveInt64(retries, s.Retries.Load())
+		o.ObserveInt64(dlqWrites, s.DLQWrites.Load())
+		o.ObserveInt64(dlqErrors, s.DLQErrors.Load())
+		o.ObserveInt64(commits, s.Commits.Load())
+		o.ObserveInt64(inflight, s.InFlightRecords.Load())
+		var h int64
+		if s.Halted.Load() {
+			h = 1
+		}
+		o.ObserveInt64(halted, h)
+		for _, l := range p.Lag() {
+			attrs := metric.WithAttributes(attribute.String("messaging.destination.name", l.Topic),
+				attribute.String("messaging.destination.partition.id", strconv.Itoa(l.Partition)), group)
+			if l.HighWater >= 0 && l.Fetched >= 0 {
+				o.ObserveInt64(lag, max(0, l.HighWater-l.Fetched-1), attrs)
+			}
+			if l.Fetched >= 0 {
+				committed := l.Committed
+				if committed < 0 {
+					committed = 0
+				}
+				o.ObserveInt64(commitLag, max(0, l.Fetched+1-committed), attrs)
+			}
+		}
+		return nil
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, lag, commitLag)
+	return err
+}
+
+// headerCarrier adapts Kafka headers to the W3C propagator.
+type headerCarrier []kafka.Header
+
+func (c headerCarrier) Get(key string) string {
+	for _, h := range c {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+func (c headerCarrier) Set(string, string) {}
+func (c headerCarrier) Keys() []string {
+	out := make([]string, len(c))
+	for i, h := range c {
+		out[i] = h.Key
+	}
+	return out
+}
+
+// producerLinks returns links to the producers' spans of up to MaxSpanLinks distinct
+// messages, so a trace backend can walk from a producer's trace to the request that carried
+// its record.
+func (p *Pipeline) producerLinks(acks func(yield func(*msgAck) bool)) []trace.Link {
+	var links []trace.Link
+	var last *msgAck
+	for a := range acks {
+		if a == last {
+			continue // records of one bundle share a message
+		}
+		last = a
+		if len(a.msg.Headers) == 0 {
+			continue
+		}
+		sc := trace.SpanContextFromContext(p.ins.propagator.Extract(context.Background(), headerCarrier(a.msg.Headers)))
+		if !sc.IsValid() {
+			continue
+		}
+		links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
+			attribute.String("messaging.destination.name", a.msg.Topic),
+			attribute.Int("messaging.destination.partition.id", a.msg.Partition),
+			attribute.Int64("messaging.kafka.offset", a.msg.Offset),
+		}})
+		if len(links) >= MaxSpanLinks {
+			break
+		}
+	}
+	return links
+}
+
+func itemAcks(items []item) func(yield func(*msgAck) bool) {
+	return func(yield func(*msgAck) bool) {
+		for i := range items {
+			if !yield(items[i].ack) {
+				return
+			}
+		}
+	}
+}
+
+// startRequestSpan starts the client span of one /users/track request.
+func (p *Pipeline) startRequestSpan(ctx context.Context, items []item, body []byte, attempt int) (context.Context, trace.Span) {
+	var counts [3]int
+	for i := range items {
+		counts[items[i].kind]++
+	}
+	return p.ins.tracer.Start(ctx, "POST /users/track",
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithLinks(p.producerLinks(itemAcks(items))...),
+		trace.WithAttributes(
+			attribute.String("http.request.method", "POST"),
+			attribute.Int("http.request.body.size", len(body)),
+			attribute.Int("braze.request.attributes", counts[0]),
+			attribute.Int("braze.request.events", counts[1]),
+			attribute.Int("braze.request.purchases", counts[2]),
+			attribute.Int("braze.request.attempt", attempt),
+		))
+}
+
+func (p *Pipeline) endRequestSpan(span trace.Span, resp sink.Response, wait, took time.Duration, items int, bodyLen int) {
+	outcome := resp.Class.String()
+	span.SetAttributes(
+		attribute.String("braze.outcome", outcome),
+		attribute.Float64("braze.limiter_wait_seconds", wait.Seconds()),
+	)
+	if resp.Status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", resp.Status))
+	}
+	if len(resp.Errors) > 0 {
+		span.SetAttributes(attribute.Int("braze.rejected_objects", len(resp.Errors)))
+	}
+	switch resp.Class {
+	case sink.Retry, sink.Halt:
+		et := "http_" + strconv.Itoa(resp.Status)
+		if resp.Status == 0 {
+			et = "transport"
+		}
+		span.SetAttributes(attribute.String("error.type", et))
+		span.SetStatus(codes.Error, resp.Describe())
+	}
+	span.End()
+
+	ctx := context.Background()
+	statusAttr := metric.WithAttributes(attribute.String("http.request.method", "POST"),
+		attribute.Int("http.response.status_code", resp.Status), attribute.String("braze.outcome", outcome))
+	p.ins.reqDuration.Record(ctx, took.Seconds(), statusAttr)
+	p.ins.limiterWait.Record(ctx, wait.Seconds())
+	if resp.Class == sink.Delivered || resp.Class == sink.Partial {
+		p.ins.reqObjects.Record(ctx, int64(items))
+		p.ins.reqBytes.Record(ctx, int64(bodyLen))
+	}
+}
