@@ -99,3 +99,72 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSchemaAgreement holds the decoder and the JSON Schemas to the same verdict on arbitrary
+// messages, except where the decoder is stricter by design (see the package doc): duplicate
+// keys, external_id over 987 bytes but not characters, and nesting past maxDepth.
+func FuzzSchemaAgreement(f *testing.F) {
+	for _, b := range corpusFiles(f) {
+		f.Add(b)
+	}
+	f.Add(benchBundle(6))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dOK, dErr := decoderValid(data)
+		var me *MessageError
+		switch {
+		case errors.As(dErr, &me) && me.Reason == ReasonInvalidJSON && json.Valid(data) && utf8.Valid(data):
+			return // nesting limit or a non-object message; FuzzDecode covers those
+		case dErr != nil && strings.Contains(dErr.Error(), "987 bytes"):
+			return
+		case hasDuplicateKeys(data):
+			return
+		}
+		sOK, sErr := schemaValid(t, data)
+		if sOK != dOK {
+			t.Fatalf("schema valid=%v (%v), decoder valid=%v (%v)", sOK, sErr, dOK, dErr)
+		}
+	})
+}
+
+// hasDuplicateKeys reports whether any object in a valid JSON text repeats a key (after
+// unescaping). Invalid JSON reports false.
+func hasDuplicateKeys(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	type frame struct {
+		obj   bool
+		keys  map[string]bool
+		isKey bool // next string token in this object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.obj && top.isKey {
+			if k, ok := tok.(string); ok {
+				if top.keys[k] {
+					return true
+				}
+				top.keys[k] = true
+				top.isKey = false
+				continue
+			}
+		}
+		if top != nil && top.obj {
+			top.isKey = true // a value (or the closing brace) follows; the next string is a key
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{obj: true, keys: map[string]bool{}, isKey: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+	}
+}

@@ -83,6 +83,8 @@ type Record struct {
 	Kind Kind
 	// Index is the record's position within its message (0 for an envelope; for a bundle
 	// the position counting attributes, then events, then purchases, in message order).
+	// The three arrays count in that order whatever their key order in the message, and
+	// Decode returns a bundle's records in Index order.
 	Index int
 	// Raw is the exact Braze object bytes (the envelope's data, or one bundle element).
 	Raw []byte

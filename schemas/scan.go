@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -77,17 +78,18 @@ const (
 	msb = 0x8080808080808080
 )
 
-// wordSpecial reports whether any of the 8 bytes in w is '"', '\\', < 0x20 or >= 0x80 (SWAR:
-// the usual "has a zero byte" and "has a byte less than n" bit tricks, exact for the test
-// "is any byte special").
-func wordSpecial(w uint64) bool {
+// specialMask flags (with bit 7 of the byte) the bytes of w, little-endian, that are '"',
+// '\\', < 0x20 or >= 0x80: SWAR versions of "has a zero byte" and "has a byte less than n".
+// Borrows can flag bytes above a special byte but never below one, so the lowest flag is
+// exact: it marks the first special byte, or there is none.
+func specialMask(w uint64) uint64 {
 	quote := w ^ (lsb * '"')
 	bslash := w ^ (lsb * '\\')
 	m := (quote - lsb) &^ quote
 	m |= (bslash - lsb) &^ bslash
 	m |= (w - lsb*0x20) &^ w
 	m |= w
-	return m&msb != 0
+	return m & msb
 }
 
 // str reads a string at s.pos (which holds '"'), validating escapes and UTF-8. It returns the
@@ -97,14 +99,21 @@ func (s *scanner) str() (start, end int, esc, ok bool) {
 	i := s.pos + 1
 	start = i
 	for {
-		for i+8 <= len(buf) && !wordSpecial(binary.LittleEndian.Uint64(buf[i:])) {
-			i += 8
-		}
-		for i < len(buf) && strPlain[buf[i]] {
-			i++
-		}
-		if i >= len(buf) {
-			return 0, 0, false, s.fail(len(buf), "unterminated string")
+		// Find the next byte that needs a closer look, 8 bytes at a time where possible.
+		if i+8 <= len(buf) {
+			m := specialMask(binary.LittleEndian.Uint64(buf[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else {
+			for i < len(buf) && strPlain[buf[i]] {
+				i++
+			}
+			if i >= len(buf) {
+				return 0, 0, false, s.fail(len(buf), "unterminated string")
+			}
 		}
 		switch c := buf[i]; {
 		case c == '"':

@@ -11,13 +11,13 @@ package schemas
 // which covers RFC 3339 (with or without offset and fractional seconds), the ISO 8601
 // extended calendar form and Braze's "yyyy-MM-ddTHH:mm:ss:SSSZ". Months are 01-12, days are
 // checked against the month (February allows 29 in every year: leap years are left to
-// Braze), hours 00-23, minutes and seconds 00-59. 'T' and 'Z' must be upper case. Timeless
-// values are taken as UTC by Braze. The attribute-only layouts (MM/dd/yyyy, "ddd MM dd ...")
+// Braze), hours 00-23, minutes and seconds 00-59 (no leap second). 'T' and 'Z' may be lower
+// case, as RFC 3339 allows. Values without a zone are taken as UTC by Braze. The attribute-only layouts (MM/dd/yyyy, "ddd MM dd ...")
 // are not accepted for event times.
 //
 // timePattern is the same grammar as a regular expression; common.schema.json carries it
 // verbatim (a test holds the two in agreement).
-const timePattern = `^[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|[12][0-9]))(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9}|:[0-9]{3})?(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?| (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])?$`
+const timePattern = `^[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|[12][0-9]))(?:[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9}|:[0-9]{3})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?| (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])?$`
 
 // isBrazeTime reports whether b (the unescaped string) is a Braze time as described above.
 func isBrazeTime(b []byte) bool {
@@ -28,7 +28,7 @@ func isBrazeTime(b []byte) bool {
 		return true
 	}
 	sep := b[10]
-	if (sep != 'T' && sep != ' ') || len(b) < 19 || !isClock(b[11:19]) {
+	if (sep != 'T' && sep != 't' && sep != ' ') || len(b) < 19 || !isClock(b[11:19]) {
 		return false
 	}
 	rest := b[19:]
@@ -94,7 +94,7 @@ func isZone(z []byte) bool {
 	case len(z) == 0:
 		return true
 	case len(z) == 1:
-		return z[0] == 'Z'
+		return z[0] == 'Z' || z[0] == 'z'
 	case z[0] != '+' && z[0] != '-':
 		return false
 	}
