@@ -25,15 +25,15 @@ type Decoder struct {
 // value must not be modified while they are in use. Decode allocates nothing per record in
 // the common case; unescaped and alias identifiers share one buffer per message.
 func (d *Decoder) Decode(value []byte, out []Record) ([]Record, error) {
-	max := 0
+	limit := 0
 	if d != nil {
-		max = d.MaxRecordBytes
+		limit = d.MaxRecordBytes
 	}
-	st := decodeState{s: scanner{buf: value, errOff: -1}, maxRecord: max, out: out}
+	st := decodeState{s: scanner{buf: value, errOff: -1}, maxRecord: limit, out: out}
 	if err := st.message(); err != nil {
-		// Drop partial results; clear them so the backing array does not pin value.
+		// Drop partial results; clear them so out's backing array does not pin value.
 		clear(st.out[len(out):])
-		return st.out[:len(out)], err
+		return out, err
 	}
 	return st.out, nil
 }

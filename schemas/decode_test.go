@@ -357,3 +357,38 @@ func TestDecodeAllocs(t *testing.T) {
 		}
 	}
 }
+
+// Unescaped identifiers share per-message buffers; they must not overwrite each other when
+// a message needs more than one buffer.
+func TestUnescapedIDsAcrossBuffers(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"attributes":[`)
+	const n = 400
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		tmpl := `{"external_id":"\u0075-%04d-` + strings.Repeat("x", 40) + `"}`
+		b.WriteString(strings.Replace(tmpl, "%04d", strings.Repeat(string(rune('a'+i%26)), 4)+string(rune('0'+i%10)), 1))
+	}
+	b.WriteString(`]}`)
+	value := []byte(b.String())
+	if len(value) < 2*8192 {
+		t.Fatalf("message of %d bytes does not span buffers", len(value))
+	}
+	recs := decode(t, Decoder{}, b.String())
+	if len(recs) != n {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i, r := range recs {
+		want := "u-" + strings.Repeat(string(rune('a'+i%26)), 4) + string(rune('0'+i%10)) + "-" + strings.Repeat("x", 40)
+		if string(r.UserID) != want || r.Err != nil {
+			t.Fatalf("record %d: UserID %q err %v", i, r.UserID, r.Err)
+		}
+	}
+
+	env := decode(t, Decoder{}, `{"id":"m\u002d1","type":"attributes","data":{"braze_id":"b"}}`)[0]
+	if string(env.ID) != "m-1" {
+		t.Errorf("envelope ID %q, want unescaped m-1", env.ID)
+	}
+}

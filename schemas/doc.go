@@ -40,7 +40,10 @@
 //     braze_id (non-empty string). Without one, a non-empty string email, or else phone,
 //     identifies the user. Record.IDKind, UserID and UserHash come from that identifier.
 //   - _update_existing_only, when present, is a boolean.
-//   - event: name is a non-empty string; time is a Braze time (see isBrazeTime in time.go);
+//   - event: name is a non-empty string; time is a Braze time: yyyy-MM-dd,
+//     yyyy-MM-dd HH:mm:ss, or yyyy-MM-ddTHH:mm:ss with an optional fraction (.f up to 9
+//     digits, or Braze's :SSS) and zone (Z, ±HH, ±HHmm, ±HH:mm), which covers RFC 3339
+//     (details in time.go; the schemas carry the same grammar as a pattern);
 //     properties, when present, is an object whose keys are non-empty, at most 255
 //     characters, do not start with '$' and are not "time" or "event_name".
 //   - purchase: product_id is a string of 1..255 characters; currency is 3 upper-case ASCII
@@ -49,7 +52,8 @@
 //     product_id, quantity, price and currency reserved too.
 //   - attributes: the identifier rules only; attribute values are passed through.
 //   - a bundle element that is not an object is a record with an error.
-//   - a record longer than Decoder.MaxRecordBytes gets Reason too_large.
+//   - a record longer than Decoder.MaxRecordBytes gets Reason too_large, whatever else is
+//     wrong with it.
 //
 // Characters are Unicode code points, counted after unescaping, as JSON Schema counts them.
 //
