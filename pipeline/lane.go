@@ -162,13 +162,10 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			return
 		case sink.Partial:
 			p.stats.ObjectsSent.Add(int64(len(items)))
-			rejected := make([]string, len(items))
-			for _, e := range resp.Errors {
-				if i := batcher.Locate(items, e.InputArray, e.Index); i >= 0 {
-					rejected[i] = e.Type
-				} else {
-					p.log.Warn("Braze reported an error for an object not in the request", "input_array", e.InputArray, "index", e.Index, "type", e.Type)
-				}
+			rejected := namedErrors(items, resp.Errors)
+			if rejected == nil {
+				rejected = make([]string, len(items))
+				p.log.Warn("Braze reported errors for objects not in the request", "errors", len(resp.Errors))
 			}
 			ok := items[:0:0]
 			for i, it := range items {
@@ -181,6 +178,22 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			p.delivered(ok)
 			return
 		case sink.Split:
+			// A fatal 400 that names objects in errors[] (Braze processed nothing): dead-letter
+			// exactly those and send the rest again, which spends fewer requests than bisecting.
+			if named := namedErrors(items, resp.Errors); len(named) > 0 {
+				rest := items[:0:0]
+				for i, it := range items {
+					if named[i] != "" {
+						p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, named[i], attempt)
+					} else {
+						rest = append(rest, it)
+					}
+				}
+				if len(rest) > 0 {
+					p.deliver(ctx, rest, batcher.Encode(nil, rest))
+				}
+				return
+			}
 			p.stats.Splits.Add(1)
 			if len(items) == 1 {
 				reason := schemas.ReasonBrazeRejected
@@ -245,4 +258,21 @@ func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.
 			Reason: reason, Error: msg, Attempts: attempts, Kind: it.kind, Record: it.raw, ID: it.id, RecordIndex: it.index,
 		}})
 	}
+}
+
+// namedErrors maps errors[] entries to the items they name; nil when none maps.
+func namedErrors(items []item, errs []sink.ItemError) []string {
+	var out []string
+	for _, e := range errs {
+		if i := batcher.Locate(items, e.InputArray, e.Index); i >= 0 {
+			if out == nil {
+				out = make([]string, len(items))
+			}
+			if out[i] != "" {
+				out[i] += "; "
+			}
+			out[i] += e.Type
+		}
+	}
+	return out
 }

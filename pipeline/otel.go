@@ -36,10 +36,16 @@ type instruments struct {
 }
 
 func (p *Pipeline) initTelemetry() error {
-	mp := otel.GetMeterProvider()
+	mp, tp := p.cfg.MeterProvider, p.cfg.TracerProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
 	m := mp.Meter(instrumentationName)
 	ins := &p.ins
-	ins.tracer = otel.GetTracerProvider().Tracer(instrumentationName)
+	ins.tracer = tp.Tracer(instrumentationName)
 	ins.propagator = propagation.TraceContext{}
 	var err error
 	if ins.reqDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
@@ -71,6 +72,9 @@ type Config struct {
 	HaltProbeMax time.Duration
 
 	Logger *slog.Logger
+	// TracerProvider and MeterProvider default to the global OTel providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Defaults fills zero fields.

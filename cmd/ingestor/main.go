@@ -21,6 +21,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/telemetry"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=1.2.3".
@@ -89,7 +90,8 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // workerHooks lets `ingestor dev` and tests see inside a running worker.
 type workerHooks struct {
-	started func(p *pipeline.Pipeline, httpAddr string)
+	started   func(p *pipeline.Pipeline, httpAddr string)
+	telemetry func(*telemetry.Options) // adds test exporters
 }
 
 // runWorker wires the worker from cfg and runs it until ctx ends.
@@ -105,6 +107,19 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	if err != nil {
 		return err
 	}
+	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: version}
+	if hooks != nil && hooks.telemetry != nil {
+		hooks.telemetry(&topts)
+	}
+	tel, err := telemetry.Setup(ctx, topts)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
 	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: kafkaTransport(tlsCfg, mech)})
 	defer dlq.Close()
 	start := kafka.FirstOffset
@@ -121,7 +136,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration,
-		Logger: log,
+		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
 	}, client, dlq)
 	if err != nil {
 		return err
@@ -131,7 +146,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	if err != nil {
 		return fmt.Errorf("HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: httpHandler(p), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: httpHandler(p, tel.MetricsHandler()), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "error", err)
@@ -152,8 +167,9 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 }
 
 // httpHandler serves the health probes (and, with telemetry, /metrics) on one port.
-func httpHandler(p *pipeline.Pipeline) http.Handler {
+func httpHandler(p *pipeline.Pipeline, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		if !p.Alive(15 * time.Second) {
 			http.Error(w, "run loop stalled", http.StatusServiceUnavailable)
