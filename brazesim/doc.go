@@ -1,0 +1,109 @@
+// Package brazesim is a local simulator of the Braze REST API endpoints a
+// Kafka → /users/track worker uses. It follows /work/shared/braze-api.md (cited as
+// "braze-api.md §N" in code and tests) and is meant for tests (in process, like
+// net/http/httptest), for `ingestor dev`, for benchmarks and as a standalone server.
+//
+// # Use in tests
+//
+//	srv, _ := brazesim.NewServer(brazesim.DefaultConfig()) // 127.0.0.1:<random>
+//	defer srv.Close()
+//	// point the client at srv.URL with "Authorization: Bearer dev-key"
+//	u, ok := srv.Sim.User("external_id", "user-1")
+//	st := srv.Sim.Stats()
+//	srv.Sim.SetFaults(brazesim.Faults{Error5xxRate: 1})
+//
+// A *Sim is an http.Handler, so it can also be driven through ServeHTTP with an
+// httptest.ResponseRecorder (ResetRate then panics with http.ErrAbortHandler,
+// because a recorder cannot be hijacked; TimeoutRate waits for the request context).
+//
+// # Endpoints
+//
+//	POST /users/track       permission users.track      rate class "track" (3000 per 3 s)
+//	POST /users/delete      permission users.delete     rate class "user ops" (20000 per minute, shared)
+//	POST /users/alias/new   permission users.alias.new  rate class "user ops"
+//	POST /users/identify    permission users.identify   rate class "user ops"
+//
+// Config.OtherLimit/OtherWindow (250000 per hour) is the class for any further
+// endpoint; none of the implemented ones uses it yet.
+//
+// Order of checks on an API request: route (404; a trailing slash gives 403),
+// faults (outage 503, connection reset, hang, 5xx), method (non-POST 404), key
+// (401 missing/unknown, 401 "IP address not allowed for this API key", 403
+// "Access Denied"), rate limit (429), Content-Type (415), size (413), JSON (400),
+// object limit (400 "Max Input Length Exceeded"), no objects (400 "Valid data must
+// be provided…"), per-object validation (minor errors in the 201 body; 400 with
+// the errors when no object is valid), then the valid objects are applied in the
+// order attributes → events → purchases.
+//
+// Choices where Braze publishes nothing (braze-api.md marks them UNCONFIRMED): a
+// non-allowlisted IP gets 401 {"message":"IP address not allowed for this API key"};
+// a 401 echoes only the first 4 characters of the key; the 429 body is
+// {"message":"API rate limit exceeded"}; non-POST methods get 404; the error texts
+// marked "sim" in track.go are the simulator's own wording.
+//
+// # Standalone server
+//
+//	go run ./cmd/brazesim [flags]      (also: ingestor brazesim [flags])
+//
+//	-addr 127.0.0.1:4610          listen address
+//	-mode combined|per_array      75 objects in total (default) or 75 per array
+//	-max-objects 75               object limit per /users/track request
+//	-max-body-bytes 4194304       payload limit (413 above)
+//	-track-limit 3000             /users/track requests per window (negative = unlimited)
+//	-track-window 3s              /users/track window
+//	-user-ops-limit 20000         delete/alias/identify requests per window
+//	-user-ops-window 1m           user-ops window
+//	-key name:secret[:perm1,perm2][:cidr1,cidr2]
+//	                              API key, repeatable (default dev:dev-key, all permissions;
+//	                              empty or "*" permissions = all; CIDRs may be IPv6)
+//	-latency 0s                   fixed latency added to every API request
+//	-validate=true                per-object validation
+//	-count-only=false             only count objects and answer 201 (no state)
+//	-max-history 10000            events and purchases kept per user (0 = unlimited)
+//	-config file.json             optional config file; flags given explicitly win
+//
+// The config file holds the same settings in snake_case plus initial faults:
+//
+//	{"mode":"combined","track_limit":3000,"track_window":"3s","latency":"20ms",
+//	 "keys":[{"Name":"ci","Secret":"ci-key","Permissions":["users.track"],"AllowedIPs":["127.0.0.1"]}],
+//	 "blacklisted_external_ids":["spam"],"faults":{"error_5xx_rate":0.01}}
+//
+// # Admin API (no auth, prefix /_sim/)
+//
+//	curl -s localhost:4610/_sim/stats
+//	curl -s localhost:4610/_sim/users                      # all users
+//	curl -s localhost:4610/_sim/users/user-1               # by external_id (URL-escaped)
+//	curl -s 'localhost:4610/_sim/user?kind=email&id=a@example.com'   # kind: external_id|braze_id|email|phone|alias
+//	curl -s localhost:4610/_sim/faults                     # current faults
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{"error_5xx_rate":0.1,"rate_429":0.05,"extra_latency":"200ms"}'
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{"outage":[{"start":"2026-01-01T10:00:00Z","end":"2026-01-01T10:05:00Z"}]}'
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{"invalid_keys":true}'
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{"timeout_rate":0.01,"reset_rate":0.01}'
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{}'      # clear faults
+//	curl -s -XPOST localhost:4610/_sim/reset               # users, stats, windows, faults
+//
+// A request against the API:
+//
+//	curl -s localhost:4610/users/track -H 'Authorization: Bearer dev-key' \
+//	  -H 'Content-Type: application/json' \
+//	  -d '{"attributes":[{"external_id":"user-1","plan":"gold"}],
+//	       "events":[{"external_id":"user-1","name":"login","time":"2026-01-01T00:00:00Z"}]}'
+//	{"message":"success","attributes_processed":1,"events_processed":1}
+//
+// # Observation
+//
+// Stats.SameUserConcurrency counts a /users/track request that touches a user
+// (by the identifier it names) while another request touching the same user is
+// still inside the handler; Config.Latency and Faults.ExtraLatency are spent inside
+// that window, so overlapping requests are visible. Braze gives no ordering across
+// requests (braze-api.md §1 "Processing order"), so a worker that keeps one request
+// per user in flight should keep this at zero. User.Events are in the order applied,
+// each with the sequence number of its request.
+//
+// # Performance
+//
+// /users/track is parsed by a small validating scanner (json.go) without
+// encoding/json maps; strings are interned. BenchmarkTrack75 measures full
+// 75-object requests through ServeHTTP in process; Config.CountOnly skips
+// validation and state to isolate a client's own cost.
+package brazesim

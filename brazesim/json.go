@@ -1,0 +1,445 @@
+package brazesim
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/bits"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// scanner is a small validating JSON scanner used on the /users/track hot path.
+// It never builds maps for the common path: callers walk objects key by key and
+// decode only the values they keep. Any syntax error sets err and makes every
+// further call a no-op, so loops terminate.
+type scanner struct {
+	b   []byte
+	i   int
+	err error
+}
+
+var errSyntax = errors.New("invalid JSON")
+
+func (s *scanner) fail() {
+	if s.err == nil {
+		s.err = errSyntax
+	}
+	s.i = len(s.b)
+}
+
+func (s *scanner) ws() {
+	if s.i < len(s.b) && s.b[s.i] > ' ' {
+		return
+	}
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next non-space byte without consuming it (0 at end).
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) consume(c byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// more drives object and array loops: it consumes the separator or the closing byte.
+func (s *scanner) more(close byte, first *bool) bool {
+	if s.err != nil {
+		return false
+	}
+	s.ws()
+	if s.i >= len(s.b) {
+		s.fail()
+		return false
+	}
+	if s.b[s.i] == close {
+		s.i++
+		return false
+	}
+	if !*first {
+		if s.b[s.i] != ',' {
+			s.fail()
+			return false
+		}
+		s.i++
+	}
+	*first = false
+	return true
+}
+
+// key reads an object key and the following colon. The returned bytes are the raw
+// (still escaped) key; esc reports whether it contains escapes.
+func (s *scanner) key() (raw []byte, esc bool) {
+	raw, esc = s.str()
+	if !s.consume(':') {
+		s.fail()
+	}
+	return raw, esc
+}
+
+const (
+	swarOnes = 0x0101010101010101
+	swarHigh = 0x8080808080808080
+)
+
+// hasSpecial reports, for 8 bytes, whether any is '"', '\\' or a control byte (< 0x20).
+func hasSpecial(x uint64) uint64 {
+	q := x ^ (swarOnes * '"')
+	bs := x ^ (swarOnes * '\\')
+	t := ((q - swarOnes) & ^q) | ((bs - swarOnes) & ^bs) | ((x - swarOnes*0x20) & ^x)
+	return t & swarHigh
+}
+
+// str reads a JSON string starting at the opening quote and returns its raw content.
+func (s *scanner) str() (raw []byte, esc bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		s.fail()
+		return nil, false
+	}
+	s.i++
+	start := s.i
+	b := s.b
+	i := s.i
+	for {
+		for i+8 <= len(b) {
+			m := hasSpecial(binary.LittleEndian.Uint64(b[i:]))
+			if m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		if i >= len(b) {
+			s.fail()
+			return nil, false
+		}
+		c := b[i]
+		switch {
+		case c == '"':
+			s.i = i + 1
+			return b[start:i], esc
+		case c == '\\':
+			esc = true
+			if i+1 >= len(b) {
+				s.fail()
+				return nil, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
+					s.fail()
+					return nil, false
+				}
+				i += 6
+			default:
+				s.fail()
+				return nil, false
+			}
+		case c < 0x20:
+			s.fail()
+			return nil, false
+		default:
+			i++
+		}
+	}
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b[:4] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// unescape decodes the raw content of a validated JSON string.
+func unescape(raw []byte) string {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c != '\\' {
+			out = append(out, c)
+			i++
+			continue
+		}
+		switch raw[i+1] {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := rune(hex4(raw[i+2:]))
+			i += 6
+			if utf16.IsSurrogate(r) && i+6 <= len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+				r2 := rune(hex4(raw[i+2:]))
+				if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+					r = d
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			} else if utf16.IsSurrogate(r) {
+				r = utf8.RuneError
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default: // '"', '\\', '/'
+			out = append(out, raw[i+1])
+		}
+		i += 2
+	}
+	return string(out)
+}
+
+func hex4(b []byte) uint32 {
+	var v uint32
+	for _, c := range b[:4] {
+		v <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			v |= uint32(c - '0')
+		case c >= 'a' && c <= 'f':
+			v |= uint32(c - 'a' + 10)
+		default:
+			v |= uint32(c - 'A' + 10)
+		}
+	}
+	return v
+}
+
+// strVal returns a string value as a Go string (allocating).
+func strVal(raw []byte, esc bool) string {
+	if esc {
+		return unescape(raw)
+	}
+	return string(raw)
+}
+
+// number validates a JSON number and returns its bytes.
+func (s *scanner) number() []byte {
+	b := s.b
+	i := s.i
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i >= len(b) {
+		s.fail()
+		return nil
+	}
+	if b[i] == '0' {
+		i++
+	} else if b[i] >= '1' && b[i] <= '9' {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	} else {
+		s.fail()
+		return nil
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.fail()
+			return nil
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.fail()
+			return nil
+		}
+	}
+	s.i = i
+	return b[start:i]
+}
+
+func (s *scanner) lit(word string) {
+	if len(s.b)-s.i >= len(word) && string(s.b[s.i:s.i+len(word)]) == word {
+		s.i += len(word)
+		return
+	}
+	s.fail()
+}
+
+// skip validates and skips one value, returning its raw bytes.
+func (s *scanner) skip() []byte {
+	s.skipDepth(0)
+	return nil
+}
+
+const maxDepth = 200
+
+func (s *scanner) skipDepth(depth int) {
+	if depth > maxDepth {
+		s.fail()
+		return
+	}
+	switch s.peek() {
+	case '{':
+		s.i++
+		first := true
+		for s.more('}', &first) {
+			s.key()
+			s.skipDepth(depth + 1)
+		}
+	case '[':
+		s.i++
+		first := true
+		for s.more(']', &first) {
+			s.skipDepth(depth + 1)
+		}
+	case '"':
+		s.str()
+	case 't':
+		s.lit("true")
+	case 'f':
+		s.lit("false")
+	case 'n':
+		s.lit("null")
+	default:
+		s.number()
+	}
+}
+
+// span skips one value and returns the bytes it occupied.
+func (s *scanner) span() []byte {
+	s.ws()
+	start := s.i
+	s.skipDepth(0)
+	if s.err != nil {
+		return nil
+	}
+	return s.b[start:s.i]
+}
+
+// value decodes one value into the encoding/json generic representation
+// (map[string]any, []any, string, float64, bool, nil).
+func (s *scanner) value(depth int) any {
+	if depth > maxDepth {
+		s.fail()
+		return nil
+	}
+	switch s.peek() {
+	case '{':
+		s.i++
+		m := map[string]any{}
+		first := true
+		for s.more('}', &first) {
+			k, esc := s.key()
+			ks := strVal(k, esc)
+			m[ks] = s.value(depth + 1)
+		}
+		return m
+	case '[':
+		s.i++
+		a := make([]any, 0, 4)
+		first := true
+		for s.more(']', &first) {
+			a = append(a, s.value(depth+1))
+		}
+		return a
+	case '"':
+		raw, esc := s.str()
+		if s.err != nil {
+			return nil
+		}
+		if esc {
+			return unescape(raw)
+		}
+		return internAny(raw)
+	case 't':
+		s.lit("true")
+		return true
+	case 'f':
+		s.lit("false")
+		return false
+	case 'n':
+		s.lit("null")
+		return nil
+	default:
+		n := s.number()
+		if s.err != nil {
+			return nil
+		}
+		return boxNumber(n)
+	}
+}
+
+var smallInts = func() (t [1024]any) {
+	for i := range t {
+		t[i] = float64(i)
+	}
+	return
+}()
+
+// boxNumber returns the number as a boxed float64, without allocating for 0..1023.
+func boxNumber(n []byte) any {
+	if len(n) <= 4 {
+		v := 0
+		for _, c := range n {
+			if c < '0' || c > '9' {
+				return parseFloat(n)
+			}
+			v = v*10 + int(c-'0')
+		}
+		if v < len(smallInts) {
+			return smallInts[v]
+		}
+	}
+	return parseFloat(n)
+}
+
+func parseFloat(n []byte) float64 {
+	f, _ := strconv.ParseFloat(unsafe.String(unsafe.SliceData(n), len(n)), 64)
+	return f
+}
+
+// end checks that only white space follows the top-level value.
+func (s *scanner) end() {
+	s.ws()
+	if s.i != len(s.b) {
+		s.fail()
+	}
+}

@@ -1,0 +1,526 @@
+package brazesim
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"hash/maphash"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// user is a stored profile. externalID, brazeID and aliases change only under the
+// Sim's exclusive structural lock (or before the user is published); the rest is
+// guarded by mu.
+type user struct {
+	mu         sync.Mutex
+	externalID string
+	brazeID    string
+	aliases    []Alias
+	deleted    bool
+
+	email, phone string
+	attrs        map[string]any
+	events       []event
+	purchases    []purchase
+	dp           int64
+	updated      atomic.Uint64 // sequence of the last update ("most recently updated")
+}
+
+type event struct {
+	name  string
+	t     time.Time
+	appID string
+	props []byte
+	seq   uint64
+}
+
+type purchase struct {
+	productID, currency string
+	price               float64
+	quantity            int
+	t                   time.Time
+	appID               string
+	props               []byte
+	seq                 uint64
+}
+
+const nShards = 32
+
+type shard[V any] struct {
+	mu sync.Mutex
+	m  map[string]V
+	_  [40]byte
+}
+
+type index[V any] struct {
+	seed maphash.Seed
+	sh   [nShards]shard[V]
+}
+
+func newIndex[V any]() *index[V] {
+	ix := &index[V]{seed: maphash.MakeSeed()}
+	for i := range ix.sh {
+		ix.sh[i].m = map[string]V{}
+	}
+	return ix
+}
+
+func (ix *index[V]) shard(k string) *shard[V] {
+	return &ix.sh[maphash.String(ix.seed, k)%nShards]
+}
+
+type store struct {
+	byExt   *index[*user]
+	byBraze *index[*user]
+	byAlias *index[*user]
+	byEmail *index[[]*user]
+	byPhone *index[[]*user]
+}
+
+func newStore() *store {
+	return &store{newIndex[*user](), newIndex[*user](), newIndex[*user](), newIndex[[]*user](), newIndex[[]*user]()}
+}
+
+func aliasKey(a Alias) string { return a.Label + "\x00" + a.Name }
+
+func (s *Sim) newBrazeID() string {
+	var b [12]byte
+	copy(b[:4], s.bidPrefix[:])
+	n := s.bidSeq.Add(1)
+	for i := 11; i >= 4; i-- {
+		b[i] = byte(n)
+		n >>= 8
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Sim) publish(st *store, u *user) {
+	sh := st.byBraze.shard(u.brazeID)
+	sh.mu.Lock()
+	sh.m[u.brazeID] = u
+	sh.mu.Unlock()
+	s.nUsers.Add(1)
+}
+
+// pick chooses among profiles sharing an email/phone: the most recently updated one
+// with an external_id, else the most recently updated (braze-api.md §1 "Identifiers" FAQ).
+func pick(list []*user) *user {
+	var best, bestExt *user
+	for _, u := range list {
+		if best == nil || u.updated.Load() > best.updated.Load() {
+			best = u
+		}
+		if u.externalID != "" && (bestExt == nil || u.updated.Load() > bestExt.updated.Load()) {
+			bestExt = u
+		}
+	}
+	if bestExt != nil {
+		return bestExt
+	}
+	return best
+}
+
+// resolve finds (and, if create, creates) the user an identifier names. The caller
+// holds the structural lock (read or write).
+func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *user {
+	switch id.kind {
+	case idExternal, idAlias:
+		ix := st.byExt
+		if id.kind == idAlias {
+			ix = st.byAlias
+		}
+		sh := ix.shard(id.id)
+		sh.mu.Lock()
+		u := sh.m[id.id]
+		if u != nil || !create {
+			sh.mu.Unlock()
+			return u
+		}
+		u = &user{brazeID: s.newBrazeID(), attrs: map[string]any{}}
+		if id.kind == idExternal {
+			u.externalID = id.id
+		} else {
+			u.aliases = []Alias{id.alias}
+		}
+		sh.m[id.id] = u
+		sh.mu.Unlock()
+		s.publish(st, u)
+		return u
+	case idBraze:
+		sh := st.byBraze.shard(id.id)
+		sh.mu.Lock()
+		u := sh.m[id.id]
+		sh.mu.Unlock()
+		return u
+	case idEmail, idPhone:
+		ix := st.byEmail
+		if id.kind == idPhone {
+			ix = st.byPhone
+		}
+		sh := ix.shard(id.id)
+		sh.mu.Lock()
+		u := pick(sh.m[id.id])
+		if u != nil || !create {
+			sh.mu.Unlock()
+			return u
+		}
+		u = &user{brazeID: s.newBrazeID(), attrs: map[string]any{}}
+		if id.kind == idEmail {
+			u.email = email
+		} else {
+			u.phone = phone
+		}
+		sh.m[id.id] = append(sh.m[id.id], u)
+		sh.mu.Unlock()
+		s.publish(st, u)
+		return u
+	}
+	return nil
+}
+
+func listAdd(ix *index[[]*user], k string, u *user) {
+	if k == "" {
+		return
+	}
+	sh := ix.shard(k)
+	sh.mu.Lock()
+	sh.m[k] = append(sh.m[k], u)
+	sh.mu.Unlock()
+}
+
+func listDel(ix *index[[]*user], k string, u *user) {
+	if k == "" {
+		return
+	}
+	sh := ix.shard(k)
+	sh.mu.Lock()
+	l := sh.m[k]
+	for i, x := range l {
+		if x == u {
+			l = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(sh.m, k)
+	} else {
+		sh.m[k] = l
+	}
+	sh.mu.Unlock()
+}
+
+// setEmail/setPhone change the profile field and its lookup index (caller holds u.mu).
+func (st *store) setEmail(u *user, e string) {
+	if normEmail(u.email) == normEmail(e) {
+		u.email = e
+		return
+	}
+	listDel(st.byEmail, normEmail(u.email), u)
+	u.email = e
+	listAdd(st.byEmail, normEmail(e), u)
+}
+
+func (st *store) setPhone(u *user, p string) {
+	if normPhone(u.phone) == normPhone(p) {
+		u.phone = p
+		return
+	}
+	listDel(st.byPhone, normPhone(u.phone), u)
+	u.phone = p
+	listAdd(st.byPhone, normPhone(p), u)
+}
+
+const maxSimpleArray = 500 // default and maximum simple-array length (braze-api.md §1 "Attributes object")
+
+// applyOp applies one attribute operation (caller holds u.mu). It reports whether the op was applied.
+func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
+	switch op.kind {
+	case opSet:
+		switch op.key {
+		case "email":
+			e, _ := op.v.(string)
+			st.setEmail(u, e)
+			return true
+		case "phone":
+			p, _ := op.v.(string)
+			st.setPhone(u, p)
+			return true
+		}
+		if op.v == nil {
+			delete(u.attrs, op.key)
+			return true
+		}
+		if arr, ok := op.v.([]any); ok && isScalarArray(arr) {
+			// Simple arrays keep unique values only, at most 500 (the oldest dropped).
+			out := make([]any, 0, len(arr))
+			for _, v := range arr {
+				if indexOf(out, v) < 0 {
+					out = append(out, v)
+				}
+			}
+			if len(out) > maxSimpleArray {
+				out = out[len(out)-maxSimpleArray:]
+			}
+			u.attrs[op.key] = out
+			return true
+		}
+		u.attrs[op.key] = op.v
+	case opNull:
+		// null removes the attribute (braze-api.md §1 "Attributes object").
+		delete(u.attrs, op.key)
+	case opInc:
+		cur, _ := u.attrs[op.key].(float64)
+		u.attrs[op.key] = cur + op.n
+	case opArr:
+		cur, _ := u.attrs[op.key].([]any) // owned by u; changed in place
+		for _, v := range op.add {
+			if indexOf(cur, v) < 0 {
+				cur = append(cur, v)
+			}
+		}
+		if len(cur) > maxSimpleArray {
+			cur = cur[len(cur)-maxSimpleArray:]
+		}
+		for _, v := range op.rem {
+			for i := indexOf(cur, v); i >= 0; i = indexOf(cur, v) {
+				cur = append(cur[:i], cur[i+1:]...)
+			}
+		}
+		u.attrs[op.key] = cur
+	case opNested:
+		if dropNested {
+			return false
+		}
+		m := op.v.(map[string]any)
+		if cur, ok := u.attrs[op.key].(map[string]any); ok && merge {
+			deepMerge(cur, m)
+		} else {
+			u.attrs[op.key] = m
+		}
+	case opObjArr:
+		if dropNested {
+			return false
+		}
+		cur, _ := u.attrs[op.key].([]any)
+		cur = append([]any(nil), cur...)
+		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
+		cur = append(cur, op.add...)
+		for _, r := range op.rem {
+			rm, _ := r.(map[string]any)
+			k, _ := rm["$identifier_key"].(string)
+			val := rm["$identifier_value"]
+			out := cur[:0]
+			for _, it := range cur {
+				if im, ok := it.(map[string]any); ok && eqAny(im[k], val) {
+					continue
+				}
+				out = append(out, it)
+			}
+			cur = out
+		}
+		if merge { // $update requires _merge_objects: true
+			for _, up := range op.upd {
+				um, _ := up.(map[string]any)
+				k, _ := um["$identifier_key"].(string)
+				val := um["$identifier_value"]
+				no, _ := um["$new_object"].(map[string]any)
+				for _, it := range cur {
+					if im, ok := it.(map[string]any); ok && eqAny(im[k], val) && no != nil {
+						deepMerge(im, copyAny(no).(map[string]any))
+					}
+				}
+			}
+		}
+		u.attrs[op.key] = cur
+	}
+	return true
+}
+
+func isScalarArray(a []any) bool {
+	for _, v := range a {
+		switch v.(type) {
+		case map[string]any, []any:
+			return false
+		}
+	}
+	return true
+}
+
+func eqAny(a, b any) bool {
+	switch x := a.(type) {
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case nil:
+		return b == nil
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func indexOf(a []any, v any) int {
+	for i, x := range a {
+		if eqAny(x, v) {
+			return i
+		}
+	}
+	return -1
+}
+
+func deepMerge(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok && !isTimeObj(sm) {
+			if dm, ok := dst[k].(map[string]any); ok {
+				deepMerge(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+func copyAny(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = copyAny(e)
+		}
+		return m
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = copyAny(e)
+		}
+		return a
+	}
+	return v
+}
+
+func trimHistory[T any](h []T, limit int) []T {
+	if limit > 0 && len(h) > limit+limit/4 {
+		n := copy(h, h[len(h)-limit:])
+		clear(h[n:])
+		h = h[:n]
+	}
+	return h
+}
+
+func lastN[T any](h []T, limit int) []T {
+	if limit > 0 && len(h) > limit {
+		return h[len(h)-limit:]
+	}
+	return h
+}
+
+// snapshot copies a user out (caller holds the structural lock; takes u.mu).
+func (s *Sim) snapshot(u *user) User {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := User{
+		ExternalID: u.externalID,
+		BrazeID:    u.brazeID,
+		Aliases:    append([]Alias(nil), u.aliases...),
+		Email:      u.email,
+		Phone:      u.phone,
+		Attributes: copyAny(u.attrs).(map[string]any),
+		DataPoints: u.dp,
+		Events:     []Event{},
+		Purchases:  []Purchase{},
+	}
+	for _, e := range lastN(u.events, s.cfg.MaxHistoryPerUser) {
+		out.Events = append(out.Events, Event{Name: e.name, Time: e.t, AppID: e.appID, Properties: decodeProps(e.props), Seq: e.seq})
+	}
+	for _, p := range lastN(u.purchases, s.cfg.MaxHistoryPerUser) {
+		out.Purchases = append(out.Purchases, Purchase{ProductID: p.productID, Currency: p.currency, Price: p.price,
+			Quantity: p.quantity, Time: p.t, AppID: p.appID, Properties: decodeProps(p.props), Seq: p.seq})
+	}
+	return out
+}
+
+func decodeProps(b []byte) map[string]any {
+	if len(b) == 0 {
+		return nil
+	}
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// User returns a snapshot of the user an identifier names. idKind is "external_id",
+// "braze_id", "email", "phone" or "alias" (id = label+"\x00"+name).
+func (s *Sim) User(idKind, id string) (User, bool) {
+	var k ident
+	switch idKind {
+	case "external_id":
+		k = ident{kind: idExternal, id: id}
+	case "braze_id":
+		k = ident{kind: idBraze, id: id}
+	case "email":
+		k = ident{kind: idEmail, id: normEmail(id)}
+	case "phone":
+		k = ident{kind: idPhone, id: normPhone(id)}
+	case "alias", "user_alias":
+		k = ident{kind: idAlias, id: id}
+	default:
+		return User{}, false
+	}
+	s.smu.RLock()
+	defer s.smu.RUnlock()
+	u := s.resolve(s.st, k, false, "", "")
+	if u == nil {
+		return User{}, false
+	}
+	return s.snapshot(u), true
+}
+
+// Users returns snapshots of all users, ordered by braze_id (creation order).
+func (s *Sim) Users() []User {
+	s.smu.RLock()
+	defer s.smu.RUnlock()
+	var all []*user
+	for i := range s.st.byBraze.sh {
+		sh := &s.st.byBraze.sh[i]
+		sh.mu.Lock()
+		for _, u := range sh.m {
+			all = append(all, u)
+		}
+		sh.mu.Unlock()
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].brazeID < all[j].brazeID })
+	out := make([]User, 0, len(all))
+	for _, u := range all {
+		out = append(out, s.snapshot(u))
+	}
+	return out
+}
+
+// removeUser drops u from every index (caller holds the exclusive structural lock).
+func (s *Sim) removeUser(st *store, u *user) {
+	del := func(ix *index[*user], k string) {
+		if k == "" {
+			return
+		}
+		sh := ix.shard(k)
+		if sh.m[k] == u {
+			delete(sh.m, k)
+		}
+	}
+	del(st.byExt, u.externalID)
+	del(st.byBraze, u.brazeID)
+	for _, a := range u.aliases {
+		del(st.byAlias, aliasKey(a))
+	}
+	listDel(st.byEmail, normEmail(u.email), u)
+	listDel(st.byPhone, normPhone(u.phone), u)
+	u.deleted = true
+	s.nUsers.Add(-1)
+}

@@ -1,0 +1,139 @@
+package brazesim
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Layouts accepted for event/purchase/date values (braze-api.md §1 "Attributes object"
+// Dates and "Event object": ISO 8601 or yyyy-MM-dd'T'HH:mm:ss:SSSZ; without an offset
+// the value is UTC).
+var timeLayouts = []string{
+	"2006-01-02T15:04:05Z0700",
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02T15:04:05",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02T15:04Z07:00",
+	"2006-01-02 15:04:05",
+	"2006-01-02 15:04:05Z07:00",
+	"2006-01-02",
+	"01/02/2006",
+	"Mon 01 02 15:04:05.000 -0700 2006",
+	"Mon 01 02 15:04:05 MST 2006",
+	time.UnixDate,
+	time.RubyDate,
+}
+
+func parseBrazeTime(raw []byte) (time.Time, bool) {
+	if len(raw) == 0 {
+		return time.Time{}, false
+	}
+	// Fast path: RFC 3339 (numeric offset or Z: no zone name is retained).
+	if t, err := time.Parse(time.RFC3339, unsafe.String(unsafe.SliceData(raw), len(raw))); err == nil {
+		return t, true
+	}
+	s := string(raw)
+	// yyyy-MM-ddTHH:mm:ss:SSS[Z|±hh:mm|±hhmm]: the milliseconds follow a colon.
+	if len(s) >= 23 && s[10] == 'T' && s[19] == ':' && isDigits(s[20:23]) {
+		s2 := s[:19] + "." + s[20:]
+		if t, ok := parseLayouts(s2); ok {
+			return t, true
+		}
+	}
+	return parseLayouts(s)
+}
+
+func parseLayouts(s string) (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, true
+	}
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return len(s) > 0
+}
+
+// Interning of attribute keys, event names, product IDs and short string values:
+// a lock-free direct-mapped cache, so hot-path lookups of repeated strings neither
+// lock nor allocate. Colliding entries replace each other; memory stays bounded.
+const (
+	internBits   = 14
+	internMaxLen = 48
+)
+
+type internEntry struct {
+	s string
+	v any // s, boxed once
+}
+
+var (
+	internTab [1 << internBits]atomic.Pointer[internEntry]
+)
+
+// quickHash mixes the length and the first and last 8 bytes (enough to spread
+// keys and short values; collisions only cost a cache miss).
+func quickHash(b []byte) uint64 {
+	var x uint64
+	if len(b) >= 8 {
+		x = binary.LittleEndian.Uint64(b) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(b[len(b)-8:]), 29)
+	} else {
+		for i, c := range b {
+			x |= uint64(c) << (8 * i)
+		}
+	}
+	x ^= uint64(len(b)) * 0x9E3779B97F4A7C15
+	x *= 0xBF58476D1CE4E5B9
+	return x >> (64 - internBits)
+}
+
+// internAny returns b as a boxed string, shared with earlier equal values.
+func internAny(b []byte) any {
+	if len(b) > internMaxLen {
+		return string(b)
+	}
+	slot := &internTab[quickHash(b)]
+	if e := slot.Load(); e != nil && e.s == string(b) {
+		return e.v
+	}
+	str := string(b)
+	e := &internEntry{s: str, v: str}
+	slot.Store(e)
+	return e.v
+}
+
+func intern(b []byte) string {
+	return internAny(b).(string)
+}
+
+// internKey returns the string of a raw JSON string (unescaped if needed), interned.
+func internKey(raw []byte, esc bool) string {
+	if esc {
+		return unescape(raw)
+	}
+	return intern(raw)
+}
+
+// attrKey applies the custom-attribute key rule: leading and trailing spaces are
+// stripped (braze-api.md §1 "Attributes object").
+func attrKey(raw []byte, esc bool) string {
+	k := internKey(raw, esc)
+	if len(k) > 0 && (k[0] == ' ' || k[len(k)-1] == ' ') {
+		return strings.TrimSpace(k)
+	}
+	return k
+}

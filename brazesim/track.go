@@ -1,0 +1,994 @@
+package brazesim
+
+import (
+	"bytes"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Minor (per-object) error types returned in the "errors" array of a /users/track answer
+// (braze-api.md §2 "Partial success" and "Errors documented per object"). Texts quoted from
+// braze-api.md are Braze's; the others are the simulator's own wording (Braze does not
+// publish them) and are marked "sim".
+const (
+	ErrIdentifierRequired  = "'external_id' or 'braze_id' or 'user_alias' is required"               // braze-api.md §2 (3P wire text)
+	ErrMultiplePrimary     = "only one of 'external_id', 'braze_id' or 'user_alias' is allowed"      // sim; rule from §1 "Identifiers"
+	ErrExternalIDTooLarge  = "EXTERNAL_USER_ID_TOO_LARGE"                                            // §1 "Identifiers", §2
+	ErrBlacklisted         = "BLACKLISTED_EXTERNAL_USER_ID"                                          // §1 "Identifiers", §2
+	ErrInvalidEmail        = "The value provided for the 'email' field is not a valid email."        // §2 (3P wire text)
+	ErrInvalidPhone        = "The value provided for the 'phone' field is not a valid phone number." // sim; §1 "Identifiers"
+	ErrInvalidIdentifier   = "Invalid identifier field"                                              // sim: identifier of the wrong JSON type
+	ErrInvalidAlias        = "'user_alias' must have string 'alias_name' and 'alias_label'"          // sim
+	ErrNotObject           = "Each item must be a JSON object"                                       // sim
+	ErrEventName           = "'name' is required and must be a non-empty string"                     // sim; §1 "Event object"
+	ErrTimeRequired        = "'time' is required"                                                    // sim; §1 "Event object"/"Purchase object"
+	ErrInvalidTime         = "Invalid 'time' field"                                                  // sim
+	ErrInvalidProperties   = "Invalid 'properties' field"                                            // §1 "Event object" (reserved keys)
+	ErrPropertiesTooLarge  = "'properties' exceeds 100 KB"                                           // sim; §1 "Event object"
+	ErrProductID           = "'product_id' is required and must be at most 255 characters"           // sim; §1 "Purchase object"
+	ErrCurrency            = "Invalid 'currency' field"                                              // sim; §1 "Purchase object"
+	ErrPrice               = "Invalid 'price' field"                                                 // sim; §1 "Purchase object"
+	ErrQuantity            = "'quantity' must be an integer between 1 and 100"                       // sim; §1 "Purchase object"
+	ErrEmailSubscribe      = "BAD_EMAIL_SUBSCRIPTION_STATE"                                          // §2
+	ErrPushSubscribe       = "BAD_PUSH_SUBSCRIPTION_STATE"                                           // §2
+	ErrSubscriptionGroups  = "BAD_SUBSCRIPTION_GROUP_ARRAY"                                          // §2
+	ErrUpdateExistingOnly  = "'_update_existing_only' must be a boolean"                             // sim
+	ErrAliasWithExternalID = ErrMultiplePrimary
+)
+
+// Fatal messages (braze-api.md §2, §1).
+const (
+	msgMaxInput  = "Max Input Length Exceeded"
+	msgValidData = "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+)
+
+type idKind uint8
+
+const (
+	idNone idKind = iota
+	idExternal
+	idAlias
+	idBraze
+	idEmail
+	idPhone
+)
+
+var idKindNames = [...]string{"", "external_id", "alias", "braze_id", "email", "phone"}
+
+// ident is the identifier an object resolves its user with.
+type ident struct {
+	kind  idKind
+	id    string // for aliases label+"\x00"+name
+	alias Alias
+}
+
+// objCommon holds the identifier fields every object carries.
+type objCommon struct {
+	ext, braze, email, phone   string
+	hasExt, hasBraze, hasAlias bool
+	hasEmail, hasPhone         bool // present as a string
+	emailNull, phoneNull       bool // present as null
+	alias                      Alias
+	updateOnly, updateOnlySet  bool
+	err                        string
+	id                         ident
+}
+
+type opKind uint8
+
+const (
+	opSet opKind = iota
+	opNull
+	opInc
+	opArr    // {"add":[…], "remove":[…]}
+	opNested // nested object: overwrite, or deep-merge with _merge_objects
+	opObjArr // {"$add", "$remove", "$update"}
+)
+
+type attrOp struct {
+	key  string
+	kind opKind
+	v    any     // opSet, opNested
+	n    float64 // opInc
+	add  []any   // opArr add, opObjArr $add
+	rem  []any   // opArr remove, opObjArr $remove
+	upd  []any   // opObjArr $update
+	dp   int64   // data points this op bills (braze-api.md §6)
+}
+
+type attrObj struct {
+	objCommon
+	merge  bool
+	ops    []attrOp
+	nested bool // has nested-object / array-of-object ops
+	bad    bool // a nested value is invalid (null or bad $time) -> drop nested updates of the request
+}
+
+type eventObj struct {
+	objCommon
+	name  string
+	t     time.Time
+	appID string
+	props []byte // raw JSON object, copied
+}
+
+type purchaseObj struct {
+	objCommon
+	productID string
+	currency  string
+	price     float64
+	quantity  int
+	t         time.Time
+	appID     string
+	props     []byte
+}
+
+// trackReq is a parsed /users/track body.
+type trackReq struct {
+	hasA, hasE, hasP bool // array present (and not null)
+	attrs            []attrObj
+	events           []eventObj
+	purchases        []purchaseObj
+	nA, nE, nP       int
+}
+
+// nextAttr appends a zeroed attrObj, reusing the ops storage of a pooled request.
+func (r *trackReq) nextAttr() *attrObj {
+	n := len(r.attrs)
+	if n < cap(r.attrs) {
+		r.attrs = r.attrs[:n+1]
+		a := &r.attrs[n]
+		ops := a.ops[:0]
+		clear(a.ops)
+		*a = attrObj{ops: ops}
+		return a
+	}
+	r.attrs = append(r.attrs, attrObj{ops: make([]attrOp, 0, 16)})
+	return &r.attrs[n]
+}
+
+func (r *trackReq) reset() {
+	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0]}
+}
+
+type parseOpts struct {
+	countOnly bool
+	validate  bool
+	now       time.Time
+	blackList map[string]bool
+	blackPfx  string
+}
+
+// parseTrack parses the body. It returns a fatal error text ("" if none).
+func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
+	s := scanner{b: body}
+	if !s.consume('{') {
+		return "invalid JSON"
+	}
+	first := true
+	for s.more('}', &first) {
+		k, _ := s.key()
+		var which int
+		switch string(k) {
+		case "attributes":
+			which = 1
+		case "events":
+			which = 2
+		case "purchases":
+			which = 3
+		default:
+			s.skipDepth(0)
+			continue
+		}
+		c := s.peek()
+		if c == 'n' {
+			s.lit("null")
+			continue
+		}
+		if c != '[' {
+			s.skipDepth(0)
+			if s.err == nil {
+				return "'" + string(k) + "' must be an array"
+			}
+			break
+		}
+		s.i++
+		af := true
+		for s.more(']', &af) {
+			switch which {
+			case 1:
+				r.hasA = true
+				r.nA++
+				if o.countOnly {
+					s.skipDepth(0)
+					continue
+				}
+				parseAttr(&s, r.nextAttr(), o)
+			case 2:
+				r.hasE = true
+				r.nE++
+				if o.countOnly {
+					s.skipDepth(0)
+					continue
+				}
+				r.events = append(r.events, eventObj{})
+				parseEvent(&s, &r.events[len(r.events)-1], o)
+			case 3:
+				r.hasP = true
+				r.nP++
+				if o.countOnly {
+					s.skipDepth(0)
+					continue
+				}
+				r.purchases = append(r.purchases, purchaseObj{})
+				parsePurchase(&s, &r.purchases[len(r.purchases)-1], o)
+			}
+		}
+		switch which {
+		case 1:
+			r.hasA = true
+		case 2:
+			r.hasE = true
+		case 3:
+			r.hasP = true
+		}
+	}
+	s.end()
+	if s.err != nil {
+		return "invalid JSON"
+	}
+	return ""
+}
+
+// commonField handles identifier fields; it returns false if key is not one.
+func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
+	switch string(k) {
+	case "external_id":
+		switch s.peek() {
+		case '"':
+			raw, esc := s.str()
+			c.ext = strVal(raw, esc)
+			c.hasExt = true
+		case 'n':
+			s.lit("null")
+		default:
+			s.skipDepth(0)
+			c.setErr(ErrInvalidIdentifier)
+		}
+	case "braze_id":
+		switch s.peek() {
+		case '"':
+			raw, esc := s.str()
+			c.braze = strVal(raw, esc)
+			c.hasBraze = true
+		case 'n':
+			s.lit("null")
+		default:
+			s.skipDepth(0)
+			c.setErr(ErrInvalidIdentifier)
+		}
+	case "user_alias":
+		if s.peek() == 'n' {
+			s.lit("null")
+			return true
+		}
+		if s.peek() != '{' {
+			s.skipDepth(0)
+			c.setErr(ErrInvalidAlias)
+			return true
+		}
+		s.i++
+		c.hasAlias = true
+		var okN, okL bool
+		f := true
+		for s.more('}', &f) {
+			ak, _ := s.key()
+			switch string(ak) {
+			case "alias_name", "alias_label":
+				if s.peek() != '"' {
+					s.skipDepth(0)
+					continue
+				}
+				raw, esc := s.str()
+				v := strVal(raw, esc)
+				if string(ak) == "alias_name" {
+					c.alias.Name, okN = v, v != ""
+				} else {
+					c.alias.Label, okL = v, v != ""
+				}
+			default:
+				s.skipDepth(0)
+			}
+		}
+		if !okN || !okL {
+			c.setErr(ErrInvalidAlias)
+		}
+	case "email", "phone":
+		isEmail := k[0] == 'e'
+		switch s.peek() {
+		case '"':
+			raw, esc := s.str()
+			v := strVal(raw, esc)
+			if isEmail {
+				c.email, c.hasEmail = v, true
+			} else {
+				c.phone, c.hasPhone = v, true
+			}
+		case 'n':
+			s.lit("null")
+			if isEmail {
+				c.emailNull = true
+			} else {
+				c.phoneNull = true
+			}
+		default:
+			s.skipDepth(0)
+			if isEmail {
+				c.setErr(ErrInvalidEmail)
+			} else {
+				c.setErr(ErrInvalidPhone)
+			}
+		}
+	case "_update_existing_only":
+		switch s.peek() {
+		case 't':
+			s.lit("true")
+			c.updateOnly, c.updateOnlySet = true, true
+		case 'f':
+			s.lit("false")
+			c.updateOnly, c.updateOnlySet = false, true
+		case 'n':
+			s.lit("null")
+		default:
+			s.skipDepth(0)
+			c.setErr(ErrUpdateExistingOnly)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// relax drops rule errors when validation is off; errors that leave the object
+// without a usable identifier stay.
+func (c *objCommon) relax(o *parseOpts) {
+	if o.validate {
+		return
+	}
+	switch c.err {
+	case ErrIdentifierRequired, ErrInvalidAlias, ErrNotObject:
+	default:
+		c.err = ""
+	}
+}
+
+func (c *objCommon) setErr(e string) {
+	if c.err == "" {
+		c.err = e
+	}
+}
+
+// resolveIdent applies the identifier rules of braze-api.md §1 "Identifiers":
+// exactly one primary identifier (external_id, user_alias, braze_id); else email,
+// which wins over phone; external_id at most 987 bytes; blacklisted external IDs.
+func (c *objCommon) resolveIdent(o *parseOpts) {
+	n := 0
+	if c.hasExt {
+		n++
+	}
+	if c.hasAlias {
+		n++
+	}
+	if c.hasBraze {
+		n++
+	}
+	if o.validate {
+		if c.hasEmail && !validEmail(c.email) {
+			c.setErr(ErrInvalidEmail)
+		}
+		if n > 1 {
+			c.setErr(ErrMultiplePrimary)
+		}
+		if c.hasExt {
+			if len(c.ext) > 987 {
+				c.setErr(ErrExternalIDTooLarge)
+			} else if o.blackList[c.ext] || (o.blackPfx != "" && strings.HasPrefix(c.ext, o.blackPfx)) {
+				c.setErr(ErrBlacklisted)
+			}
+		}
+	}
+	switch {
+	case c.hasExt:
+		c.id = ident{kind: idExternal, id: c.ext}
+	case c.hasAlias:
+		c.id = ident{kind: idAlias, id: c.alias.Label + "\x00" + c.alias.Name, alias: c.alias}
+	case c.hasBraze:
+		c.id = ident{kind: idBraze, id: c.braze}
+	case c.hasEmail && c.email != "":
+		c.id = ident{kind: idEmail, id: normEmail(c.email)}
+	case c.hasPhone && c.phone != "":
+		if o.validate && !validPhone(c.phone) {
+			c.setErr(ErrInvalidPhone)
+		}
+		c.id = ident{kind: idPhone, id: normPhone(c.phone)}
+	default:
+		c.setErr(ErrIdentifierRequired)
+	}
+}
+
+func normEmail(e string) string {
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(e)
+		}
+	}
+	return e
+}
+
+func normPhone(p string) string {
+	var b []byte
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c >= '0' && c <= '9' || c == '+' && i == 0 {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// validEmail is a pragmatic check: local@domain.tld, no spaces, one '@'.
+func validEmail(e string) bool {
+	at := strings.IndexByte(e, '@')
+	if at <= 0 || at != strings.LastIndexByte(e, '@') || len(e) > 255 {
+		return false
+	}
+	dom := e[at+1:]
+	dot := strings.LastIndexByte(dom, '.')
+	if dot <= 0 || dot == len(dom)-1 || strings.Contains(dom, "..") || dom[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c <= ' ' || c == 0x7f || c == ',' || c == ';' || c == '<' || c == '>' || c == '"' || c == '(' || c == ')' {
+			return false
+		}
+	}
+	return true
+}
+
+// validPhone accepts E.164 and common punctuation: 7..15 digits (braze-api.md §1 "Identifiers").
+func validPhone(p string) bool {
+	d := 0
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c >= '0' && c <= '9':
+			d++
+		case c == '+' && i == 0, c == ' ', c == '-', c == '(', c == ')', c == '.':
+		default:
+			return false
+		}
+	}
+	return d >= 7 && d <= 15
+}
+
+// freeAttr: subscription fields and push tokens are not billed (braze-api.md §6 "Not billed").
+func freeAttr(k string) bool {
+	switch k {
+	case "email_subscribe", "push_subscribe", "subscription_groups", "push_tokens":
+		return true
+	}
+	return false
+}
+
+var subscribeStates = map[string]bool{"opted_in": true, "subscribed": true, "unsubscribed": true}
+
+func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
+	if s.peek() != '{' {
+		s.skipDepth(0)
+		a.setErr(ErrNotObject)
+		return
+	}
+	s.i++
+	f := true
+	for s.more('}', &f) {
+		k, esc := s.key()
+		if commonField(s, k, &a.objCommon, o) {
+			continue
+		}
+		if string(k) == "_merge_objects" {
+			switch s.peek() {
+			case 't':
+				s.lit("true")
+				a.merge = true
+			default:
+				s.skipDepth(0)
+			}
+			continue
+		}
+		key := attrKey(k, esc)
+		op := attrOp{key: key, dp: 1}
+		if freeAttr(key) {
+			op.dp = 0
+		}
+		switch s.peek() {
+		case 'n':
+			s.lit("null")
+			op.kind = opNull
+		case '{':
+			if !opObject(s, &op) {
+				v, _ := s.value(0).(map[string]any)
+				classifyObjectOp(&op, v, a)
+			}
+		case '[':
+			arr, _ := s.value(0).([]any)
+			op.kind = opSet
+			op.v = arr
+		default:
+			op.kind = opSet
+			op.v = s.value(0)
+		}
+		if s.err != nil {
+			return
+		}
+		if o.validate {
+			switch key {
+			case "email_subscribe":
+				if str, ok := op.v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
+					a.setErr(ErrEmailSubscribe)
+				}
+			case "push_subscribe":
+				if str, ok := op.v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
+					a.setErr(ErrPushSubscribe)
+				}
+			case "subscription_groups":
+				if !validSubGroups(op.v) {
+					a.setErr(ErrSubscriptionGroups)
+				}
+			}
+		}
+		a.ops = append(a.ops, op)
+	}
+	a.resolveIdent(o)
+	// email/phone in an attributes object are profile fields too; with a primary
+	// identifier they are written, not used for lookup (braze-api.md §1 "Identifiers").
+	// When email/phone is the lookup identifier it is not an attribute update (not billed).
+	if a.hasEmail || a.emailNull {
+		a.ops = append(a.ops, attrOp{key: "email", kind: opSet, v: emailOrNil(a), dp: int64(btoi(a.id.kind != idEmail))})
+	}
+	if a.hasPhone || a.phoneNull {
+		a.ops = append(a.ops, attrOp{key: "phone", kind: opSet, v: phoneOrNil(a), dp: int64(btoi(a.id.kind != idPhone))})
+	}
+	a.relax(o)
+}
+
+func emailOrNil(a *attrObj) any {
+	if a.emailNull {
+		return nil
+	}
+	return a.email
+}
+
+func phoneOrNil(a *attrObj) any {
+	if a.phoneNull {
+		return nil
+	}
+	return a.phone
+}
+
+func validSubGroups(v any) bool {
+	arr, ok := v.([]any)
+	if !ok {
+		return false
+	}
+	for _, e := range arr {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return false
+		}
+		if _, ok := m["subscription_group_id"].(string); !ok {
+			return false
+		}
+		if st, _ := m["subscription_state"].(string); st != "subscribed" && st != "unsubscribed" {
+			return false
+		}
+	}
+	return true
+}
+
+// classifyObjectOp decides what an object-valued attribute means
+// (braze-api.md §1 "Attributes object", "Nested custom attributes", "Arrays of objects").
+func classifyObjectOp(op *attrOp, v map[string]any, a *attrObj) {
+	if len(v) == 1 {
+		if n, ok := v["inc"].(float64); ok {
+			op.kind, op.n = opInc, n
+			return
+		}
+	}
+	_, hasAdd := v["add"]
+	_, hasRem := v["remove"]
+	if (hasAdd || hasRem) && len(v) == btoi(hasAdd)+btoi(hasRem) {
+		add, okA := v["add"].([]any)
+		rem, okR := v["remove"].([]any)
+		if (okA || !hasAdd) && (okR || !hasRem) {
+			op.kind, op.add, op.rem = opArr, add, rem
+			op.dp = int64(len(add) + len(rem)) // 1 per value (braze-api.md §6)
+			if op.dp == 0 {
+				op.dp = 1
+			}
+			return
+		}
+	}
+	_, hA := v["$add"]
+	_, hR := v["$remove"]
+	_, hU := v["$update"]
+	if (hA || hR || hU) && len(v) == btoi(hA)+btoi(hR)+btoi(hU) {
+		op.kind = opObjArr
+		op.add, _ = v["$add"].([]any)
+		op.rem, _ = v["$remove"].([]any)
+		op.upd, _ = v["$update"].([]any)
+		// Arrays of objects: 1 data point per key updated (braze-api.md §6).
+		var dp int64
+		for _, e := range op.add {
+			if m, ok := e.(map[string]any); ok {
+				dp += int64(len(m))
+				if invalidNested(m) {
+					a.bad = true
+				}
+			}
+		}
+		dp += int64(len(op.rem))
+		for _, e := range op.upd {
+			if m, ok := e.(map[string]any); ok {
+				if no, ok := m["$new_object"].(map[string]any); ok {
+					dp += int64(len(no))
+					if invalidNested(no) {
+						a.bad = true
+					}
+				}
+			}
+		}
+		op.dp = max(dp, 1)
+		a.nested = true
+		return
+	}
+	op.kind, op.v = opNested, v
+	// Nested objects: every key sent = 1 data point (braze-api.md §6).
+	op.dp = max(countKeys(v), 1)
+	a.nested = true
+	if invalidNested(v) {
+		a.bad = true
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func countKeys(m map[string]any) int64 {
+	var n int64
+	for _, v := range m {
+		n++
+		if sub, ok := v.(map[string]any); ok && !isTimeObj(sub) {
+			n += countKeys(sub)
+		}
+	}
+	return n
+}
+
+func isTimeObj(m map[string]any) bool {
+	_, ok := m["$time"]
+	return ok && len(m) == 1
+}
+
+// invalidNested reports a null or malformed {"$time": …} anywhere in a nested
+// attribute (braze-api.md §1 "Nested custom attributes").
+func invalidNested(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		if t, ok := x["$time"]; ok && len(x) == 1 {
+			ts, ok := t.(string)
+			if !ok {
+				return true
+			}
+			_, ok = parseBrazeTime([]byte(ts))
+			return !ok
+		}
+		for _, e := range x {
+			if invalidNested(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if invalidNested(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reservedProp: reserved property keys (braze-api.md §1 "Event object", "Purchase object").
+func reservedProp(k []byte, purchase bool) bool {
+	switch string(k) {
+	case "time", "event_name":
+		return true
+	case "product_id", "quantity", "price", "currency":
+		return purchase
+	}
+	return false
+}
+
+// props reads a properties object, checks its keys (braze-api.md §1 "Event object"
+// Properties) and returns a copy of its bytes limited to the first 256 properties.
+func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) []byte {
+	switch s.peek() {
+	case 'n':
+		s.lit("null")
+		return nil
+	case '{':
+	default:
+		s.skipDepth(0)
+		c.setErr(ErrInvalidProperties)
+		return nil
+	}
+	start := s.i
+	s.i++
+	f := true
+	n := 0
+	cut := -1
+	for s.more('}', &f) {
+		k, esc := s.key()
+		if o.validate {
+			key := k
+			if esc {
+				key = []byte(unescape(k))
+			}
+			if len(key) == 0 || key[0] == '$' || len(key) > 255 && utf8.RuneCount(key) > 255 || reservedProp(key, purchase) {
+				c.setErr(ErrInvalidProperties)
+			}
+		}
+		s.skipDepth(0)
+		n++
+		if n == 256 {
+			cut = s.i
+		}
+	}
+	if s.err != nil {
+		return nil
+	}
+	raw := s.b[start:s.i]
+	if o.validate && len(raw) > 100*1024 {
+		c.setErr(ErrPropertiesTooLarge)
+	}
+	if n > 256 && cut > 0 { // only the first 256 properties are kept
+		out := make([]byte, 0, cut-start+1)
+		out = append(out, s.b[start:cut]...)
+		return append(out, '}')
+	}
+	if n == 0 {
+		return nil
+	}
+	return bytes.Clone(raw)
+}
+
+func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
+	if s.peek() != '"' {
+		s.skipDepth(0)
+		c.setErr(ErrInvalidTime)
+		return time.Time{}, true
+	}
+	raw, _ := s.str()
+	t, ok := parseBrazeTime(raw)
+	if !ok {
+		c.setErr(ErrInvalidTime)
+	}
+	// Future timestamps are set to the current time (braze-api.md §1 "Attributes object" Dates).
+	if t.After(o.now) {
+		t = o.now
+	}
+	return t, true
+}
+
+func parseEvent(s *scanner, e *eventObj, o *parseOpts) {
+	if s.peek() != '{' {
+		s.skipDepth(0)
+		e.setErr(ErrNotObject)
+		return
+	}
+	s.i++
+	f := true
+	var hasName, hasTime bool
+	for s.more('}', &f) {
+		k, _ := s.key()
+		if commonField(s, k, &e.objCommon, o) {
+			continue
+		}
+		switch string(k) {
+		case "name":
+			if s.peek() == '"' {
+				raw, esc := s.str()
+				if len(raw) > 0 {
+					e.name = internKey(raw, esc)
+					hasName = true
+				}
+			} else {
+				s.skipDepth(0)
+			}
+		case "time":
+			e.t, hasTime = timeField(s, &e.objCommon, o)
+		case "app_id":
+			e.appID = stringOrSkip(s)
+		case "properties":
+			e.props = props(s, &e.objCommon, false, o)
+		default:
+			s.skipDepth(0)
+		}
+	}
+	e.resolveIdent(o)
+	if !hasName {
+		e.setErr(ErrEventName)
+	}
+	if !hasTime {
+		e.setErr(ErrTimeRequired)
+	}
+	e.relax(o)
+}
+
+func stringOrSkip(s *scanner) string {
+	if s.peek() == '"' {
+		raw, esc := s.str()
+		return strVal(raw, esc)
+	}
+	s.skipDepth(0)
+	return ""
+}
+
+func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
+	if s.peek() != '{' {
+		s.skipDepth(0)
+		p.setErr(ErrNotObject)
+		return
+	}
+	s.i++
+	f := true
+	var hasTime, hasPrice, hasCur bool
+	p.quantity = 1 // default 1 (braze-api.md §1 "Purchase object")
+	for s.more('}', &f) {
+		k, _ := s.key()
+		if commonField(s, k, &p.objCommon, o) {
+			continue
+		}
+		switch string(k) {
+		case "product_id":
+			if s.peek() == '"' {
+				raw, esc := s.str()
+				p.productID = internKey(raw, esc)
+			} else {
+				s.skipDepth(0)
+				p.setErr(ErrProductID)
+			}
+		case "currency":
+			if s.peek() == '"' {
+				raw, esc := s.str()
+				p.currency = internKey(raw, esc)
+				hasCur = true
+			} else {
+				s.skipDepth(0)
+				p.setErr(ErrCurrency)
+			}
+		case "price":
+			c := s.peek()
+			if c == '-' || c >= '0' && c <= '9' {
+				p.price = parseFloat(s.number())
+				hasPrice = true
+			} else {
+				s.skipDepth(0)
+				p.setErr(ErrPrice)
+			}
+		case "quantity":
+			c := s.peek()
+			if c == '-' || c >= '0' && c <= '9' {
+				q := parseFloat(s.number())
+				if q != float64(int(q)) || q < 1 || q > 100 {
+					p.setErr(ErrQuantity)
+				}
+				p.quantity = int(q)
+			} else {
+				s.skipDepth(0)
+				p.setErr(ErrQuantity)
+			}
+		case "time":
+			p.t, hasTime = timeField(s, &p.objCommon, o)
+		case "app_id":
+			p.appID = stringOrSkip(s)
+		case "properties":
+			p.props = props(s, &p.objCommon, true, o)
+		default:
+			s.skipDepth(0)
+		}
+	}
+	p.resolveIdent(o)
+	if p.productID == "" || utf8.RuneCountInString(p.productID) > 255 {
+		p.setErr(ErrProductID)
+	}
+	if !hasCur || !validCurrency(p.currency) {
+		p.setErr(ErrCurrency)
+	}
+	if !hasPrice {
+		p.setErr(ErrPrice)
+	}
+	if !hasTime {
+		p.setErr(ErrTimeRequired)
+	}
+	p.relax(o)
+}
+
+// validCurrency: ISO 4217 alphabetic code, three upper-case letters.
+func validCurrency(c string) bool {
+	return len(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' && c[2] >= 'A' && c[2] <= 'Z'
+}
+
+// opObject is the fast path for {"inc": n} and {"add": […], "remove": […]}: it
+// decodes them without building a map. On any other shape it rewinds and returns false.
+func opObject(s *scanner, op *attrOp) bool {
+	start := s.i
+	s.i++ // '{'
+	f := true
+	var inc, add, rem bool
+	for s.more('}', &f) {
+		k, _ := s.key()
+		switch string(k) {
+		case "inc":
+			c := s.peek()
+			if inc || add || rem || !(c == '-' || c >= '0' && c <= '9') {
+				s.i = start
+				return false
+			}
+			op.n = parseFloat(s.number())
+			inc = true
+		case "add", "remove":
+			if inc || s.peek() != '[' {
+				s.i = start
+				return false
+			}
+			arr, _ := s.value(0).([]any)
+			if k[0] == 'a' {
+				if add {
+					s.i = start
+					return false
+				}
+				op.add, add = arr, true
+			} else {
+				if rem {
+					s.i = start
+					return false
+				}
+				op.rem, rem = arr, true
+			}
+		default:
+			s.i = start
+			return false
+		}
+	}
+	if s.err != nil {
+		return true
+	}
+	switch {
+	case inc:
+		op.kind = opInc
+	case add || rem:
+		op.kind = opArr
+		op.dp = max(int64(len(op.add)+len(op.rem)), 1) // 1 per value (braze-api.md §6)
+	default:
+		s.i = start
+		return false
+	}
+	return true
+}

@@ -1,0 +1,299 @@
+package brazesim
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+)
+
+type objErr struct {
+	typ   string
+	array string
+	index int
+}
+
+// serveTrack handles POST /users/track after auth, limits, content type and size.
+func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, now time.Time, lat time.Duration) {
+	seq := s.reqSeq.Add(1)
+	rs := s.reqPool.Get().(*reqState)
+	defer s.reqPool.Put(rs)
+	rs.tr.reset()
+	rs.slots = rs.slots[:0]
+	o := parseOpts{countOnly: s.cfg.CountOnly, validate: s.cfg.Validate, now: now, blackList: s.blacklist, blackPfx: s.cfg.BlacklistedPrefix}
+	tr := &rs.tr
+	if fatal := parseTrack(body, tr, &o); fatal != "" {
+		// Invalid JSON -> 400 (braze-api.md §2 status table).
+		s.writeMsg(w, http.StatusBadRequest, fatal)
+		return
+	}
+	total := tr.nA + tr.nE + tr.nP
+	for {
+		cur := s.ctr.maxObjects.Load()
+		if int64(total) <= cur || s.ctr.maxObjects.CompareAndSwap(cur, int64(total)) {
+			break
+		}
+	}
+	// Object limits (braze-api.md §1 "Per-request object limits"): 75 in total
+	// (combined) or 75 per array (per_array) -> 400 "Max Input Length Exceeded".
+	max := s.cfg.MaxObjects
+	if (s.cfg.Mode == ModeCombined && total > max) ||
+		(s.cfg.Mode == ModePerArray && (tr.nA > max || tr.nE > max || tr.nP > max)) {
+		s.ctr.limitRejected.Add(1)
+		s.writeMsg(w, http.StatusBadRequest, msgMaxInput)
+		return
+	}
+	if total == 0 {
+		// braze-api.md §2 "Fatal errors" (3P fixture text).
+		s.writeMsg(w, http.StatusBadRequest, msgValidData)
+		return
+	}
+	if s.cfg.CountOnly {
+		sleepCtx(r.Context(), lat)
+		s.count(tr.nA, tr.nE, tr.nP, 0)
+		s.writeJSON(w, http.StatusCreated, appendSuccess(rs.out[:0], tr, tr.nA, tr.nE, tr.nP, nil))
+		return
+	}
+
+	var errs []objErr
+	okA, okE, okP := 0, 0, 0
+	for i := range tr.attrs {
+		if e := tr.attrs[i].err; e != "" {
+			errs = append(errs, objErr{e, "attributes", i})
+		} else {
+			okA++
+		}
+	}
+	for i := range tr.events {
+		if e := tr.events[i].err; e != "" {
+			errs = append(errs, objErr{e, "events", i})
+		} else {
+			okE++
+		}
+	}
+	for i := range tr.purchases {
+		if e := tr.purchases[i].err; e != "" {
+			errs = append(errs, objErr{e, "purchases", i})
+		} else {
+			okP++
+		}
+	}
+	s.ctr.objErrors.Add(int64(len(errs)))
+	if okA+okE+okP == 0 {
+		// Nothing valid left: fatal 400 with the per-object errors (braze-api.md §2
+		// "Fatal errors"; nothing is processed).
+		b := append(rs.out[:0], `{"message":`...)
+		b = appendJSONString(b, msgValidData)
+		b = appendErrors(b, errs)
+		s.writeJSON(w, http.StatusBadRequest, append(b, '}'))
+		return
+	}
+
+	s.enter(rs, seq)
+	sleepCtx(r.Context(), lat)
+	dp := s.apply(tr, seq)
+	s.exit(rs)
+
+	s.count(okA, okE, okP, dp)
+	rs.out = appendSuccess(rs.out[:0], tr, okA, okE, okP, errs)
+	s.writeJSON(w, http.StatusCreated, rs.out)
+}
+
+func (s *Sim) count(a, e, p int, dp int64) {
+	s.ctr.objects.Add(int64(a + e + p))
+	s.ctr.attrs.Add(int64(a))
+	s.ctr.events.Add(int64(e))
+	s.ctr.purchases.Add(int64(p))
+	if dp != 0 {
+		s.ctr.dataPoints.Add(dp)
+	}
+}
+
+// appendSuccess writes the 201 body: message, the *_processed count of each array
+// that was sent, and the minor errors (braze-api.md §2 "Success body", "Partial success").
+func appendSuccess(b []byte, tr *trackReq, a, e, p int, errs []objErr) []byte {
+	b = append(b, `{"message":"success"`...)
+	if tr.hasA {
+		b = append(b, `,"attributes_processed":`...)
+		b = strconv.AppendInt(b, int64(a), 10)
+	}
+	if tr.hasE {
+		b = append(b, `,"events_processed":`...)
+		b = strconv.AppendInt(b, int64(e), 10)
+	}
+	if tr.hasP {
+		b = append(b, `,"purchases_processed":`...)
+		b = strconv.AppendInt(b, int64(p), 10)
+	}
+	if len(errs) > 0 {
+		b = appendErrors(b, errs)
+	}
+	return append(b, '}')
+}
+
+func appendErrors(b []byte, errs []objErr) []byte {
+	b = append(b, `,"errors":[`...)
+	for i, e := range errs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"type":`...)
+		b = appendJSONString(b, e.typ)
+		b = append(b, `,"input_array":"`...)
+		b = append(b, e.array...)
+		b = append(b, `","index":`...)
+		b = strconv.AppendInt(b, int64(e.index), 10)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// enter registers the request on every user it touches and counts overlaps with
+// requests still in the handler (Stats.SameUserConcurrency).
+func (s *Sim) enter(rs *reqState, seq uint64) {
+	f := &s.infl
+	viol := 0
+	f.mu.Lock()
+	visit := func(c *objCommon) {
+		if c.err != "" {
+			return
+		}
+		m := f.m[c.id.kind]
+		p := m[c.id.id]
+		if p == nil {
+			p = &slot{}
+			m[c.id.id] = p
+		}
+		if p.seq == seq {
+			return
+		}
+		p.seq = seq
+		if p.n > 0 {
+			viol++
+		}
+		p.n++
+		rs.slots = append(rs.slots, p)
+	}
+	tr := &rs.tr
+	for i := range tr.attrs {
+		visit(&tr.attrs[i].objCommon)
+	}
+	for i := range tr.events {
+		visit(&tr.events[i].objCommon)
+	}
+	for i := range tr.purchases {
+		visit(&tr.purchases[i].objCommon)
+	}
+	f.mu.Unlock()
+	if viol > 0 {
+		s.ctr.sameUser.Add(int64(viol))
+	}
+}
+
+func (s *Sim) exit(rs *reqState) {
+	f := &s.infl
+	f.mu.Lock()
+	for _, p := range rs.slots {
+		p.n--
+	}
+	f.mu.Unlock()
+	clear(rs.slots)
+	rs.slots = rs.slots[:0]
+}
+
+// apply writes the valid objects to the store in Braze's order, attributes ->
+// events -> purchases (braze-api.md §1 "Processing order"). It returns the data points billed.
+func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
+	s.smu.RLock()
+	defer s.smu.RUnlock()
+	st := s.st
+	// Any invalid value inside a nested attribute drops all nested-attribute updates
+	// of the request (braze-api.md §1 "Nested custom attributes").
+	dropNested := false
+	for i := range tr.attrs {
+		if tr.attrs[i].err == "" && tr.attrs[i].bad {
+			dropNested = true
+		}
+	}
+	var total int64
+	limit := s.cfg.MaxHistoryPerUser
+	// One atomic add per request; objects get increasing "last updated" marks.
+	upd := s.updSeq.Add(uint64(len(tr.attrs)+len(tr.events)+len(tr.purchases))) - uint64(len(tr.attrs)+len(tr.events)+len(tr.purchases))
+	for i := range tr.attrs {
+		a := &tr.attrs[i]
+		if a.err != "" {
+			continue
+		}
+		// _update_existing_only: default false, but true for user_alias (braze-api.md §1).
+		only := a.updateOnly
+		if !a.updateOnlySet && a.id.kind == idAlias {
+			only = true
+		}
+		u := s.lockUser(st, a.id, !only && a.id.kind != idBraze, a.email, a.phone)
+		if u == nil {
+			continue
+		}
+		var dp int64
+		for j := range a.ops {
+			op := &a.ops[j]
+			if st.applyOp(u, op, a.merge, dropNested) {
+				dp += op.dp
+			}
+		}
+		u.dp += dp
+		upd++
+		u.updated.Store(upd)
+		u.mu.Unlock()
+		total += dp
+	}
+	for i := range tr.events {
+		e := &tr.events[i]
+		if e.err != "" {
+			continue
+		}
+		// With user_alias, events are always update-only (braze-api.md §1 "_update_existing_only").
+		only := e.updateOnly || e.id.kind == idAlias
+		u := s.lockUser(st, e.id, !only && e.id.kind != idBraze, e.email, e.phone)
+		if u == nil {
+			continue
+		}
+		u.events = append(trimHistory(u.events, limit), event{name: e.name, t: e.t, appID: e.appID, props: e.props, seq: seq})
+		u.dp++ // each custom event = 1 data point (braze-api.md §6)
+		upd++
+		u.updated.Store(upd)
+		u.mu.Unlock()
+		total++
+	}
+	for i := range tr.purchases {
+		p := &tr.purchases[i]
+		if p.err != "" {
+			continue
+		}
+		only := p.updateOnly || p.id.kind == idAlias
+		u := s.lockUser(st, p.id, !only && p.id.kind != idBraze, p.email, p.phone)
+		if u == nil {
+			continue
+		}
+		u.purchases = append(trimHistory(u.purchases, limit), purchase{productID: p.productID, currency: p.currency,
+			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, props: p.props, seq: seq})
+		u.dp++ // each purchase = 1 data point (braze-api.md §6)
+		upd++
+		u.updated.Store(upd)
+		u.mu.Unlock()
+		total++
+	}
+	return total
+}
+
+// lockUser resolves the user and returns it locked (nil if it does not exist and may not be created).
+func (s *Sim) lockUser(st *store, id ident, create bool, email, phone string) *user {
+	u := s.resolve(st, id, create, email, phone)
+	if u == nil {
+		return nil
+	}
+	u.mu.Lock()
+	if u.deleted { // cannot happen under the read lock, kept for safety
+		u.mu.Unlock()
+		return nil
+	}
+	return u
+}
