@@ -66,10 +66,14 @@ func benchDecode(b *testing.B, msg []byte) {
 	n := len(recs)
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
+	cpu0 := processCPU()
 	for b.Loop() {
 		out, _ = d.Decode(msg, out[:0])
 	}
 	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "records/s")
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N*n)/cpu.Seconds(), "records/cpu-s")
+	}
 	b.ReportMetric(float64(len(msg))/float64(n), "bytes/record")
 }
 
