@@ -136,18 +136,14 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			items = live
 			body = batcher.Encode(nil, items)
 		}
-		waitStart := time.Now()
-		// A 429 anywhere pauses every lane.
-		if until := p.pauseUntil.Load(); until > 0 {
-			if !sleepCtx(ctx, time.Until(time.Unix(0, until))) {
-				return
-			}
-		}
 		attempt++
 		sendStart := time.Now()
 		sctx, span := p.startRequestSpan(ctx, items, body, attempt)
 		resp := p.sender.Track(sctx, body)
-		p.endRequestSpan(span, resp, sendStart.Sub(waitStart), time.Since(sendStart), len(items), len(body))
+		p.endRequestSpan(span, resp, resp.Waited, time.Since(sendStart)-resp.Waited, len(items), len(body))
+		if ctx.Err() != nil {
+			return // shutting down hard: nothing is acknowledged, Kafka keeps the records
+		}
 		p.stats.Requests[resp.Class].Add(1)
 		p.stats.RequestsStatus[resp.Status/100%6].Add(1)
 		if resp.Class != sink.Halt && p.halted.Load() && resp.Status != 0 {
@@ -229,11 +225,10 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 				return
 			}
 			wait := backoff(p.cfg.RetryInitial, p.cfg.RetryMax, attempt)
-			if resp.Status == http.StatusTooManyRequests {
-				if resp.RetryAfter > 0 {
-					wait = resp.RetryAfter
-				}
-				p.pauseUntil.Store(time.Now().Add(wait).UnixNano())
+			if resp.Status == http.StatusTooManyRequests && resp.RetryAfter > 0 {
+				// The sender's limiter pauses every lane for the same time; this lane just
+				// waits it out too.
+				wait = resp.RetryAfter
 			}
 			p.log.Debug("request will be retried", "lane", items[0].ack.ps.partition, "attempt", attempt, "answer", resp.Describe(), "wait", wait)
 			if !sleepCtx(ctx, wait) {

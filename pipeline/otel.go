@@ -101,6 +101,8 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
 	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("1"),
 		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
+	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("1"),
+		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
 	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the partition end and the last fetched message."))
 	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
@@ -149,6 +151,9 @@ func (p *Pipeline) initTelemetry() error {
 			h = 1
 		}
 		o.ObserveInt64(halted, h)
+		if bs, ok := p.sender.(breakerStater); ok {
+			o.ObserveInt64(breaker, int64(bs.State()))
+		}
 		for _, l := range p.Lag() {
 			attrs := metric.WithAttributes(attribute.String("messaging.destination.name", l.Topic),
 				attribute.String("messaging.destination.partition.id", strconv.Itoa(l.Partition)), group)
@@ -164,7 +169,7 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, lag, commitLag)
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag)
 	return err
 }
 

@@ -25,10 +25,18 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
-// Sender sends one /users/track body and classifies Braze's answer.
+// Sender sends one /users/track body and classifies Braze's answer. A sender that paces or
+// guards requests (sink.Guard) reports its waiting in Response.Waited.
 type Sender interface {
 	Track(ctx context.Context, body []byte) sink.Response
 }
+
+// pauser is implemented by senders that can suspend delivery (an open circuit breaker):
+// fetching pauses with them, so Kafka keeps the backlog instead of memory.
+type pauser interface{ Paused() bool }
+
+// breakerStater exposes a circuit breaker's state for metrics.
+type breakerStater interface{ State() sink.BreakerState }
 
 // DeadLetterWriter durably writes dead letters (all-replica acks) or returns an error.
 type DeadLetterWriter interface {
@@ -132,9 +140,6 @@ type Pipeline struct {
 	// draining makes lanes flush without lingering (revoke or shutdown in progress).
 	draining     atomic.Int32
 	shuttingDown atomic.Bool
-	// pauseUntil is a unix-nano time before which no lane sends: a 429 answer pauses
-	// every lane, not only the one that was refused.
-	pauseUntil atomic.Int64
 	halted     atomic.Bool
 	haltLog    rate.Sometimes
 	recordLog  rate.Sometimes
@@ -181,8 +186,17 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 // Stats returns the live counters.
 func (p *Pipeline) Stats() *Stats { return &p.stats }
 
-// Ready reports whether the worker has joined the group and is not halted.
-func (p *Pipeline) Ready() bool { return p.inGroup.Load() && !p.halted.Load() }
+// Ready reports whether the worker has joined the group, is not halted, and Braze is not
+// considered down (circuit breaker closed).
+func (p *Pipeline) Ready() bool { return p.inGroup.Load() && !p.halted.Load() && !p.senderPaused() }
+
+// Paused reports whether delivery is suspended by the sender (open circuit breaker).
+func (p *Pipeline) Paused() bool { return p.senderPaused() }
+
+func (p *Pipeline) senderPaused() bool {
+	ps, ok := p.sender.(pauser)
+	return ok && ps.Paused()
+}
 
 // Alive reports whether the run loop has shown a sign of life within d.
 func (p *Pipeline) Alive(d time.Duration) bool {
@@ -419,7 +433,7 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 // fetchAllowed blocks while delivery is halted (no point reading what cannot be sent; Kafka
 // keeps the data). It returns false when ctx ends.
 func (p *Pipeline) fetchAllowed(ctx context.Context) bool {
-	for p.halted.Load() {
+	for p.halted.Load() || p.senderPaused() {
 		select {
 		case <-ctx.Done():
 			return false

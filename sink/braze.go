@@ -73,6 +73,9 @@ type Response struct {
 	RateLimit  RateLimit
 	// Err is the transport error behind a Retry without a status (timeout, reset, refused).
 	Err error
+	// Waited is how long the request waited for the rate limiter, 429 pauses and the
+	// circuit breaker before it was sent.
+	Waited time.Duration
 }
 
 // Describe is a short human-readable account of the answer, safe to log (no secrets).

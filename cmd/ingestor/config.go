@@ -53,6 +53,10 @@ type Config struct {
 	Lanes           int           `envconfig:"LANES" default:"64" desc:"ordering lanes = most requests in flight; one request per lane at a time"`
 	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"1024" desc:"records buffered per lane (back-pressure beyond)"`
 
+	BrazeRateLimit   float64       `envconfig:"BRAZE_RATE_LIMIT" default:"1000" desc:"requests per second this replica may send (Braze: 3,000 per 3 s per workspace; with N replicas either set limit/N or keep the default and let the adaptive limiter share the window); 0 = unpaced"`
+	BrazeRateBurst   int           `envconfig:"BRAZE_RATE_BURST" default:"3000" desc:"token-bucket burst of the rate limiter"`
+	BreakerFailures  int           `envconfig:"BREAKER_FAILURES" default:"5" desc:"consecutive outage answers (5xx, timeouts, connection errors) that open the circuit breaker"`
+	BreakerOpenFor   time.Duration `envconfig:"BREAKER_OPEN_FOR" default:"10s" desc:"how long the breaker stays open before one half-open probe"`
 	BrazeHTTPTimeout time.Duration `envconfig:"BRAZE_HTTP_TIMEOUT" default:"10s" desc:"timeout of one Braze request"`
 	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
@@ -164,6 +168,18 @@ func (c *Config) validate() []string {
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		add("KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
+	}
+	if c.BrazeRateLimit < 0 {
+		add("BRAZE_RATE_LIMIT must not be negative (0 = unpaced)")
+	}
+	if c.BrazeRateBurst < 1 {
+		add("BRAZE_RATE_BURST must be at least 1")
+	}
+	if c.BreakerFailures < 1 {
+		add("BREAKER_FAILURES must be at least 1")
+	}
+	if c.BreakerOpenFor <= 0 {
+		add("BREAKER_OPEN_FOR must be positive")
 	}
 	if c.Lanes < 1 || c.Lanes > 4096 {
 		add("LANES %d: want 1..4096", c.Lanes)

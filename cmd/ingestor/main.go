@@ -107,6 +107,8 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	if err != nil {
 		return err
 	}
+	guard := sink.NewGuard(client, sink.NewLimiter(cfg.BrazeRateLimit, cfg.BrazeRateBurst),
+		sink.BreakerConfig{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor}, log)
 	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: version}
 	if hooks != nil && hooks.telemetry != nil {
 		hooks.telemetry(&topts)
@@ -137,7 +139,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
-	}, client, dlq)
+	}, guard, dlq)
 	if err != nil {
 		return err
 	}
@@ -181,6 +183,8 @@ func httpHandler(p *pipeline.Pipeline, metrics http.Handler) http.Handler {
 		switch {
 		case p.Halted():
 			http.Error(w, "halted: Braze refuses the key or endpoint", http.StatusServiceUnavailable)
+		case p.Paused():
+			http.Error(w, "paused: circuit breaker open, Braze considered down", http.StatusServiceUnavailable)
 		case !p.Ready():
 			http.Error(w, "not in the consumer group yet", http.StatusServiceUnavailable)
 		default:
