@@ -22,7 +22,7 @@ type user struct {
 	deleted    bool
 
 	email, phone string
-	attrs        map[string]any
+	attrs        map[string]aval
 	events       []event
 	purchases    []purchase
 	dp           int64
@@ -45,6 +45,37 @@ type purchase struct {
 	appID               string
 	props               []byte
 	seq                 uint64
+}
+
+// aval is a stored attribute value: the JSON text of a scalar as it arrived (no
+// decoding, no boxing on the hot path) or a decoded value.
+type aval struct {
+	raw []byte // JSON scalar (string with quotes, number, true/false); nil when x is used
+	x   any
+}
+
+func (v aval) value() any {
+	if v.raw != nil {
+		s := scanner{b: v.raw}
+		return s.value(0)
+	}
+	return copyAny(v.x)
+}
+
+func (v aval) num() float64 {
+	if v.raw != nil {
+		if c := v.raw[0]; c == '-' || c >= '0' && c <= '9' {
+			return parseFloat(v.raw)
+		}
+		return 0
+	}
+	f, _ := v.x.(float64)
+	return f
+}
+
+func (v aval) arr() []any {
+	a, _ := v.x.([]any)
+	return a
 }
 
 const nShards = 32
@@ -139,7 +170,7 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 			sh.mu.Unlock()
 			return u
 		}
-		u = &user{brazeID: s.newBrazeID(), attrs: map[string]any{}}
+		u = &user{brazeID: s.newBrazeID(), attrs: make(map[string]aval, 8)}
 		if id.kind == idExternal {
 			u.externalID = id.id
 		} else {
@@ -167,7 +198,7 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 			sh.mu.Unlock()
 			return u
 		}
-		u = &user{brazeID: s.newBrazeID(), attrs: map[string]any{}}
+		u = &user{brazeID: s.newBrazeID(), attrs: make(map[string]aval, 8)}
 		if id.kind == idEmail {
 			u.email = email
 		} else {
@@ -264,18 +295,19 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 			if len(out) > maxSimpleArray {
 				out = out[len(out)-maxSimpleArray:]
 			}
-			u.attrs[op.key] = out
+			u.attrs[op.key] = aval{x: out}
 			return true
 		}
-		u.attrs[op.key] = op.v
+		u.attrs[op.key] = aval{x: op.v}
+	case opSetRaw:
+		u.attrs[op.key] = aval{raw: op.raw}
 	case opNull:
 		// null removes the attribute (braze-api.md §1 "Attributes object").
 		delete(u.attrs, op.key)
 	case opInc:
-		cur, _ := u.attrs[op.key].(float64)
-		u.attrs[op.key] = cur + op.n
+		u.attrs[op.key] = aval{x: u.attrs[op.key].num() + op.n}
 	case opArr:
-		cur, _ := u.attrs[op.key].([]any) // owned by u; changed in place
+		cur := u.attrs[op.key].arr() // owned by u; changed in place
 		for _, v := range op.add {
 			if indexOf(cur, v) < 0 {
 				cur = append(cur, v)
@@ -289,23 +321,22 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 				cur = append(cur[:i], cur[i+1:]...)
 			}
 		}
-		u.attrs[op.key] = cur
+		u.attrs[op.key] = aval{x: cur}
 	case opNested:
 		if dropNested {
 			return false
 		}
 		m := op.v.(map[string]any)
-		if cur, ok := u.attrs[op.key].(map[string]any); ok && merge {
+		if cur, ok := u.attrs[op.key].x.(map[string]any); ok && merge {
 			deepMerge(cur, m)
 		} else {
-			u.attrs[op.key] = m
+			u.attrs[op.key] = aval{x: m}
 		}
 	case opObjArr:
 		if dropNested {
 			return false
 		}
-		cur, _ := u.attrs[op.key].([]any)
-		cur = append([]any(nil), cur...)
+		cur := append([]any(nil), u.attrs[op.key].arr()...)
 		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
 		cur = append(cur, op.add...)
 		for _, r := range op.rem {
@@ -334,7 +365,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 				}
 			}
 		}
-		u.attrs[op.key] = cur
+		u.attrs[op.key] = aval{x: cur}
 	}
 	return true
 }
@@ -431,10 +462,13 @@ func (s *Sim) snapshot(u *user) User {
 		Aliases:    append([]Alias(nil), u.aliases...),
 		Email:      u.email,
 		Phone:      u.phone,
-		Attributes: copyAny(u.attrs).(map[string]any),
+		Attributes: make(map[string]any, len(u.attrs)),
 		DataPoints: u.dp,
 		Events:     []Event{},
 		Purchases:  []Purchase{},
+	}
+	for k, v := range u.attrs {
+		out.Attributes[k] = v.value()
 	}
 	for _, e := range lastN(u.events, s.cfg.MaxHistoryPerUser) {
 		out.Events = append(out.Events, Event{Name: e.name, Time: e.t, AppID: e.appID, Properties: decodeProps(e.props), Seq: e.seq})

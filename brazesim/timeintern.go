@@ -137,3 +137,20 @@ func attrKey(raw []byte, esc bool) string {
 	}
 	return k
 }
+
+// internStr is internAny for identifiers and other strings that are kept but never
+// boxed: a miss costs one extra small allocation, a hit none.
+var strTab [1 << internBits]atomic.Pointer[string]
+
+func internStr(b []byte) string {
+	if len(b) > internMaxLen {
+		return string(b)
+	}
+	slot := &strTab[quickHash(b)]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	str := string(b)
+	slot.Store(&str)
+	return str
+}

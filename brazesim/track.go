@@ -1,7 +1,6 @@
 package brazesim
 
 import (
-	"bytes"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -84,11 +83,15 @@ const (
 	opArr    // {"add":[…], "remove":[…]}
 	opNested // nested object: overwrite, or deep-merge with _merge_objects
 	opObjArr // {"$add", "$remove", "$update"}
+	opSetRaw // scalar kept as JSON text (raw)
 )
 
 type attrOp struct {
 	key  string
 	kind opKind
+	raw  []byte // opSetRaw: JSON text, in the object's own copy
+	ro   int32  // opSetRaw: offset and length of raw within the object
+	rl   int32
 	v    any     // opSet, opNested
 	n    float64 // opInc
 	add  []any   // opArr add, opObjArr $add
@@ -101,8 +104,9 @@ type attrObj struct {
 	objCommon
 	merge  bool
 	ops    []attrOp
-	nested bool // has nested-object / array-of-object ops
-	bad    bool // a nested value is invalid (null or bad $time) -> drop nested updates of the request
+	nested bool     // has nested-object / array-of-object ops
+	bad    bool     // a nested value is invalid (null or bad $time) -> drop nested updates of the request
+	span   [2]int32 // object bytes in the body when raw values must be kept
 }
 
 type eventObj struct {
@@ -110,7 +114,8 @@ type eventObj struct {
 	name  string
 	t     time.Time
 	appID string
-	props []byte // raw JSON object, copied
+	props []byte   // raw JSON object, in the request arena
+	span  [2]int32 // props in the body, before the arena copy
 }
 
 type purchaseObj struct {
@@ -122,6 +127,7 @@ type purchaseObj struct {
 	t         time.Time
 	appID     string
 	props     []byte
+	span      [2]int32
 }
 
 // trackReq is a parsed /users/track body.
@@ -238,7 +244,55 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	if s.err != nil {
 		return "invalid JSON"
 	}
+	r.toArena(body)
 	return ""
+}
+
+// toArena copies every byte range the store keeps (raw attribute values, event and
+// purchase properties) into one allocation per request: the body buffer is reused,
+// and one arena costs far less than a copy per object.
+func (r *trackReq) toArena(body []byte) {
+	n := 0
+	for i := range r.attrs {
+		n += int(r.attrs[i].span[1] - r.attrs[i].span[0])
+	}
+	for i := range r.events {
+		n += int(r.events[i].span[1] - r.events[i].span[0])
+	}
+	for i := range r.purchases {
+		n += int(r.purchases[i].span[1] - r.purchases[i].span[0])
+	}
+	if n == 0 {
+		return
+	}
+	arena := make([]byte, 0, n)
+	take := func(sp [2]int32) []byte {
+		off := len(arena)
+		arena = append(arena, body[sp[0]:sp[1]]...)
+		return arena[off:len(arena):len(arena)]
+	}
+	for i := range r.attrs {
+		a := &r.attrs[i]
+		if a.span[1] == 0 {
+			continue
+		}
+		own := take(a.span)
+		for j := range a.ops {
+			if op := &a.ops[j]; op.kind == opSetRaw {
+				op.raw = own[op.ro : op.ro+op.rl : op.ro+op.rl]
+			}
+		}
+	}
+	for i := range r.events {
+		if e := &r.events[i]; e.span[1] != 0 {
+			e.props = take(e.span)
+		}
+	}
+	for i := range r.purchases {
+		if p := &r.purchases[i]; p.span[1] != 0 {
+			p.props = take(p.span)
+		}
+	}
 }
 
 // commonField handles identifier fields; it returns false if key is not one.
@@ -248,7 +302,11 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 		switch s.peek() {
 		case '"':
 			raw, esc := s.str()
-			c.ext = strVal(raw, esc)
+			if esc {
+				c.ext = unescape(raw)
+			} else {
+				c.ext = internStr(raw)
+			}
 			c.hasExt = true
 		case 'n':
 			s.lit("null")
@@ -489,8 +547,10 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 		a.setErr(ErrNotObject)
 		return
 	}
+	objStart := s.i
 	s.i++
 	f := true
+	nRaw := 0
 	for s.more('}', &f) {
 		k, esc := s.key()
 		if commonField(s, k, &a.objCommon, o) {
@@ -525,8 +585,17 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 			op.kind = opSet
 			op.v = arr
 		default:
-			op.kind = opSet
-			op.v = s.value(0)
+			if key == "email_subscribe" || key == "push_subscribe" {
+				op.kind = opSet
+				op.v = s.value(0)
+				break
+			}
+			// Scalars stay JSON text: no decoding or boxing on the hot path.
+			st := s.i
+			s.skipDepth(0)
+			op.kind = opSetRaw
+			op.ro, op.rl = int32(st-objStart), int32(s.i-st)
+			nRaw++
 		}
 		if s.err != nil {
 			return
@@ -548,6 +617,9 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 			}
 		}
 		a.ops = append(a.ops, op)
+	}
+	if nRaw > 0 && s.err == nil {
+		a.span = [2]int32{int32(objStart), int32(s.i)}
 	}
 	a.resolveIdent(o)
 	// email/phone in an attributes object are profile fields too; with a primary
@@ -727,16 +799,18 @@ func reservedProp(k []byte, purchase bool) bool {
 
 // props reads a properties object, checks its keys (braze-api.md §1 "Event object"
 // Properties) and returns a copy of its bytes limited to the first 256 properties.
-func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) []byte {
+// The common case returns no bytes but the span (start, end) in the body, copied
+// later into the request's arena.
+func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) ([]byte, [2]int32) {
 	switch s.peek() {
 	case 'n':
 		s.lit("null")
-		return nil
+		return nil, [2]int32{}
 	case '{':
 	default:
 		s.skipDepth(0)
 		c.setErr(ErrInvalidProperties)
-		return nil
+		return nil, [2]int32{}
 	}
 	start := s.i
 	s.i++
@@ -761,7 +835,7 @@ func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) []byte {
 		}
 	}
 	if s.err != nil {
-		return nil
+		return nil, [2]int32{}
 	}
 	raw := s.b[start:s.i]
 	if o.validate && len(raw) > 100*1024 {
@@ -770,12 +844,12 @@ func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) []byte {
 	if n > 256 && cut > 0 { // only the first 256 properties are kept
 		out := make([]byte, 0, cut-start+1)
 		out = append(out, s.b[start:cut]...)
-		return append(out, '}')
+		return append(out, '}'), [2]int32{}
 	}
 	if n == 0 {
-		return nil
+		return nil, [2]int32{}
 	}
-	return bytes.Clone(raw)
+	return nil, [2]int32{int32(start), int32(s.i)}
 }
 
 func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
@@ -826,7 +900,7 @@ func parseEvent(s *scanner, e *eventObj, o *parseOpts) {
 		case "app_id":
 			e.appID = stringOrSkip(s)
 		case "properties":
-			e.props = props(s, &e.objCommon, false, o)
+			e.props, e.span = props(s, &e.objCommon, false, o)
 		default:
 			s.skipDepth(0)
 		}
@@ -844,7 +918,7 @@ func parseEvent(s *scanner, e *eventObj, o *parseOpts) {
 func stringOrSkip(s *scanner) string {
 	if s.peek() == '"' {
 		raw, esc := s.str()
-		return strVal(raw, esc)
+		return internKey(raw, esc)
 	}
 	s.skipDepth(0)
 	return ""
@@ -909,7 +983,7 @@ func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
 		case "app_id":
 			p.appID = stringOrSkip(s)
 		case "properties":
-			p.props = props(s, &p.objCommon, true, o)
+			p.props, p.span = props(s, &p.objCommon, true, o)
 		default:
 			s.skipDepth(0)
 		}
