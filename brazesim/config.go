@@ -29,12 +29,12 @@ const (
 
 // Key is one REST API key of the simulated workspace (braze-api.md §4).
 type Key struct {
-	Name   string
-	Secret string
+	Name   string `json:"name"`
+	Secret string `json:"secret"`
 	// Permissions lists the endpoints the key may call, e.g. "users.track". Empty = all.
-	Permissions []string
+	Permissions []string `json:"permissions,omitempty"`
 	// AllowedIPs lists IPs or CIDRs the key may be used from. Empty = any.
-	AllowedIPs []string
+	AllowedIPs []string `json:"allowed_ips,omitempty"`
 }
 
 // Config configures a Sim. Start from DefaultConfig. Zero numeric fields take the
@@ -71,8 +71,8 @@ type Config struct {
 	Latency time.Duration
 
 	// BlacklistedExternalIDs answer BLACKLISTED_EXTERNAL_USER_ID (braze-api.md §1
-	// "Identifiers"). In addition any external_id starting with BlacklistedPrefix
-	// (default "blacklisted-"; set "-" to disable... see DefaultConfig) is blacklisted.
+	// "Identifiers"). In addition any external_id starting with BlacklistedPrefix is
+	// blacklisted (DefaultConfig: "blacklisted-"; empty = no prefix rule).
 	BlacklistedExternalIDs []string
 	BlacklistedPrefix      string
 

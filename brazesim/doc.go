@@ -22,6 +22,7 @@
 //	POST /users/delete      permission users.delete     rate class "user ops" (20000 per minute, shared)
 //	POST /users/alias/new   permission users.alias.new  rate class "user ops"
 //	POST /users/identify    permission users.identify   rate class "user ops"
+//	POST /users/merge       permission users.merge      rate class "user ops" (answers 202)
 //
 // Config.OtherLimit/OtherWindow (250000 per hour) is the class for any further
 // endpoint; none of the implemented ones uses it yet.
@@ -65,7 +66,7 @@
 // The config file holds the same settings in snake_case plus initial faults:
 //
 //	{"mode":"combined","track_limit":3000,"track_window":"3s","latency":"20ms",
-//	 "keys":[{"Name":"ci","Secret":"ci-key","Permissions":["users.track"],"AllowedIPs":["127.0.0.1"]}],
+//	 "keys":[{"name":"ci","secret":"ci-key","permissions":["users.track"],"allowed_ips":["127.0.0.1"]}],
 //	 "blacklisted_external_ids":["spam"],"faults":{"error_5xx_rate":0.01}}
 //
 // # Admin API (no auth, prefix /_sim/)

@@ -22,6 +22,7 @@ const (
 	PathDelete   = "/users/delete"
 	PathAliasNew = "/users/alias/new"
 	PathIdentify = "/users/identify"
+	PathMerge    = "/users/merge"
 )
 
 type endpoint struct {
@@ -41,6 +42,7 @@ var endpoints = []endpoint{
 	{PathDelete, PermUsersDelete, classUserOps},
 	{PathAliasNew, PermUsersAliasNew, classUserOps},
 	{PathIdentify, PermUsersIdentify, classUserOps},
+	{PathMerge, PermUsersMerge, classUserOps},
 }
 
 // Sim is a simulated Braze REST API workspace. It implements http.Handler and is
@@ -71,7 +73,7 @@ type counters struct {
 	requests, objects, attrs, events, purchases, objErrors, dataPoints atomic.Int64
 	rateLimited, limitRejected, maxObjects, sameUser                   atomic.Int64
 	byStatus                                                           [600]atomic.Int64
-	byEndpoint                                                         [5]atomic.Int64 // endpoints + "other"
+	byEndpoint                                                         [6]atomic.Int64 // endpoints + "other"
 }
 
 // New returns a simulator for cfg (see DefaultConfig).

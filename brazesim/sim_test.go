@@ -910,3 +910,26 @@ func jsonEqAny(t *testing.T, got, want any) {
 		t.Errorf("decoded %s, want %s", g, w)
 	}
 }
+
+// braze-api.md §7 "/users/merge": up to 50 merge_updates, 202 {"message":"success"}.
+func TestUsersMerge(t *testing.T) {
+	s := newSim(t, nil)
+	mustTrack(t, s, `{"attributes":[{"external_id":"old","a":1,"b":1},{"external_id":"keep","b":2}],`+
+		`"events":[{"external_id":"old","name":"e","time":"2026-01-01T00:00:00Z"}]}`)
+	w := s.do(req{path: PathMerge, body: `{"merge_updates":[{"identifier_to_merge":{"external_id":"old"},"identifier_to_keep":{"external_id":"keep"}}]}`})
+	if w.Code != 202 || w.Body.String() != `{"message":"success"}` {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	u := mustUser(t, s, "external_id", "keep")
+	if u.Attributes["a"] != 1.0 || u.Attributes["b"] != 2.0 || len(u.Events) != 1 {
+		t.Fatalf("kept %+v", u)
+	}
+	if _, ok := s.User("external_id", "old"); ok {
+		t.Fatal("merged user still there")
+	}
+	many := strings.Repeat(`{"identifier_to_merge":{"external_id":"a"},"identifier_to_keep":{"external_id":"b"}},`, 51)
+	w = s.do(req{path: PathMerge, body: `{"merge_updates":[` + strings.TrimSuffix(many, ",") + `]}`})
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "more than 50 merge updates") {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}

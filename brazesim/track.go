@@ -367,7 +367,12 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 		switch s.peek() {
 		case '"':
 			raw, esc := s.str()
-			v := strVal(raw, esc)
+			var v string
+			if esc {
+				v = unescape(raw)
+			} else {
+				v = internStr(raw)
+			}
 			if isEmail {
 				c.email, c.hasEmail = v, true
 			} else {
@@ -624,28 +629,7 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 	a.resolveIdent(o)
 	// email/phone in an attributes object are profile fields too; with a primary
 	// identifier they are written, not used for lookup (braze-api.md §1 "Identifiers").
-	// When email/phone is the lookup identifier it is not an attribute update (not billed).
-	if a.hasEmail || a.emailNull {
-		a.ops = append(a.ops, attrOp{key: "email", kind: opSet, v: emailOrNil(a), dp: int64(btoi(a.id.kind != idEmail))})
-	}
-	if a.hasPhone || a.phoneNull {
-		a.ops = append(a.ops, attrOp{key: "phone", kind: opSet, v: phoneOrNil(a), dp: int64(btoi(a.id.kind != idPhone))})
-	}
 	a.relax(o)
-}
-
-func emailOrNil(a *attrObj) any {
-	if a.emailNull {
-		return nil
-	}
-	return a.email
-}
-
-func phoneOrNil(a *attrObj) any {
-	if a.phoneNull {
-		return nil
-	}
-	return a.phone
 }
 
 func validSubGroups(v any) bool {

@@ -239,6 +239,17 @@ func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
 				dp += op.dp
 			}
 		}
+		// email/phone in an attributes object are profile fields too; with a primary
+		// identifier they are written, not used for lookup (braze-api.md §1
+		// "Identifiers"). As the lookup identifier they are not an update (not billed, §6).
+		if a.hasEmail || a.emailNull {
+			st.setEmail(u, a.email)
+			dp += int64(btoi(a.id.kind != idEmail))
+		}
+		if a.hasPhone || a.phoneNull {
+			st.setPhone(u, a.phone)
+			dp += int64(btoi(a.id.kind != idPhone))
+		}
 		u.dp += dp
 		upd++
 		u.updated.Store(upd)

@@ -146,6 +146,40 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 		}
 		s.smu.Unlock()
 		s.writeJSON(w, http.StatusCreated, []byte(`{"aliases_processed":`+strconv.Itoa(len(req.UserAliases))+`,"message":"success"}`))
+	case PathMerge:
+		var req struct {
+			Updates []struct {
+				Merge mergeID `json:"identifier_to_merge"`
+				Keep  mergeID `json:"identifier_to_keep"`
+			} `json:"merge_updates"`
+		}
+		if dec.Decode(&req) != nil {
+			s.writeMsg(w, http.StatusBadRequest, "invalid JSON")
+			return
+		}
+		if len(req.Updates) == 0 {
+			s.writeMsg(w, http.StatusBadRequest, "'merge_updates' must be a non-empty array")
+			return
+		}
+		if len(req.Updates) > maxUserOps {
+			// Braze's text (braze-api.md §7).
+			s.ctr.limitRejected.Add(1)
+			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 merge updates")
+			return
+		}
+		s.smu.Lock()
+		st := s.st
+		for _, u := range req.Updates {
+			src, dst := s.resolve(st, u.Merge.ident(), false, "", ""), s.resolve(st, u.Keep.ident(), false, "", "")
+			if src == nil || dst == nil || src == dst {
+				continue // unmatched identifiers are ignored (asynchronous in Braze)
+			}
+			s.mergeData(st, src, dst)
+			s.absorb(st, src, dst)
+		}
+		s.smu.Unlock()
+		// Asynchronous in Braze: 202 {"message":"success"} (braze-api.md §7).
+		s.writeJSON(w, http.StatusAccepted, []byte(`{"message":"success"}`))
 	case PathIdentify:
 		var req struct {
 			Aliases []struct {
@@ -218,25 +252,62 @@ func (s *Sim) identify(st *store, src *user, ext string, merge bool) {
 		return
 	}
 	if merge {
-		for k, v := range src.attrs {
-			if _, ok := dst.attrs[k]; !ok {
-				dst.attrs[k] = v
-			}
-		}
-		dst.events = append(dst.events, src.events...)
-		dst.purchases = append(dst.purchases, src.purchases...)
-		dst.dp += src.dp
-		if dst.email == "" && src.email != "" {
-			st.setEmail(dst, src.email)
-		}
-		if dst.phone == "" && src.phone != "" {
-			st.setPhone(dst, src.phone)
+		s.mergeData(st, src, dst)
+	}
+	s.absorb(st, src, dst)
+}
+
+// mergeData copies src's profile data into dst: attributes dst lacks, events,
+// purchases, email/phone when dst has none (caller holds the exclusive lock).
+func (s *Sim) mergeData(st *store, src, dst *user) {
+	for k, v := range src.attrs {
+		if _, ok := dst.attrs[k]; !ok {
+			dst.attrs[k] = v
 		}
 	}
+	dst.events = append(dst.events, src.events...)
+	dst.purchases = append(dst.purchases, src.purchases...)
+	dst.dp += src.dp
+	if dst.email == "" && src.email != "" {
+		st.setEmail(dst, src.email)
+	}
+	if dst.phone == "" && src.phone != "" {
+		st.setPhone(dst, src.phone)
+	}
+}
+
+// absorb removes src and moves its aliases to dst.
+func (s *Sim) absorb(st *store, src, dst *user) {
 	aliases := src.aliases
 	s.removeUser(st, src)
 	for _, a := range aliases {
 		dst.aliases = append(dst.aliases, a)
 		st.byAlias.shard(aliasKey(a)).m[aliasKey(a)] = dst
 	}
+}
+
+// mergeID is an identifier of /users/merge: external_id, user_alias, email or phone
+// (email/phone pick the most recently updated identified profile, a simplification
+// of "prioritization").
+type mergeID struct {
+	ExternalID string     `json:"external_id"`
+	UserAlias  *aliasJSON `json:"user_alias"`
+	Email      string     `json:"email"`
+	Phone      string     `json:"phone"`
+}
+
+func (m mergeID) ident() ident {
+	switch {
+	case m.ExternalID != "":
+		return ident{kind: idExternal, id: m.ExternalID}
+	case m.UserAlias != nil:
+		if a, ok := m.UserAlias.alias(); ok {
+			return ident{kind: idAlias, id: aliasKey(a)}
+		}
+	case m.Email != "":
+		return ident{kind: idEmail, id: normEmail(m.Email)}
+	case m.Phone != "":
+		return ident{kind: idPhone, id: normPhone(m.Phone)}
+	}
+	return ident{}
 }
