@@ -783,9 +783,7 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 		need["TCP/"+p] = "BRAZE_REST_ENDPOINT"
 	}
 	if e := env["OTEL_EXPORTER_OTLP_ENDPOINT"]; e != "" {
-		if u, err := url.Parse(e); err == nil && u.Port() != "" {
-			need["TCP/"+u.Port()] = "OTEL_EXPORTER_OTLP_ENDPOINT"
-		}
+		checkOTLPEndpoint(t, e, env["OTEL_EXPORTER_OTLP_PROTOCOL"], need)
 	}
 	for k, why := range need {
 		if !allowed[k] {
@@ -800,6 +798,27 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 				t.Errorf("NetworkPolicy egress allows %s, which nothing configured uses", k)
 			}
 		}
+	}
+}
+
+// checkOTLPEndpoint adds the collector's port to need and checks the protocol fits the port:
+// the SDK defaults to http/protobuf, and 4317/4318 are the collector's gRPC/HTTP ports.
+func checkOTLPEndpoint(t *testing.T, endpoint, proto string, need map[string]string) {
+	t.Helper()
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %q: want a URL (http://host:port)", endpoint)
+		return
+	}
+	if u.Port() == "" {
+		return
+	}
+	need["TCP/"+u.Port()] = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	if proto == "" {
+		proto = "http/protobuf"
+	}
+	if want := map[string]string{"4317": "grpc", "4318": "http/protobuf"}[u.Port()]; want != "" && proto != want {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %s with protocol %s: port %s is the collector's %s port (set OTEL_EXPORTER_OTLP_PROTOCOL)", endpoint, proto, u.Port(), want)
 	}
 }
 
