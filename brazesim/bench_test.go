@@ -164,6 +164,8 @@ func BenchmarkTrackCore(b *testing.B) {
 	var tr trackReq
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
+	defer func() { b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/req") }()
 	for i := 0; i < b.N; i++ {
 		tr.reset()
 		o := parseOpts{validate: true, now: time.Now(), blackPfx: "blacklisted-"}

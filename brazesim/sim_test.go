@@ -933,3 +933,26 @@ func TestUsersMerge(t *testing.T) {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }
+
+func TestAttrSetIndex(t *testing.T) {
+	var a attrSet
+	ref := map[string]int{}
+	for i := 0; i < 200; i++ {
+		k := fmt.Sprint("k", i%60)
+		if i%7 == 3 {
+			a.del(k)
+			delete(ref, k)
+			continue
+		}
+		a.set(k, aval{x: float64(i)})
+		ref[k] = i
+	}
+	if a.len() != len(ref) {
+		t.Fatalf("len %d, want %d", a.len(), len(ref))
+	}
+	for k, v := range ref {
+		if got, ok := a.get(k); !ok || got.x != float64(v) {
+			t.Fatalf("%s: %v %v, want %d", k, got, ok, v)
+		}
+	}
+}

@@ -22,7 +22,7 @@ type user struct {
 	deleted    bool
 
 	email, phone string
-	attrs        map[string]aval
+	attrs        attrSet
 	events       []event
 	purchases    []purchase
 	dp           int64
@@ -170,7 +170,7 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 			sh.mu.Unlock()
 			return u
 		}
-		u = &user{brazeID: s.newBrazeID(), attrs: make(map[string]aval, 8)}
+		u = &user{brazeID: s.newBrazeID()}
 		if id.kind == idExternal {
 			u.externalID = id.id
 		} else {
@@ -198,7 +198,7 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 			sh.mu.Unlock()
 			return u
 		}
-		u = &user{brazeID: s.newBrazeID(), attrs: make(map[string]aval, 8)}
+		u = &user{brazeID: s.newBrazeID()}
 		if id.kind == idEmail {
 			u.email = email
 		} else {
@@ -281,7 +281,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 			return true
 		}
 		if op.v == nil {
-			delete(u.attrs, op.key)
+			u.attrs.del(op.key)
 			return true
 		}
 		if arr, ok := op.v.([]any); ok && isScalarArray(arr) {
@@ -295,19 +295,21 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 			if len(out) > maxSimpleArray {
 				out = out[len(out)-maxSimpleArray:]
 			}
-			u.attrs[op.key] = aval{x: out}
+			u.attrs.set(op.key, aval{x: out})
 			return true
 		}
-		u.attrs[op.key] = aval{x: op.v}
+		u.attrs.set(op.key, aval{x: op.v})
 	case opSetRaw:
-		u.attrs[op.key] = aval{raw: op.raw}
+		u.attrs.set(op.key, aval{raw: op.raw})
 	case opNull:
 		// null removes the attribute (braze-api.md §1 "Attributes object").
-		delete(u.attrs, op.key)
+		u.attrs.del(op.key)
 	case opInc:
-		u.attrs[op.key] = aval{x: u.attrs[op.key].num() + op.n}
+		cur, _ := u.attrs.get(op.key)
+		u.attrs.set(op.key, aval{x: cur.num() + op.n})
 	case opArr:
-		cur := u.attrs[op.key].arr() // owned by u; changed in place
+		cv, _ := u.attrs.get(op.key)
+		cur := cv.arr() // owned by u; changed in place
 		for _, v := range op.add {
 			if indexOf(cur, v) < 0 {
 				cur = append(cur, v)
@@ -321,22 +323,24 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 				cur = append(cur[:i], cur[i+1:]...)
 			}
 		}
-		u.attrs[op.key] = aval{x: cur}
+		u.attrs.set(op.key, aval{x: cur})
 	case opNested:
 		if dropNested {
 			return false
 		}
 		m := op.v.(map[string]any)
-		if cur, ok := u.attrs[op.key].x.(map[string]any); ok && merge {
+		cv, _ := u.attrs.get(op.key)
+		if cur, ok := cv.x.(map[string]any); ok && merge {
 			deepMerge(cur, m)
 		} else {
-			u.attrs[op.key] = aval{x: m}
+			u.attrs.set(op.key, aval{x: m})
 		}
 	case opObjArr:
 		if dropNested {
 			return false
 		}
-		cur := append([]any(nil), u.attrs[op.key].arr()...)
+		cv, _ := u.attrs.get(op.key)
+		cur := append([]any(nil), cv.arr()...)
 		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
 		cur = append(cur, op.add...)
 		for _, r := range op.rem {
@@ -365,7 +369,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 				}
 			}
 		}
-		u.attrs[op.key] = aval{x: cur}
+		u.attrs.set(op.key, aval{x: cur})
 	}
 	return true
 }
@@ -462,13 +466,13 @@ func (s *Sim) snapshot(u *user) User {
 		Aliases:    append([]Alias(nil), u.aliases...),
 		Email:      u.email,
 		Phone:      u.phone,
-		Attributes: make(map[string]any, len(u.attrs)),
+		Attributes: make(map[string]any, u.attrs.len()),
 		DataPoints: u.dp,
 		Events:     []Event{},
 		Purchases:  []Purchase{},
 	}
-	for k, v := range u.attrs {
-		out.Attributes[k] = v.value()
+	for _, kv := range u.attrs.kv {
+		out.Attributes[kv.k] = kv.v.value()
 	}
 	for _, e := range lastN(u.events, s.cfg.MaxHistoryPerUser) {
 		out.Events = append(out.Events, Event{Name: e.name, Time: e.t, AppID: e.appID, Properties: decodeProps(e.props), Seq: e.seq})

@@ -260,9 +260,9 @@ func (s *Sim) identify(st *store, src *user, ext string, merge bool) {
 // mergeData copies src's profile data into dst: attributes dst lacks, events,
 // purchases, email/phone when dst has none (caller holds the exclusive lock).
 func (s *Sim) mergeData(st *store, src, dst *user) {
-	for k, v := range src.attrs {
-		if _, ok := dst.attrs[k]; !ok {
-			dst.attrs[k] = v
+	for _, kv := range src.attrs.kv {
+		if _, ok := dst.attrs.get(kv.k); !ok {
+			dst.attrs.set(kv.k, kv.v)
 		}
 	}
 	dst.events = append(dst.events, src.events...)
