@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -99,9 +100,9 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Successful Kafka offset commits."))
 	inflight, _ := m.Int64ObservableGauge("ingestor.records.in_flight", metric.WithUnit("{record}"),
 		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
-	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("1"),
+	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("{state}"),
 		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
-	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("1"),
+	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
 		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
 	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the partition end and the last fetched message."))
@@ -199,9 +200,10 @@ func (c headerCarrier) Keys() []string {
 func (p *Pipeline) producerLinks(acks func(yield func(*msgAck) bool)) []trace.Link {
 	var links []trace.Link
 	var last *msgAck
+	var linked []*msgAck // at most MaxSpanLinks: a linear scan is cheapest
 	for a := range acks {
-		if a == last {
-			continue // records of one bundle share a message
+		if a == last || slices.Contains(linked, a) {
+			continue // records of one bundle share a message, and need not be adjacent
 		}
 		last = a
 		if len(a.msg.Headers) == 0 {
@@ -211,6 +213,7 @@ func (p *Pipeline) producerLinks(acks func(yield func(*msgAck) bool)) []trace.Li
 		if !sc.IsValid() {
 			continue
 		}
+		linked = append(linked, a)
 		links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
 			attribute.String("messaging.destination.name", a.msg.Topic),
 			attribute.Int("messaging.destination.partition.id", a.msg.Partition),
