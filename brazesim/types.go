@@ -114,7 +114,9 @@ func parseJSONDuration(b []byte) (time.Duration, error) {
 
 // Stats are the simulator's counters since New or the last Reset.
 type Stats struct {
-	Requests   int64            `json:"requests"`
+	Requests int64 `json:"requests"` // API requests (the /_sim/ admin API is not counted)
+	// ByStatus counts answers by HTTP status; 0 counts requests that got no answer
+	// (TimeoutRate, ResetRate).
 	ByStatus   map[int]int64    `json:"by_status"`
 	ByEndpoint map[string]int64 `json:"by_endpoint"` // requests per path (unknown paths under "other")
 
