@@ -3,6 +3,7 @@ package brazesim
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -174,4 +175,52 @@ func BenchmarkTrackCore(b *testing.B) {
 		}
 		s.apply(&tr, uint64(i))
 	}
+}
+
+// BenchmarkTrack75TCP sends the events request over loopback HTTP/1.1 with
+// keep-alive from 8 concurrent clients; client and server share the same cores, so
+// this is a lower bound for what a separate client process would see.
+func BenchmarkTrack75TCP(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.MaxHistoryPerUser = 100
+	cfg.TrackLimit = -1
+	srv, err := NewServer(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		bodies[i] = eventsBody((i * 75) % 5000)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	client := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+	var n atomic.Int64
+	b.SetBytes(int64(len(bodies[0])))
+	b.SetParallelism(4)
+	b.ResetTimer()
+	start := time.Now()
+	cpu0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(n.Add(1)) * 7
+		for pb.Next() {
+			i++
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+PathTrack, bytes.NewReader(bodies[i%len(bodies)]))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer dev-key")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	el := time.Since(start)
+	b.ReportMetric(float64(b.N)/el.Seconds(), "req/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/req")
 }
