@@ -956,3 +956,54 @@ func TestAttrSetIndex(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent /users/track, user ops, snapshots and resets: no data race, no deadlock
+// (run with -race).
+func TestConcurrentStress(t *testing.T) {
+	s := newSim(t, func(c *Config) { c.TrackLimit = -1; c.UserOpsLimit = -1 })
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				u := fmt.Sprint("u", (i*7+g)%20)
+				track(s, `{"attributes":[{"external_id":"`+u+`","email":"`+u+`@example.com","n":{"inc":1},"t":{"add":["x"]},"o":{"a":1}}],`+
+					`"events":[{"email":"`+u+`@example.com","name":"e","time":"2026-01-01T00:00:00Z"}],`+
+					`"purchases":[{"user_alias":{"alias_name":"`+u+`","alias_label":"l"},"product_id":"p","currency":"USD","price":1,"time":"2026-01-01T00:00:00Z"}]}`)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			u := fmt.Sprint("u", i%20)
+			s.do(req{path: PathAliasNew, body: `{"user_aliases":[{"alias_name":"` + u + `","alias_label":"l"}]}`})
+			s.do(req{path: PathIdentify, body: `{"merge_behavior":"merge","aliases_to_identify":[{"external_id":"` + u + `","user_alias":{"alias_name":"` + u + `","alias_label":"l"}}]}`})
+			if i%5 == 0 {
+				s.do(req{path: PathDelete, body: `{"external_ids":["` + u + `"]}`})
+			}
+			s.Users()
+			s.User("email", u+"@example.com")
+			s.Stats()
+			if i%50 == 49 {
+				s.Reset()
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+}
