@@ -462,6 +462,8 @@ func TestAttributeState(t *testing.T) {
 			`{"o":{"a":1}}`,
 			`{"o":{"a":2},"o2":{"x":null},"plain":"kept"}`,
 		}, `{"o":{"a":1},"plain":"kept"}`},
+		{"§1 nested object over 100 KB dropped, success still", []string{`{"o":{"a":1}}`, `{"o":{"big":"` + strings.Repeat("x", 100*1024) + `"},"k":2}`}, `{"o":{"a":1},"k":2}`},
+		{"§1 array of objects over 100 KB dropped", []string{`{"p":{"$add":[{"big":"` + strings.Repeat("x", 100*1024) + `"}]}}`}, `{}`},
 		{"§1 malformed $time drops nested updates", []string{`{"o":{"d":{"$time":"not a time"}},"k":1}`}, `{"k":1}`},
 	}
 	for _, tc := range tests {

@@ -299,6 +299,8 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 			return true
 		}
 		u.attrs.set(op.key, aval{x: op.v})
+	case opDropped:
+		return false
 	case opSetRaw:
 		u.attrs.set(op.key, aval{raw: op.raw})
 	case opNull:

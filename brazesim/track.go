@@ -80,11 +80,14 @@ const (
 	opSet opKind = iota
 	opNull
 	opInc
-	opArr    // {"add":[…], "remove":[…]}
-	opNested // nested object: overwrite, or deep-merge with _merge_objects
-	opObjArr // {"$add", "$remove", "$update"}
-	opSetRaw // scalar kept as JSON text (raw)
+	opArr     // {"add":[…], "remove":[…]}
+	opNested  // nested object: overwrite, or deep-merge with _merge_objects
+	opObjArr  // {"$add", "$remove", "$update"}
+	opSetRaw  // scalar kept as JSON text (raw)
+	opDropped // silently dropped update
 )
+
+const maxNestedBytes = 100 * 1024
 
 type attrOp struct {
 	key  string
@@ -582,8 +585,15 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 			op.kind = opNull
 		case '{':
 			if !opObject(s, &op) {
+				st := s.i
 				v, _ := s.value(0).(map[string]any)
 				classifyObjectOp(&op, v, a)
+				if (op.kind == opNested || op.kind == opObjArr) && s.i-st > maxNestedBytes {
+					// Over 100 KB: the update is dropped and the attribute stays
+					// unchanged; the API still answers success (braze-api.md §1
+					// "Nested custom attributes", "Arrays of objects").
+					op.kind, op.dp = opDropped, 0
+				}
 			}
 		case '[':
 			arr, _ := s.value(0).([]any)
