@@ -71,7 +71,7 @@ type Sim struct {
 
 type counters struct {
 	requests, objects, attrs, events, purchases, objErrors, dataPoints atomic.Int64
-	rateLimited, limitRejected, maxObjects, sameUser                   atomic.Int64
+	rateLimited, limitRejected, maxObjects, sameUser, bulk             atomic.Int64
 	byStatus                                                           [600]atomic.Int64
 	byEndpoint                                                         [6]atomic.Int64 // endpoints + "other"
 }
@@ -122,7 +122,7 @@ func (s *Sim) Reset() {
 	s.infl.init()
 	c := &s.ctr
 	for _, a := range []*atomic.Int64{&c.requests, &c.objects, &c.attrs, &c.events, &c.purchases, &c.objErrors,
-		&c.dataPoints, &c.rateLimited, &c.limitRejected, &c.maxObjects, &c.sameUser} {
+		&c.dataPoints, &c.rateLimited, &c.limitRejected, &c.maxObjects, &c.sameUser, &c.bulk} {
 		a.Store(0)
 	}
 	for i := range c.byStatus {
@@ -141,7 +141,7 @@ func (s *Sim) Stats() Stats {
 		Objects: c.objects.Load(), Attributes: c.attrs.Load(), Events: c.events.Load(), Purchases: c.purchases.Load(),
 		ObjectErrors: c.objErrors.Load(), DataPoints: c.dataPoints.Load(), RateLimited: c.rateLimited.Load(),
 		LimitRejected: c.limitRejected.Load(), MaxObjectsInRequest: c.maxObjects.Load(),
-		SameUserConcurrency: c.sameUser.Load(), Users: s.nUsers.Load(),
+		SameUserConcurrency: c.sameUser.Load(), BulkHeader: c.bulk.Load(), Users: s.nUsers.Load(),
 	}
 	for i := range c.byStatus {
 		if n := c.byStatus[i].Load(); n > 0 {
@@ -350,6 +350,9 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lat := s.cfg.Latency + f.ExtraLatency
 	switch ep.path {
 	case PathTrack:
+		if _, ok := r.Header["X-Braze-Bulk"]; ok {
+			s.ctr.bulk.Add(1)
+		}
 		s.serveTrack(w, r, buf.Bytes(), now, lat)
 	default:
 		sleepCtx(r.Context(), lat)

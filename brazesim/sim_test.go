@@ -333,7 +333,8 @@ func TestTrackPartialAndAllInvalid(t *testing.T) {
 	if _, ok := s.User("external_id", "bad"); ok {
 		t.Fatal("invalid object applied")
 	}
-	if st := s.Stats(); st.ObjectErrors != 4 || st.Objects != 1 {
+	s.do(req{body: body(1, -1, -1), hdr: map[string]string{"X-Braze-Bulk": "false"}}) // any value counts (§1)
+	if st := s.Stats(); st.ObjectErrors != 4 || st.Objects != 2 || st.BulkHeader != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }

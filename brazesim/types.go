@@ -140,5 +140,9 @@ type Stats struct {
 	// started while another request touching the same user was still in the handler.
 	SameUserConcurrency int64 `json:"same_user_concurrency"`
 
+	// BulkHeader counts /users/track requests carrying X-Braze-Bulk (braze-api.md §1:
+	// meant for backfills, not real-time traffic).
+	BulkHeader int64 `json:"bulk_header"`
+
 	Users int64 `json:"users"` // profiles in the store
 }
