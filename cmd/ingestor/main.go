@@ -31,6 +31,8 @@ const usage = `ingestor: Kafka to Braze /users/track, at-least-once, per-user or
 
 Usage:
   ingestor [run]        run the worker (configuration from the environment; see README)
+  ingestor check        preflight: config, brokers, topics, DLQ writable, Braze key (exit 1 on failure)
+  ingestor replay ...   move dead letters back to their source topic (ingestor replay -h)
   ingestor dev [flags]  the whole pipeline on embedded defaults (in-process Kafka and Braze)
   ingestor brazesim     run the Braze REST simulator
   ingestor version      print the version
@@ -54,6 +56,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, stderr)
 	case "dev":
 		return cmdDev(ctx, args, stdout, stderr)
+	case "check":
+		return cmdCheck(ctx, args, stdout, stderr)
+	case "replay":
+		return cmdReplay(ctx, args, stdout, stderr)
 	case "brazesim":
 		return cmdBrazesim(ctx, args, stdout, stderr)
 	case "version":
