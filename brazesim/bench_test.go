@@ -173,7 +173,8 @@ func BenchmarkTrackCore(b *testing.B) {
 		if f := parseTrack(bodies[i%len(bodies)], &tr, &o); f != "" {
 			b.Fatal(f)
 		}
-		s.apply(&tr, uint64(i))
+		s.resolveAll(s.st, &tr)
+		s.apply(s.st, &tr, uint64(i))
 	}
 }
 

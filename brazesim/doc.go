@@ -94,9 +94,11 @@
 // # Observation
 //
 // Stats.SameUserConcurrency counts a /users/track request that touches a user
-// (by the identifier it names) while another request touching the same user is
-// still inside the handler; Config.Latency and Faults.ExtraLatency are spent inside
-// that window, so overlapping requests are visible. Braze gives no ordering across
+// profile (whatever identifier names it: external_id, alias, braze_id, email,
+// phone) while another request touching the same profile is still inside the
+// handler. Profiles are resolved (and created) when the request enters;
+// Config.Latency and Faults.ExtraLatency are spent inside the window before the
+// objects are applied, so overlapping requests are visible. Braze gives no ordering across
 // requests (braze-api.md §1 "Processing order"), so a worker that keeps one request
 // per user in flight should keep this at zero. User.Events are in the order applied,
 // each with the sequence number of its request.

@@ -57,7 +57,6 @@ type Sim struct {
 	limits    [3]limiter
 	smu       sync.RWMutex // structural lock: R for /users/track, W for deletes/merges/reset
 	st        *store
-	infl      inflight
 	ctr       counters
 	reqSeq    atomic.Uint64
 	updSeq    atomic.Uint64
@@ -94,7 +93,6 @@ func New(cfg Config) (*Sim, error) {
 	s.limits[classUserOps] = limiter{limit: c.UserOpsLimit, window: c.UserOpsWindow}
 	s.limits[classOther] = limiter{limit: c.OtherLimit, window: c.OtherWindow}
 	s.faults.Store(&Faults{})
-	s.infl.init()
 	s.reqPool.New = func() any { return &reqState{} }
 	s.bufPool.New = func() any { return new(bytes.Buffer) }
 	return s, nil
@@ -119,7 +117,6 @@ func (s *Sim) Reset() {
 	for i := range s.limits {
 		s.limits[i].reset()
 	}
-	s.infl.init()
 	c := &s.ctr
 	for _, a := range []*atomic.Int64{&c.requests, &c.objects, &c.attrs, &c.events, &c.purchases, &c.objErrors,
 		&c.dataPoints, &c.rateLimited, &c.limitRejected, &c.maxObjects, &c.sameUser, &c.bulk} {
@@ -206,31 +203,11 @@ func ceilSeconds(d time.Duration) int64 {
 	return n
 }
 
-// ---- per-user concurrency observation ----
-
-type slot struct {
-	n   int32
-	seq uint64
-}
-
-type inflight struct {
-	mu sync.Mutex
-	m  [6]map[string]*slot
-}
-
-func (f *inflight) init() {
-	f.mu.Lock()
-	for i := range f.m {
-		f.m[i] = map[string]*slot{}
-	}
-	f.mu.Unlock()
-}
-
 // ---- HTTP ----
 
 type reqState struct {
 	tr    trackReq
-	slots []*slot
+	users []*user // users entered (Stats.SameUserConcurrency)
 	out   []byte
 }
 

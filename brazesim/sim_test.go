@@ -711,11 +711,17 @@ func TestSameUserConcurrency(t *testing.T) {
 	if n := s.Stats().SameUserConcurrency; n != 1 {
 		t.Fatalf("violations %d, want 1", n)
 	}
+	// The same user named by another identifier (email) is the same user.
+	track(s, `{"attributes":[{"external_id":"c","email":"c@example.com"}]}`)
+	run(`{"attributes":[{"external_id":"c","x":1}]}`, `{"attributes":[{"email":"c@example.com","y":1}]}`)
+	if n := s.Stats().SameUserConcurrency; n != 2 {
+		t.Fatalf("violations %d, want 2", n)
+	}
 	// Sequential requests for the same user: no violation.
 	track(s, `{"attributes":[{"external_id":"a","x":3}]}`)
 	track(s, `{"attributes":[{"external_id":"a","x":4}]}`)
-	if n := s.Stats().SameUserConcurrency; n != 1 {
-		t.Fatalf("violations %d, want 1", n)
+	if n := s.Stats().SameUserConcurrency; n != 2 {
+		t.Fatalf("violations %d, want 2", n)
 	}
 }
 

@@ -27,6 +27,11 @@ type user struct {
 	purchases    []purchase
 	dp           int64
 	updated      atomic.Uint64 // sequence of the last update ("most recently updated")
+
+	// Concurrency observation: /users/track requests in the handler touching this
+	// user, and the sequence of the last request that entered.
+	inflight atomic.Int32
+	mark     atomic.Uint64
 }
 
 type event struct {

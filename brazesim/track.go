@@ -72,6 +72,7 @@ type objCommon struct {
 	updateOnly, updateOnlySet  bool
 	err                        string
 	id                         ident
+	u                          *user // resolved before the latency window
 }
 
 type opKind uint8

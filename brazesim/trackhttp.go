@@ -18,7 +18,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	rs := s.reqPool.Get().(*reqState)
 	defer s.reqPool.Put(rs)
 	rs.tr.reset()
-	rs.slots = rs.slots[:0]
+	rs.users = rs.users[:0]
 	o := parseOpts{countOnly: s.cfg.CountOnly, validate: s.cfg.Validate, now: now, blackList: s.blacklist, blackPfx: s.cfg.BlacklistedPrefix}
 	tr := &rs.tr
 	if fatal := parseTrack(body, tr, &o); fatal != "" {
@@ -88,9 +88,13 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 		return
 	}
 
+	s.smu.RLock()
+	st := s.st // a Reset meanwhile leaves this request on the old store
+	s.resolveAll(st, tr)
 	s.enter(rs, seq)
+	s.smu.RUnlock()
 	sleepCtx(r.Context(), lat)
-	dp := s.apply(tr, seq)
+	dp := s.apply(st, tr, seq)
 	s.exit(rs)
 
 	s.count(okA, okE, okP, dp)
@@ -147,65 +151,88 @@ func appendErrors(b []byte, errs []objErr) []byte {
 	return append(b, ']')
 }
 
+// resolveAll finds (or creates, as Braze would) the user of every valid object,
+// in processing order: attributes, events, purchases. Caller holds the read lock.
+func (s *Sim) resolveAll(st *store, tr *trackReq) {
+	for i := range tr.attrs {
+		a := &tr.attrs[i]
+		if a.err != "" {
+			continue
+		}
+		// _update_existing_only: default false, but true for user_alias (braze-api.md §1).
+		only := a.updateOnly
+		if !a.updateOnlySet && a.id.kind == idAlias {
+			only = true
+		}
+		a.u = s.resolveFor(st, &a.objCommon, only)
+	}
+	for i := range tr.events {
+		// With user_alias, events are always update-only (braze-api.md §1 "_update_existing_only").
+		if e := &tr.events[i]; e.err == "" {
+			e.u = s.resolveFor(st, &e.objCommon, e.updateOnly || e.id.kind == idAlias)
+		}
+	}
+	for i := range tr.purchases {
+		if p := &tr.purchases[i]; p.err == "" {
+			p.u = s.resolveFor(st, &p.objCommon, p.updateOnly || p.id.kind == idAlias)
+		}
+	}
+}
+
+func (s *Sim) resolveFor(st *store, c *objCommon, updateOnly bool) *user {
+	// A braze_id is assigned by Braze: an unknown one creates nothing.
+	return s.resolve(st, c.id, !updateOnly && c.id.kind != idBraze, c.email, c.phone)
+}
+
 // enter registers the request on every user it touches and counts overlaps with
 // requests still in the handler (Stats.SameUserConcurrency).
 func (s *Sim) enter(rs *reqState, seq uint64) {
-	f := &s.infl
 	viol := 0
-	f.mu.Lock()
-	visit := func(c *objCommon) {
-		if c.err != "" {
+	visit := func(u *user) {
+		if u == nil || u.mark.Load() == seq {
 			return
 		}
-		m := f.m[c.id.kind]
-		p := m[c.id.id]
-		if p == nil {
-			p = &slot{}
-			m[c.id.id] = p
+		if u.inflight.Load() > 0 { // maybe this request itself: check its own list
+			for _, x := range rs.users {
+				if x == u {
+					return
+				}
+			}
 		}
-		if p.seq == seq {
-			return
-		}
-		p.seq = seq
-		if p.n > 0 {
+		u.mark.Store(seq)
+		if u.inflight.Add(1) > 1 {
 			viol++
 		}
-		p.n++
-		rs.slots = append(rs.slots, p)
+		rs.users = append(rs.users, u)
 	}
 	tr := &rs.tr
 	for i := range tr.attrs {
-		visit(&tr.attrs[i].objCommon)
+		visit(tr.attrs[i].u)
 	}
 	for i := range tr.events {
-		visit(&tr.events[i].objCommon)
+		visit(tr.events[i].u)
 	}
 	for i := range tr.purchases {
-		visit(&tr.purchases[i].objCommon)
+		visit(tr.purchases[i].u)
 	}
-	f.mu.Unlock()
 	if viol > 0 {
 		s.ctr.sameUser.Add(int64(viol))
 	}
 }
 
 func (s *Sim) exit(rs *reqState) {
-	f := &s.infl
-	f.mu.Lock()
-	for _, p := range rs.slots {
-		p.n--
+	for _, u := range rs.users {
+		u.inflight.Add(-1)
 	}
-	f.mu.Unlock()
-	clear(rs.slots)
-	rs.slots = rs.slots[:0]
+	clear(rs.users)
+	rs.users = rs.users[:0]
 }
 
 // apply writes the valid objects to the store in Braze's order, attributes ->
 // events -> purchases (braze-api.md §1 "Processing order"). It returns the data points billed.
-func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
+func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 	s.smu.RLock()
 	defer s.smu.RUnlock()
-	st := s.st
 	// Any invalid value inside a nested attribute drops all nested-attribute updates
 	// of the request (braze-api.md §1 "Nested custom attributes").
 	dropNested := false
@@ -223,12 +250,7 @@ func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
 		if a.err != "" {
 			continue
 		}
-		// _update_existing_only: default false, but true for user_alias (braze-api.md §1).
-		only := a.updateOnly
-		if !a.updateOnlySet && a.id.kind == idAlias {
-			only = true
-		}
-		u := s.lockUser(st, a.id, !only && a.id.kind != idBraze, a.email, a.phone)
+		u := lockUser(a.u)
 		if u == nil {
 			continue
 		}
@@ -261,9 +283,7 @@ func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
 		if e.err != "" {
 			continue
 		}
-		// With user_alias, events are always update-only (braze-api.md §1 "_update_existing_only").
-		only := e.updateOnly || e.id.kind == idAlias
-		u := s.lockUser(st, e.id, !only && e.id.kind != idBraze, e.email, e.phone)
+		u := lockUser(e.u)
 		if u == nil {
 			continue
 		}
@@ -279,8 +299,7 @@ func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
 		if p.err != "" {
 			continue
 		}
-		only := p.updateOnly || p.id.kind == idAlias
-		u := s.lockUser(st, p.id, !only && p.id.kind != idBraze, p.email, p.phone)
+		u := lockUser(p.u)
 		if u == nil {
 			continue
 		}
@@ -295,14 +314,13 @@ func (s *Sim) apply(tr *trackReq, seq uint64) int64 {
 	return total
 }
 
-// lockUser resolves the user and returns it locked (nil if it does not exist and may not be created).
-func (s *Sim) lockUser(st *store, id ident, create bool, email, phone string) *user {
-	u := s.resolve(st, id, create, email, phone)
+// lockUser locks a resolved user; nil if there is none or it was deleted meanwhile.
+func lockUser(u *user) *user {
 	if u == nil {
 		return nil
 	}
 	u.mu.Lock()
-	if u.deleted { // cannot happen under the read lock, kept for safety
+	if u.deleted {
 		u.mu.Unlock()
 		return nil
 	}

@@ -137,7 +137,8 @@ type Stats struct {
 	// MaxObjectsInRequest is the largest number of objects seen in one /users/track request.
 	MaxObjectsInRequest int64 `json:"max_objects_in_request"`
 	// SameUserConcurrency counts overlaps: a /users/track request touching a user
-	// started while another request touching the same user was still in the handler.
+	// profile started while another request touching the same profile was still in
+	// the handler (counted once per profile and request).
 	SameUserConcurrency int64 `json:"same_user_concurrency"`
 
 	// BulkHeader counts /users/track requests carrying X-Braze-Bulk (braze-api.md §1:
