@@ -57,6 +57,7 @@ type Config struct {
 	BrazeRateBurst   int           `envconfig:"BRAZE_RATE_BURST" default:"3000" desc:"token-bucket burst of the rate limiter"`
 	BreakerFailures  int           `envconfig:"BREAKER_FAILURES" default:"5" desc:"consecutive outage answers (5xx, timeouts, connection errors) that open the circuit breaker"`
 	BreakerOpenFor   time.Duration `envconfig:"BREAKER_OPEN_FOR" default:"10s" desc:"how long the breaker stays open before one half-open probe"`
+	HaltProbeMax     time.Duration `envconfig:"HALT_PROBE_MAX" default:"30s" desc:"while halted (401/403/404/415), the longest wait between probes"`
 	BrazeHTTPTimeout time.Duration `envconfig:"BRAZE_HTTP_TIMEOUT" default:"10s" desc:"timeout of one Braze request"`
 	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
@@ -177,6 +178,9 @@ func (c *Config) validate() []string {
 	}
 	if c.BreakerFailures < 1 {
 		add("BREAKER_FAILURES must be at least 1")
+	}
+	if c.HaltProbeMax <= 0 {
+		add("HALT_PROBE_MAX must be positive")
 	}
 	if c.BreakerOpenFor <= 0 {
 		add("BREAKER_OPEN_FOR must be positive")

@@ -56,7 +56,7 @@ func (e *devEnv) config(group string) *Config {
 		KafkaMinBytes: 1, KafkaMaxBytes: 10 << 20, KafkaMaxWait: 250 * time.Millisecond, KafkaQueueCapacity: 1000,
 		BatchLimitMode: "combined", BatchMaxObjects: 75, BatchMaxBytes: 3_500_000, BatchLinger: 100 * time.Millisecond,
 		Lanes: 64, LaneQueue: 1024, BrazeHTTPTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond,
-		RetryMax: 30 * time.Second, BrazeRateLimit: 1000, BrazeRateBurst: 3000, BreakerFailures: 5, BreakerOpenFor: 10 * time.Second,
+		RetryMax: 30 * time.Second, BrazeRateLimit: 1000, BrazeRateBurst: 3000, BreakerFailures: 5, BreakerOpenFor: 10 * time.Second, HaltProbeMax: 30 * time.Second,
 		ShutdownTimeout: 25 * time.Second, HTTPAddr: "127.0.0.1:0", LogLevel: "warn",
 	}
 	return c

@@ -154,6 +154,7 @@ func childEnv(cfg *Config) []string {
 		"BRAZE_API_KEY=" + cfg.BrazeAPIKey,
 		"KAFKA_COMMIT_INTERVAL=" + cfg.KafkaCommitInterval.String(),
 		"KAFKA_SESSION_TIMEOUT=" + cfg.KafkaSessionTimeout.String(),
+		"KAFKA_REBALANCE_TIMEOUT=" + cfg.KafkaRebalanceTimeout.String(),
 		"KAFKA_DRAIN_TIMEOUT=" + cfg.KafkaDrainTimeout.String(),
 		"KAFKA_HEARTBEAT_INTERVAL=" + cfg.KafkaHeartbeatInterval.String(),
 		"KAFKA_FETCH_MAX_WAIT=" + cfg.KafkaMaxWait.String(),

@@ -103,6 +103,9 @@ func testConfig(k *testKafka, sim *brazesim.Server, group string) *Config {
 	c.Lanes = 16
 	c.KafkaCommitInterval = 200 * time.Millisecond
 	c.KafkaSessionTimeout = 10 * time.Second
+	// A dead member holds up a rebalance for up to the rebalance timeout; keep it short so
+	// crash tests restart quickly.
+	c.KafkaRebalanceTimeout = 8 * time.Second
 	c.KafkaDrainTimeout = 5 * time.Second
 	c.KafkaHeartbeatInterval = time.Second
 	c.KafkaMaxWait = 100 * time.Millisecond

@@ -143,7 +143,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		MinBytes: cfg.KafkaMinBytes, MaxBytes: cfg.KafkaMaxBytes, MaxWait: cfg.KafkaMaxWait, QueueCapacity: cfg.KafkaQueueCapacity,
 		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
-		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration,
+		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
 	}, guard, dlq)
 	if err != nil {
