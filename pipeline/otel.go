@@ -128,7 +128,9 @@ func (p *Pipeline) initTelemetry() error {
 				kind = schemas.Kind(k).EnvelopeType()
 			}
 			for r, reason := range Reasons {
-				if n := s.DeadLettered[k][r].Load(); n > 0 {
+				// Expected series are exported from the start, at 0: a counter series that
+				// first appears with a value loses that first increase in rate()/increase().
+				if n := s.DeadLettered[k][r].Load(); n > 0 || deadLetterSeries(k, reason) {
 					o.ObserveInt64(dead, n, metric.WithAttributes(attribute.String("kind", kind), attribute.String("reason", string(reason))))
 				}
 			}
@@ -138,9 +140,7 @@ func (p *Pipeline) initTelemetry() error {
 			o.ObserveInt64(requests, s.Requests[cs.class].Load(), metric.WithAttributes(attribute.String("outcome", cs.name)))
 		}
 		for i, name := range statusNames {
-			if n := s.RequestsStatus[i].Load(); n > 0 {
-				o.ObserveInt64(byStatus, n, metric.WithAttributes(attribute.String("status_class", name)))
-			}
+			o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
 		}
 		o.ObserveInt64(retries, s.Retries.Load())
 		o.ObserveInt64(dlqWrites, s.DLQWrites.Load())
@@ -172,6 +172,16 @@ func (p *Pipeline) initTelemetry() error {
 		return nil
 	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag)
 	return err
+}
+
+// deadLetterSeries says whether the dead-letter series of kind index k and reason is
+// exported even at 0: whole messages fail as invalid_json or invalid_record (bad envelope
+// or bundle), records for every other reason.
+func deadLetterSeries(k int, reason schemas.Reason) bool {
+	if k == kindOther {
+		return reason == schemas.ReasonInvalidJSON || reason == schemas.ReasonInvalidRecord
+	}
+	return reason != schemas.ReasonInvalidJSON
 }
 
 // headerCarrier adapts Kafka headers to the W3C propagator.

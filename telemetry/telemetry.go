@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
@@ -38,6 +40,10 @@ type Options struct {
 	MetricReader sdkmetric.Reader
 	// Getenv overrides os.Getenv (tests).
 	Getenv func(string) string
+	// Logger, when set, receives the SDK's own errors (failed OTLP exports, dropped data)
+	// and internal diagnostics, so they come out as the worker's JSON log lines instead of
+	// plain text from the standard log package.
+	Logger *slog.Logger
 }
 
 // Telemetry owns the providers; call Shutdown on exit to flush.
@@ -97,6 +103,11 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	t.TracerProvider = sdktrace.NewTracerProvider(topts...)
 
+	if o.Logger != nil {
+		l := o.Logger.With("component", "opentelemetry")
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { l.Warn("telemetry export problem", "error", err) }))
+		otel.SetLogger(logr.FromSlogHandler(l.Handler()))
+	}
 	otel.SetTracerProvider(t.TracerProvider)
 	otel.SetMeterProvider(t.MeterProvider)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))

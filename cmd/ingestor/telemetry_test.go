@@ -32,7 +32,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -94,6 +93,7 @@ type telWorker struct {
 func startTelWorker(t *testing.T, cfg *Config, level string) *telWorker {
 	t.Helper()
 	w := &telWorker{spans: tracetest.NewInMemoryExporter(), reader: sdkmetric.NewManualReader(), logs: &syncBuffer{}}
+	logger := newLogger(w.logs, level)
 	ctx, cancel := context.WithCancel(context.Background())
 	type startedT struct {
 		p    *pipeline.Pipeline
@@ -107,9 +107,10 @@ func startTelWorker(t *testing.T, cfg *Config, level string) *telWorker {
 			o.SpanExporter = keptSpans{w.spans}
 			o.MetricReader = w.reader
 			o.Getenv = func(string) string { return "" } // never export OTLP from a test
+			o.Logger = logger                            // SDK errors as JSON lines (runWorker does not set it yet)
 		},
 	}
-	go func() { done <- runWorker(ctx, cfg, newLogger(w.logs, level), hooks) }()
+	go func() { done <- runWorker(ctx, cfg, logger, hooks) }()
 	select {
 	case s := <-started:
 		w.p, w.addr = s.p, s.addr
@@ -394,6 +395,30 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.commit.lag", "{message}", "ingestor_commit_lag", "gauge"},
 }
 
+// metricAttrSets returns the attribute sets of every data point of m.
+func metricAttrSets(m metricdata.Metrics) []attribute.Set {
+	var out []attribute.Set
+	switch d := m.Data.(type) {
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			out = append(out, p.Attributes)
+		}
+	case metricdata.Gauge[int64]:
+		for _, p := range d.DataPoints {
+			out = append(out, p.Attributes)
+		}
+	case metricdata.Histogram[int64]:
+		for _, p := range d.DataPoints {
+			out = append(out, p.Attributes)
+		}
+	case metricdata.Histogram[float64]:
+		for _, p := range d.DataPoints {
+			out = append(out, p.Attributes)
+		}
+	}
+	return out
+}
+
 // ---- the end-to-end telemetry test ---------------------------------------------------------
 
 // TestTelemetryEndToEnd runs a few hundred mixed records (some carrying a producer's
@@ -428,7 +453,11 @@ func TestTelemetryEndToEnd(t *testing.T) {
 		return ""
 	})
 
+	// A fifth of the answers are 5xx: retried requests show up as spans with an error
+	// status, error.type and attempt > 1, and in the retry and status-class metrics.
+	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.2})
 	cfg := testConfig(k, sim, "telemetry")
+	cfg.BreakerFailures = 1000 // keep the breaker closed: its 10 s open time would slow the test
 	cfg.Lanes = 8
 	// Fewer objects per request than MaxSpanLinks, so no request span's links are capped and
 	// every traced message must be reachable from a request or DLQ span.
@@ -552,8 +581,16 @@ func checkMetrics(t *testing.T, rm *metricdata.ResourceMetrics, s pipeline.Snaps
 	if total(status, "status_class=2xx") != s.SuccessRequests || total(status, "") != s.Requests {
 		t.Errorf("ingestor.requests.status = %v; want 2xx = %d, all = %d", status, s.SuccessRequests, s.Requests)
 	}
-	if got := total(points(t, rm, "ingestor.retries"), ""); got != s.Retries {
-		t.Errorf("ingestor.retries = %d, want %d", got, s.Retries)
+	// Expected series exist from the start at 0 (a series first seen with a value loses that
+	// increase in rate()): 3 record kinds x 4 record reasons + whole messages x 2.
+	if len(dead) != 14 || len(status) != 6 {
+		t.Errorf("want 14 dead_lettered series and 6 status classes, got %d %v and %d %v", len(dead), dead, len(status), status)
+	}
+	if got := total(points(t, rm, "ingestor.retries"), ""); got != s.Retries || got == 0 {
+		t.Errorf("ingestor.retries = %d, want %d (> 0: the simulator answers 5xx)", got, s.Retries)
+	}
+	if got := total(status, "status_class=5xx"); got != s.RequestsByClass["retry"] || got == 0 {
+		t.Errorf("ingestor.requests.status{status_class=5xx} = %d, want %d retried answers", got, s.RequestsByClass["retry"])
 	}
 	if got := total(points(t, rm, "ingestor.dlq.writes"), ""); got != st.DLQWrites.Load() || got == 0 {
 		t.Errorf("ingestor.dlq.writes = %d, pipeline says %d", got, st.DLQWrites.Load())
@@ -670,7 +707,7 @@ func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dl
 		t.Errorf("%d request spans, pipeline made %d requests", len(reqSpans), s.Requests)
 	}
 	byOutcome := map[string]int64{}
-	var okObjects, rejected int64
+	var okObjects, rejected, retried int64
 	for _, sp := range reqSpans {
 		a := attrMap(sp.Attributes)
 		outcome := a["braze.outcome"].AsString()
@@ -704,9 +741,12 @@ func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dl
 				t.Errorf("partial request span without braze.rejected_objects: %v", sp.Attributes)
 			}
 		case "retry", "halt":
-			if sp.Status.Code != codes.Error || a["error.type"].AsString() == "" {
-				t.Errorf("%s request span: status %v, error.type %q", outcome, sp.Status, a["error.type"].AsString())
+			if sp.Status.Code != codes.Error || a["error.type"].AsString() != fmt.Sprintf("http_%d", code) || code < 500 || sp.Status.Description == "" {
+				t.Errorf("%s request span: status %v, code %d, error.type %q", outcome, sp.Status, code, a["error.type"].AsString())
 			}
+		}
+		if a["braze.request.attempt"].AsInt64() > 1 {
+			retried++
 		}
 		checkLinks(sp, pipeline.MaxSpanLinks)
 	}
@@ -714,6 +754,9 @@ func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dl
 		if byOutcome[class] != n {
 			t.Errorf("%d request spans with braze.outcome=%s, pipeline says %d (spans: %v)", byOutcome[class], class, n, byOutcome)
 		}
+	}
+	if retried == 0 || byOutcome["retry"] == 0 {
+		t.Errorf("no request span with braze.request.attempt > 1 (%d) or outcome retry (%d)", retried, byOutcome["retry"])
 	}
 	if okObjects != s.ObjectsSent {
 		t.Errorf("successful request spans carry %d objects, pipeline sent %d", okObjects, s.ObjectsSent)
@@ -981,6 +1024,55 @@ func checkInfoLogs(t *testing.T, logs string) {
 	}
 }
 
+// TestTelemetrySpanLinkCap: a request of 75 records from 75 traced messages links exactly
+// MaxSpanLinks of them; every span links min(distinct traced messages, MaxSpanLinks).
+func TestTelemetrySpanLinkCap(t *testing.T) {
+	k := newTestKafka(t, 1)
+	sim := newSim(t, nil)
+	var msgs []synth.Message
+	for i := 0; i < 150; i++ {
+		tm := "2026-11-25T10:00:00Z"
+		outcome := synth.Deliver
+		if i%3 == 2 {
+			tm, outcome = "not-a-time", synth.Invalid
+		}
+		msgs = append(msgs, synth.Message{Key: []byte("user-cap"),
+			Value:   []byte(fmt.Sprintf(`{"type":"event","data":{"external_id":"user-cap","name":"e","time":"%s","properties":{"seq":%d}}}`, tm, i)),
+			Records: []synth.Record{{Kind: "event", User: "user-cap", Seq: i, Outcome: outcome}}})
+	}
+	prod := newTelProducer(t, k.Brokers, k.Topic, nil)
+	prod.send(t, msgs, func(int) string { return "traced" })
+	cfg := testConfig(k, sim, "linkcap")
+	cfg.BatchLinger = 200 * time.Millisecond // let the single lane fill whole requests
+	w := startTelWorker(t, cfg, "warn")
+	settle(t, w.p, len(msgs), 30*time.Second)
+	w.stop()
+
+	var capped int
+	for _, sp := range w.spans.GetSpans() {
+		a := attrMap(sp.Attributes)
+		var n int64
+		switch sp.Name {
+		case "POST /users/track":
+			n = a["braze.request.events"].AsInt64()
+		case "dlq publish":
+			n = a["messaging.batch.message_count"].AsInt64()
+		default:
+			continue
+		}
+		if want := min(n, int64(pipeline.MaxSpanLinks)); int64(len(sp.Links)) != want {
+			t.Errorf("%s with %d single-record traced messages has %d links, want %d", sp.Name, n, len(sp.Links), want)
+		}
+		if n > int64(pipeline.MaxSpanLinks) {
+			capped++
+		}
+	}
+	if capped == 0 {
+		t.Errorf("no span had more than %d traced messages; the cap was not exercised", pipeline.MaxSpanLinks)
+	}
+	t.Logf("%d spans hit the %d-link cap", capped, pipeline.MaxSpanLinks)
+}
+
 // ---- secrets -------------------------------------------------------------------------------
 
 const (
@@ -1031,6 +1123,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	exposition := httpGet(t, "http://"+w.addr+"/metrics")
+	probes := httpGet(t, "http://"+w.addr+"/livez") + httpGet(t, "http://"+w.addr+"/readyz")
 	w.stop()
 	if s := w.p.Stats().Snapshot(); s.RecordsDelivered != int64(exp.deliver) || s.DeadLetteredAll != int64(exp.total-exp.deliver) {
 		t.Errorf("delivered %d dead-lettered %d, want %d and %d", s.RecordsDelivered, s.DeadLetteredAll, exp.deliver, exp.total-exp.deliver)
@@ -1062,10 +1155,15 @@ func TestTelemetryNoSecrets(t *testing.T) {
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			add("metric", fmt.Sprintf("%s %s %s %+v", m.Name, m.Unit, m.Description, m.Data))
+			for _, set := range metricAttrSets(m) {
+				for _, kv := range set.ToSlice() {
+					add("metric "+m.Name+" label", string(kv.Key), "=", kv.Value.Emit())
+				}
+			}
 		}
 	}
 	add("/metrics", exposition)
-	add("/readyz /livez", "")
+	add("/readyz /livez", probes)
 	for _, secret := range []string{secretAPIKey, secretSASLPass, "SECRET", "PASSWORD"} {
 		for _, h := range haystack {
 			if strings.Contains(h, secret) {
@@ -1278,9 +1376,9 @@ func TestAlertRules(t *testing.T) {
 
 // ---- unit checks of the exported names ------------------------------------------------------
 
-// TestPrometheusNamesMatchDocs lists the exposed names without a broker: a pipeline-free
-// check would need the pipeline; the end-to-end test covers it. Kept as a guard that the
-// documented table and wantMetrics agree.
+// TestObservabilityDocTable: docs/observability.md has a table row per metric (exposed name,
+// instrument name, type) and documents every span. (The end-to-end test checks the exposed
+// names against a live /metrics.)
 func TestObservabilityDocTable(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/observability.md")
 	if err != nil {
@@ -1298,5 +1396,3 @@ func TestObservabilityDocTable(t *testing.T) {
 		}
 	}
 }
-
-var _ = sdktrace.NewTracerProvider
