@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of the project, from a clean clone, the way CI does:
+#   static checks, unit tests (race detector), the in-process end-to-end suite (kfake + Braze
+#   simulator), the same suite against a real Apache Kafka 4.x (PLAINTEXT and SASL_SSL/SCRAM),
+#   the real-broker fault tests, and a short fuzz run of the decoder.
+# Everything it needs is installed or started by the project's own scripts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+started=$(date +%s)
+
+step "prerequisites"
+scripts/prereqs.sh
+go version
+
+step "gofmt and go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+go vet ./...
+
+step "unit tests with the race detector"
+lib_pkgs=$(go list ./... | grep -v -e /cmd/ -e /bench)
+go test -race -count=1 $lib_pkgs
+
+step "commands and in-process end-to-end suite"
+go test -count=1 -timeout 30m $(go list ./... | grep -e /cmd/ -e /bench)
+
+step "Apache Kafka (real broker)"
+scripts/kafka.sh start
+trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+eval "$(scripts/kafka.sh env)"
+export KAFKA_TEST_BROKERS KAFKA_TEST_SASL_BROKERS KAFKA_TEST_SASL_USER KAFKA_TEST_SASL_PASSWORD KAFKA_TEST_CA_FILE KAFKA_TEST_SCRAM_MECHANISM
+
+# The end-to-end suite again, on the real broker over PLAINTEXT, then over SASL_SSL with SCRAM-SHA-512.
+real_suite='^(TestEndToEnd|TestCrashLosesNothing|TestGracefulShutdownNoRedelivery|TestRealKafka.*)$'
+step "end-to-end suite on Apache Kafka, PLAINTEXT"
+KAFKA_TEST_SECURITY=plaintext go test -count=1 -timeout 20m -run "$real_suite" ./cmd/ingestor
+step "end-to-end suite on Apache Kafka, SASL_SSL / SCRAM-SHA-512"
+KAFKA_TEST_SECURITY=sasl_ssl go test -count=1 -timeout 20m -run '^(TestEndToEnd|TestGracefulShutdownNoRedelivery)$' ./cmd/ingestor
+
+step "fuzzing the decoder"
+go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime=20s ./schemas
+
+echo
+echo "all tests passed in $(( $(date +%s) - started )) s"
