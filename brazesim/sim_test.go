@@ -1016,3 +1016,21 @@ func TestConcurrentStress(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// Config.MaxHistoryPerUser keeps the newest events in arrival order.
+func TestHistoryLimit(t *testing.T) {
+	s := newSim(t, func(c *Config) { c.MaxHistoryPerUser = 3 })
+	for i := 0; i < 7; i++ {
+		mustTrack(t, s, fmt.Sprintf(`{"events":[{"external_id":"u","name":"e%d","time":"2026-01-01T00:00:00Z"}]}`, i))
+	}
+	var names []string
+	for _, e := range mustUser(t, s, "external_id", "u").Events {
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, ",") != "e4,e5,e6" {
+		t.Fatalf("events %v", names)
+	}
+	if st := s.Stats(); st.Events != 7 || st.DataPoints != 7 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -23,8 +23,8 @@ type user struct {
 
 	email, phone string
 	attrs        attrSet
-	events       []event
-	purchases    []purchase
+	events       history[event]
+	purchases    history[purchase]
 	dp           int64
 	updated      atomic.Uint64 // sequence of the last update ("most recently updated")
 
@@ -447,21 +447,36 @@ func copyAny(v any) any {
 	return v
 }
 
-func trimHistory[T any](h []T, limit int) []T {
-	if limit > 0 && len(h) > limit+limit/4 {
-		n := copy(h, h[len(h)-limit:])
-		clear(h[n:])
-		h = h[:n]
-	}
-	return h
+// history keeps the last limit items (all when limit is 0) in arrival order; when
+// full, the oldest is overwritten (a ring, so nothing is copied on the hot path).
+type history[T any] struct {
+	buf   []T
+	start int
 }
 
-func lastN[T any](h []T, limit int) []T {
-	if limit > 0 && len(h) > limit {
-		return h[len(h)-limit:]
+func (h *history[T]) push(v T, limit int) {
+	if limit <= 0 || len(h.buf) < limit {
+		h.buf = append(h.buf, v)
+		return
 	}
-	return h
+	h.buf[h.start] = v
+	h.start++
+	if h.start == len(h.buf) {
+		h.start = 0
+	}
 }
+
+// each calls f on the items, oldest first.
+func (h *history[T]) each(f func(*T)) {
+	for i := h.start; i < len(h.buf); i++ {
+		f(&h.buf[i])
+	}
+	for i := 0; i < h.start; i++ {
+		f(&h.buf[i])
+	}
+}
+
+func (h *history[T]) len() int { return len(h.buf) }
 
 // snapshot copies a user out (caller holds the structural lock; takes u.mu).
 func (s *Sim) snapshot(u *user) User {
@@ -481,13 +496,13 @@ func (s *Sim) snapshot(u *user) User {
 	for _, kv := range u.attrs.kv {
 		out.Attributes[kv.k] = kv.v.value()
 	}
-	for _, e := range lastN(u.events, s.cfg.MaxHistoryPerUser) {
+	u.events.each(func(e *event) {
 		out.Events = append(out.Events, Event{Name: e.name, Time: e.t, AppID: e.appID, Properties: decodeProps(e.props), Seq: e.seq})
-	}
-	for _, p := range lastN(u.purchases, s.cfg.MaxHistoryPerUser) {
+	})
+	u.purchases.each(func(p *purchase) {
 		out.Purchases = append(out.Purchases, Purchase{ProductID: p.productID, Currency: p.currency, Price: p.price,
 			Quantity: p.quantity, Time: p.t, AppID: p.appID, Properties: decodeProps(p.props), Seq: p.seq})
-	}
+	})
 	return out
 }
 

@@ -287,7 +287,7 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		if u == nil {
 			continue
 		}
-		u.events = append(trimHistory(u.events, limit), event{name: e.name, t: e.t, appID: e.appID, props: e.props, seq: seq})
+		u.events.push(event{name: e.name, t: e.t, appID: e.appID, props: e.props, seq: seq}, limit)
 		u.dp++ // each custom event = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)
@@ -303,8 +303,8 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		if u == nil {
 			continue
 		}
-		u.purchases = append(trimHistory(u.purchases, limit), purchase{productID: p.productID, currency: p.currency,
-			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, props: p.props, seq: seq})
+		u.purchases.push(purchase{productID: p.productID, currency: p.currency,
+			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, props: p.props, seq: seq}, limit)
 		u.dp++ // each purchase = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)

@@ -265,8 +265,8 @@ func (s *Sim) mergeData(st *store, src, dst *user) {
 			dst.attrs.set(kv.k, kv.v)
 		}
 	}
-	dst.events = append(dst.events, src.events...)
-	dst.purchases = append(dst.purchases, src.purchases...)
+	src.events.each(func(e *event) { dst.events.push(*e, s.cfg.MaxHistoryPerUser) })
+	src.purchases.each(func(p *purchase) { dst.purchases.push(*p, s.cfg.MaxHistoryPerUser) })
 	dst.dp += src.dp
 	if dst.email == "" && src.email != "" {
 		st.setEmail(dst, src.email)
