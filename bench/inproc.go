@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/pipeline"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/telemetry"
+)
+
+// InprocOptions configures the in-process worker used for profiling.
+type InprocOptions struct {
+	Brokers    []string
+	Topic      string
+	DLQTopic   string
+	Group      string
+	Endpoint   string
+	APIKey     string
+	CPUProfile string
+	MemProfile string // allocation profile (alloc_space / alloc_objects) written at exit
+	MemRate    int    // runtime.MemProfileRate (0 = default 512 KiB)
+	RateLimit  float64 // client rate limit, requests/s (0 = unpaced, as in the throughput phases)
+}
+
+// RunInproc wires the worker the way cmd/ingestor's runWorker does (pipeline.New with the
+// default configuration, sink.NewClient behind sink.NewGuard (limiter off by default, breaker
+// on), sink.NewDLQWriter, telemetry.Setup with the
+// Prometheus reader) and runs it until SIGTERM, with CPU and allocation profiles. The broker
+// and the Braze endpoint are other processes, so the profile is the worker's alone.
+func RunInproc(o InprocOptions, stderr io.Writer) error {
+	if o.MemRate > 0 {
+		runtime.MemProfileRate = o.MemRate
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	client, err := sink.NewClient(sink.ClientConfig{Endpoint: o.Endpoint, APIKey: o.APIKey, Timeout: 10 * time.Second,
+		MaxIdleConns: 64, UserAgent: "braze-ingestor/bench"})
+	if err != nil {
+		return err
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: "bench"})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+	guard := sink.NewGuard(client, sink.NewLimiter(o.RateLimit, 3000), sink.BreakerConfig{Failures: 5, OpenFor: 10 * time.Second}, log)
+	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: o.Brokers, Topic: o.DLQTopic})
+	defer dlq.Close()
+	p, err := pipeline.New(pipeline.Config{Brokers: o.Brokers, Topics: []string{o.Topic}, GroupID: o.Group,
+		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider}, guard, dlq)
+	if err != nil {
+		return err
+	}
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	err = p.Run(ctx)
+	if o.MemProfile != "" {
+		f, ferr := os.Create(o.MemProfile)
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		if werr := pprof.Lookup("allocs").WriteTo(f, 0); werr != nil {
+			return fmt.Errorf("write allocs profile: %w", werr)
+		}
+	}
+	return err
+}
