@@ -31,6 +31,12 @@ type Sender interface {
 	Track(ctx context.Context, body []byte) sink.Response
 }
 
+// Decoder turns one Kafka message value into records (schemas.Decoder is the native one).
+// A decoder is used by one fetch loop at a time.
+type Decoder interface {
+	Decode(value []byte, out []schemas.Record) ([]schemas.Record, error)
+}
+
 // pauser is implemented by senders that can suspend delivery (an open circuit breaker):
 // fetching pauses with them, so Kafka keeps the backlog instead of memory.
 type pauser interface{ Paused() bool }
@@ -80,6 +86,9 @@ type Config struct {
 	HaltProbeMax time.Duration
 
 	Logger *slog.Logger
+	// NewDecoder returns the decoder for a topic's messages; nil means the native format
+	// (envelopes and bundles) for every topic.
+	NewDecoder func(topic string) Decoder
 	// TracerProvider and MeterProvider default to the global OTel providers.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -462,7 +471,10 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
 		return
 	}
-	dec := schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
+	var dec Decoder = &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
+	if p.cfg.NewDecoder != nil {
+		dec = p.cfg.NewDecoder(ps.topic)
+	}
 	var recs []schemas.Record
 	for {
 		if !p.fetchAllowed(gctx) {
