@@ -1133,6 +1133,12 @@ func TestTelemetryNoSecrets(t *testing.T) {
 	if !strings.Contains(logs, `"level":"DEBUG"`) {
 		t.Errorf("no debug lines logged at LOG_LEVEL=debug")
 	}
+	// Not even debug lines hold record contents.
+	for _, marker := range []string{"@example.com", "abcdefghijabcdefghij", "not-an-email", `"external_id"`, "blacklisted-"} {
+		if strings.Contains(logs, marker) {
+			t.Errorf("debug log holds record contents (%q)", marker)
+		}
+	}
 	var haystack []string
 	add := func(where string, v ...any) { haystack = append(haystack, where+": "+fmt.Sprint(v...)) }
 	for _, line := range strings.Split(logs, "\n") {
@@ -1256,7 +1262,9 @@ func TestPrometheusScrape(t *testing.T) {
 		t.Fatalf("worker listens on %s, want %s", w.addr, cfg.HTTPAddr)
 	}
 
-	// Start Prometheus while the worker works; it scrapes every second.
+	// Start Prometheus while the worker works; it scrapes every second. (Prometheus hands
+	// discovered targets to the scraper at most every 5 s, so the first scrape comes ~5 s
+	// after start-up: most of this test's run time.)
 	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	dir := t.TempDir()
 	script, _ := filepath.Abs("../../scripts/prometheus.sh")
@@ -1310,6 +1318,8 @@ func TestPrometheusScrape(t *testing.T) {
 	}
 	const q = `sum(ingestor_records_delivered_total{job="braze-ingestor"})`
 	var got float64
+	t0 = time.Now()
+	defer func() { t.Logf("Prometheus had the final count %s after settling", time.Since(t0).Round(time.Millisecond)) }()
 	waitFor(t, 15*time.Second, "Prometheus to scrape the final delivered count", func() bool {
 		v, ok := query(q)
 		got = v
