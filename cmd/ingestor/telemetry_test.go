@@ -1319,7 +1319,9 @@ func TestPrometheusScrape(t *testing.T) {
 	const q = `sum(ingestor_records_delivered_total{job="braze-ingestor"})`
 	var got float64
 	t0 = time.Now()
-	defer func() { t.Logf("Prometheus had the final count %s after settling", time.Since(t0).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("Prometheus had the final count %s after settling", time.Since(t0).Round(time.Millisecond))
+	}()
 	waitFor(t, 15*time.Second, "Prometheus to scrape the final delivered count", func() bool {
 		v, ok := query(q)
 		got = v
