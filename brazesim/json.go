@@ -303,14 +303,9 @@ func (s *scanner) lit(word string) {
 	s.fail()
 }
 
-// skip validates and skips one value, returning its raw bytes.
-func (s *scanner) skip() []byte {
-	s.skipDepth(0)
-	return nil
-}
-
 const maxDepth = 200
 
+// skipDepth validates and skips one value.
 func (s *scanner) skipDepth(depth int) {
 	if depth > maxDepth {
 		s.fail()

@@ -11,29 +11,28 @@ import (
 // braze-api.md are Braze's; the others are the simulator's own wording (Braze does not
 // publish them) and are marked "sim".
 const (
-	ErrIdentifierRequired  = "'external_id' or 'braze_id' or 'user_alias' is required"               // braze-api.md §2 (3P wire text)
-	ErrMultiplePrimary     = "only one of 'external_id', 'braze_id' or 'user_alias' is allowed"      // sim; rule from §1 "Identifiers"
-	ErrExternalIDTooLarge  = "EXTERNAL_USER_ID_TOO_LARGE"                                            // §1 "Identifiers", §2
-	ErrBlacklisted         = "BLACKLISTED_EXTERNAL_USER_ID"                                          // §1 "Identifiers", §2
-	ErrInvalidEmail        = "The value provided for the 'email' field is not a valid email."        // §2 (3P wire text)
-	ErrInvalidPhone        = "The value provided for the 'phone' field is not a valid phone number." // sim; §1 "Identifiers"
-	ErrInvalidIdentifier   = "Invalid identifier field"                                              // sim: identifier of the wrong JSON type
-	ErrInvalidAlias        = "'user_alias' must have string 'alias_name' and 'alias_label'"          // sim
-	ErrNotObject           = "Each item must be a JSON object"                                       // sim
-	ErrEventName           = "'name' is required and must be a non-empty string"                     // sim; §1 "Event object"
-	ErrTimeRequired        = "'time' is required"                                                    // sim; §1 "Event object"/"Purchase object"
-	ErrInvalidTime         = "Invalid 'time' field"                                                  // sim
-	ErrInvalidProperties   = "Invalid 'properties' field"                                            // §1 "Event object" (reserved keys)
-	ErrPropertiesTooLarge  = "'properties' exceeds 100 KB"                                           // sim; §1 "Event object"
-	ErrProductID           = "'product_id' is required and must be at most 255 characters"           // sim; §1 "Purchase object"
-	ErrCurrency            = "Invalid 'currency' field"                                              // sim; §1 "Purchase object"
-	ErrPrice               = "Invalid 'price' field"                                                 // sim; §1 "Purchase object"
-	ErrQuantity            = "'quantity' must be an integer between 1 and 100"                       // sim; §1 "Purchase object"
-	ErrEmailSubscribe      = "BAD_EMAIL_SUBSCRIPTION_STATE"                                          // §2
-	ErrPushSubscribe       = "BAD_PUSH_SUBSCRIPTION_STATE"                                           // §2
-	ErrSubscriptionGroups  = "BAD_SUBSCRIPTION_GROUP_ARRAY"                                          // §2
-	ErrUpdateExistingOnly  = "'_update_existing_only' must be a boolean"                             // sim
-	ErrAliasWithExternalID = ErrMultiplePrimary
+	ErrIdentifierRequired = "'external_id' or 'braze_id' or 'user_alias' is required"               // braze-api.md §2 (3P wire text)
+	ErrMultiplePrimary    = "only one of 'external_id', 'braze_id' or 'user_alias' is allowed"      // sim; rule from §1 "Identifiers"
+	ErrExternalIDTooLarge = "EXTERNAL_USER_ID_TOO_LARGE"                                            // §1 "Identifiers", §2
+	ErrBlacklisted        = "BLACKLISTED_EXTERNAL_USER_ID"                                          // §1 "Identifiers", §2
+	ErrInvalidEmail       = "The value provided for the 'email' field is not a valid email."        // §2 (3P wire text)
+	ErrInvalidPhone       = "The value provided for the 'phone' field is not a valid phone number." // sim; §1 "Identifiers"
+	ErrInvalidIdentifier  = "Invalid identifier field"                                              // sim: identifier of the wrong JSON type
+	ErrInvalidAlias       = "'user_alias' must have string 'alias_name' and 'alias_label'"          // sim
+	ErrNotObject          = "Each item must be a JSON object"                                       // sim
+	ErrEventName          = "'name' is required and must be a non-empty string"                     // sim; §1 "Event object"
+	ErrTimeRequired       = "'time' is required"                                                    // sim; §1 "Event object"/"Purchase object"
+	ErrInvalidTime        = "Invalid 'time' field"                                                  // sim
+	ErrInvalidProperties  = "Invalid 'properties' field"                                            // §1 "Event object" (reserved keys)
+	ErrPropertiesTooLarge = "'properties' exceeds 100 KB"                                           // sim; §1 "Event object"
+	ErrProductID          = "'product_id' is required and must be at most 255 characters"           // sim; §1 "Purchase object"
+	ErrCurrency           = "Invalid 'currency' field"                                              // sim; §1 "Purchase object"
+	ErrPrice              = "Invalid 'price' field"                                                 // sim; §1 "Purchase object"
+	ErrQuantity           = "'quantity' must be an integer between 1 and 100"                       // sim; §1 "Purchase object"
+	ErrEmailSubscribe     = "BAD_EMAIL_SUBSCRIPTION_STATE"                                          // §2
+	ErrPushSubscribe      = "BAD_PUSH_SUBSCRIPTION_STATE"                                           // §2
+	ErrSubscriptionGroups = "BAD_SUBSCRIPTION_GROUP_ARRAY"                                          // §2
+	ErrUpdateExistingOnly = "'_update_existing_only' must be a boolean"                             // sim
 )
 
 // Fatal messages (braze-api.md §2, §1).
