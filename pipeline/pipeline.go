@@ -514,6 +514,12 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 			continue
 		}
 		ack := ps.track(m, len(recs))
+		if len(recs) == 0 {
+			// Nothing to deliver (a format may skip a message, e.g. an unsupported Segment
+			// call): the message is done as soon as it is read.
+			ps.complete(ack)
+			continue
+		}
 		for i := range recs {
 			rec := &recs[i]
 			ps.outstanding.Add(1)
