@@ -500,7 +500,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 	spans := w.spans.GetSpans()
 	checkMetrics(t, &rm, s, st, exp, len(msgs))
 	dl := readDLQ(t, k)
-	checkSpans(t, spans, final, st.DLQWrites.Load()+st.DLQErrors.Load(), k, prod, dl)
+	checkSpans(t, spans, final, st.DLQWrites.Load()+st.DLQErrors.Load(), st.CommitErrors.Load(), k, prod, dl)
 	checkExposition(t, exposition, s)
 	checkInfoLogs(t, w.logs.String())
 	t.Logf("%d messages (%d traced), %d records: delivered %d, DLQ %v; %d requests, %d spans; %d metrics",
@@ -649,7 +649,7 @@ func checkMetrics(t *testing.T, rm *metricdata.ResourceMetrics, s pipeline.Snaps
 	}
 }
 
-func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dlqAttempts int64, k *testKafka, prod *telProducer, dl []kafka.Message) {
+func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dlqAttempts, commitErrors int64, k *testKafka, prod *telProducer, dl []kafka.Message) {
 	t.Helper()
 	byName := map[string][]tracetest.SpanStub{}
 	for _, sp := range spans {
@@ -786,13 +786,13 @@ func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dl
 
 	// Commit spans: one per commit.
 	commits := byName["commit offsets"]
-	if int64(len(commits)) != s.Commits || s.Commits == 0 {
-		t.Errorf("%d commit spans, pipeline made %d commits", len(commits), s.Commits)
+	if int64(len(commits)) != s.Commits+commitErrors || s.Commits == 0 {
+		t.Errorf("%d commit spans, pipeline made %d commits and %d failed ones", len(commits), s.Commits, commitErrors)
 	}
 	for _, sp := range commits {
 		a := attrMap(sp.Attributes)
-		if sp.SpanKind != trace.SpanKindClient || a["messaging.operation.name"].AsString() != "commit" ||
-			a["messaging.consumer.group.name"].AsString() != "telemetry" || a["ingestor.commit.partitions"].AsInt64() < 1 || sp.Status.Code == codes.Error {
+		if sp.SpanKind != trace.SpanKindClient || a["messaging.operation.name"].AsString() != "commit" || a["messaging.system"].AsString() != "kafka" ||
+			a["messaging.consumer.group.name"].AsString() != "telemetry" || a["ingestor.commit.partitions"].AsInt64() < 1 || (sp.Status.Code == codes.Error) != (commitErrors > 0 && sp.Status.Description != "") {
 			t.Errorf("commit span: kind %s status %v attributes %v", sp.SpanKind, sp.Status, sp.Attributes)
 		}
 	}
