@@ -118,7 +118,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	partitions := fs.Int("partitions", 12, "partitions of the source topic")
 	invalid := fs.Float64("invalid", 0.01, "share of records that break the input contract")
 	reject := fs.Float64("reject", 0.01, "share of records the Braze simulator rejects")
-	logLevel := fs.String("log-level", "warn", "worker log level")
+	logLevel := fs.String("log-level", "error", "worker log level (dead-letter reasons are in the summary and the DLQ)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -208,7 +208,7 @@ func perRequest(s pipeline.Snapshot) float64 {
 func printSummary(w io.Writer, s pipeline.Snapshot, produced int64, d time.Duration, sim brazesim.Stats) {
 	fmt.Fprintf(w, "\nsummary after %s\n", d.Round(time.Millisecond))
 	fmt.Fprintf(w, "  records produced      %d\n", produced)
-	fmt.Fprintf(w, "  records consumed      %d (in %d messages)\n", s.RecordsConsumed, s.MessagesConsumed)
+	fmt.Fprintf(w, "  records consumed      %d decoded from %d messages (unparsable messages count once, as dead letters)\n", s.RecordsConsumed, s.MessagesConsumed)
 	fmt.Fprintf(w, "  delivered to Braze    %d\n", s.RecordsDelivered)
 	fmt.Fprintf(w, "  dead-lettered         %d", s.DeadLetteredAll)
 	for _, r := range pipeline.Reasons {
