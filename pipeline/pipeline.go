@@ -149,9 +149,9 @@ type Pipeline struct {
 	// draining makes lanes flush without lingering (revoke or shutdown in progress).
 	draining     atomic.Int32
 	shuttingDown atomic.Bool
-	halted     atomic.Bool
-	haltLog    rate.Sometimes
-	recordLog  rate.Sometimes
+	halted       atomic.Bool
+	haltLog      rate.Sometimes
+	recordLog    rate.Sometimes
 
 	ins instruments
 

@@ -115,7 +115,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	}
 	guard := sink.NewGuard(client, sink.NewLimiter(cfg.BrazeRateLimit, cfg.BrazeRateBurst),
 		sink.BreakerConfig{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor}, log)
-	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: version}
+	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: version, Logger: log}
 	if hooks != nil && hooks.telemetry != nil {
 		hooks.telemetry(&topts)
 	}
