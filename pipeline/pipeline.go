@@ -153,7 +153,8 @@ type Pipeline struct {
 	haltLog      rate.Sometimes
 	recordLog    rate.Sometimes
 
-	ins instruments
+	ins     instruments
+	closers sync.WaitGroup // readers closing in the background
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -315,6 +316,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.inGroup.Store(false)
 	stopWork()
 	workers.Wait()
+	waitTimeout(&p.closers, 5*time.Second)
 	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
 	return nil
 }
@@ -465,8 +467,12 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		QueueCapacity:    p.cfg.QueueCapacity,
 		ErrorLogger:      kafkaLogger{p.log},
 	})
-	// Reader.Close can wait for MaxWait (kafka-go #428); keep it off the drain's critical path.
-	defer func() { go r.Close() }()
+	// Reader.Close can wait for MaxWait (kafka-go #428); keep it off the drain's critical path,
+	// but let Run wait for it so no goroutine outlives the pipeline.
+	defer func() {
+		p.closers.Add(1)
+		go func() { defer p.closers.Done(); _ = r.Close() }()
+	}()
 	if err := r.SetOffset(offset); err != nil {
 		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
 		return
@@ -590,4 +596,15 @@ type kafkaLogger struct{ l *slog.Logger }
 
 func (k kafkaLogger) Printf(format string, args ...any) {
 	k.l.Debug("kafka-go: " + fmt.Sprintf(format, args...))
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
