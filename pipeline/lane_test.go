@@ -237,7 +237,9 @@ func TestLaneOutcomes(t *testing.T) {
 
 // A lane keeps its records in order across requests and packs full requests.
 func TestLaneOrderAndPacking(t *testing.T) {
-	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response { return sink.Response{Status: 201, Class: sink.Delivered} }}
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		return sink.Response{Status: 201, Class: sink.Delivered}
+	}}
 	p, _, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
 	defer stop()
 	var objs [][]byte
@@ -265,7 +267,9 @@ func TestLaneOrderAndPacking(t *testing.T) {
 
 // Records of a revoked partition are dropped, never sent, and never committed.
 func TestLaneDropsRevoked(t *testing.T) {
-	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response { return sink.Response{Status: 201, Class: sink.Delivered} }}
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		return sink.Response{Status: 201, Class: sink.Delivered}
+	}}
 	p, _, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
 	defer stop()
 	ps.revoked.Store(true)

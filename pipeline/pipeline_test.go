@@ -43,7 +43,9 @@ func TestRunSettlesCommitsAndLeaksNothing(t *testing.T) {
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read.func1"),
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"))
 
-	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response { return sink.Response{Status: 201, Class: sink.Delivered} }}
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		return sink.Response{Status: 201, Class: sink.Delivered}
+	}}
 	dlq := &memDLQ{}
 	p, err := New(Config{Brokers: c.ListenAddrs(), Topics: []string{"src"}, GroupID: "g", Lanes: 4, Linger: 5 * time.Millisecond,
 		CommitInterval: 50 * time.Millisecond, MaxWait: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
