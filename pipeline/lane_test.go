@@ -306,3 +306,27 @@ func TestDLQFailureHoldsAck(t *testing.T) {
 	dlq.mu.Unlock()
 	waitSettled(t, ps, 1)
 }
+
+// With RETRY_MAX_DURATION set, a record Braze keeps failing on becomes a retries_exhausted
+// dead letter instead of waiting forever.
+func TestRetryMaxDurationDeadLetters(t *testing.T) {
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response { return sink.Response{Status: 503, Class: sink.Retry} }}
+	dlq := &memDLQ{}
+	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: time.Millisecond,
+		RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, RetryMaxDuration: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.runLane(ctx, p.lanes[0])
+	go p.runDLQ(ctx)
+	ps := newPartitionState("t", 0)
+	feed(p, ps, [][]byte{ev("a", 1)})
+	waitSettled(t, ps, 1)
+	l := dlq.snapshot()
+	if len(l) != 1 || l[0].Reason != schemas.ReasonRetriesExhausted || l[0].Attempts < 2 || !strings.Contains(l[0].Error, "503") {
+		t.Fatalf("dead letters %+v", l)
+	}
+}
