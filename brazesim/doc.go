@@ -116,10 +116,12 @@
 // BenchmarkTrack75 (75 events of ~400 bytes, the peers' {"events":[…]} shape) and
 // BenchmarkTrack75Mixed (40 attribute objects of 16 attributes, 25 events, 10
 // purchases) drive ServeHTTP in process with httptest (no network) on all cores and
-// report req/s and process CPU per request (cpu-µs/req). On the shared 2-core dev
-// box (load average 6-13 from other work) the best runs were: events 20.8k req/s
-// (83 cpu-µs/req, so about 24k req/s with both cores free), mixed 14.6k req/s
-// (124 cpu-µs/req), CountOnly 55k req/s (33 cpu-µs/req). BenchmarkTrack75TCP adds a
+// report req/s and process CPU per request (cpu-µs/req). The shared 2-core dev box
+// was busy with other work (load average 6-13) while these were taken, so wall
+// req/s varied 5x between runs; cpu-µs/req is steadier, and 2 cores / cpu-µs/req
+// is the rate with both cores free. Best runs: events 20.8k req/s wall, 74-83
+// cpu-µs/req (about 25k req/s); mixed 14.6k req/s wall, 110-124 cpu-µs/req (about
+// 17k req/s); CountOnly 55k req/s wall, 33 cpu-µs/req. BenchmarkTrack75TCP adds a
 // loopback HTTP client on the same cores (about 150 cpu-µs/req for both sides).
 // Config.CountOnly skips validation and state to isolate a client's own cost.
 package brazesim
