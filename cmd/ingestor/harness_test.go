@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
@@ -24,19 +26,96 @@ import (
 // and SIGTERM) by re-executing the test binary.
 func TestMain(m *testing.M) {
 	if os.Getenv("INGESTOR_TEST_CHILD") == "1" {
+		inheritTestSecurity()
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
 
+// inheritTestSecurity gives a child worker the SASL_SSL settings of the test broker when
+// its environment names the SASL_SSL listener but carries no Kafka security settings (a
+// childEnv that does not yet append securityEnv(cfg)). Explicit settings always win.
+func inheritTestSecurity() {
+	if os.Getenv("KAFKA_TEST_SECURITY") != "sasl_ssl" || os.Getenv("KAFKA_BROKERS") == "" ||
+		os.Getenv("KAFKA_BROKERS") != os.Getenv("KAFKA_TEST_SASL_BROKERS") {
+		return
+	}
+	for _, v := range []string{"KAFKA_SASL_MECHANISM", "KAFKA_TLS_ENABLED", "KAFKA_TLS_CA_FILE"} {
+		if os.Getenv(v) != "" {
+			return
+		}
+	}
+	for _, kv := range securityEnv(&Config{KafkaTLSEnabled: true, KafkaTLSCAFile: os.Getenv("KAFKA_TEST_CA_FILE"),
+		KafkaSASLMechanism: os.Getenv("KAFKA_TEST_SCRAM_MECHANISM"), KafkaSASLUsername: os.Getenv("KAFKA_TEST_SASL_USER"),
+		KafkaSASLPassword: os.Getenv("KAFKA_TEST_SASL_PASSWORD")}) {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+}
+
 // testKafka is the broker a test runs against: the in-process kfake cluster by default, or
-// a real broker when KAFKA_TEST_BROKERS is set (then topics get unique names).
+// a real broker when KAFKA_TEST_BROKERS is set (then topics get unique names). With
+// KAFKA_TEST_SECURITY=sasl_ssl the real broker is reached on its SASL_SSL listener
+// (KAFKA_TEST_SASL_BROKERS) with TLS (KAFKA_TEST_CA_FILE) and SCRAM
+// (KAFKA_TEST_SCRAM_MECHANISM, KAFKA_TEST_SASL_USER/PASSWORD); every harness helper that
+// talks to Kafka then goes through k.dialer(), k.transport(), k.writer() or k.client().
 type testKafka struct {
 	Brokers []string
 	Topic   string
 	DLQ     string
 	Real    bool
 	Cluster *kfake.Cluster
+	// Security is how to reach Brokers (zero: PLAINTEXT).
+	Security testSecurity
+
+	tls  *tls.Config
+	mech sasl.Mechanism
+}
+
+// testSecurity holds the Kafka security settings of the test broker, in worker Config terms.
+type testSecurity struct {
+	CAFile    string
+	Mechanism string // e.g. SCRAM-SHA-512 (lower-cased by the worker)
+	User      string
+	Password  string
+}
+
+func (s testSecurity) Enabled() bool { return s.Mechanism != "" || s.CAFile != "" }
+
+// apply copies the settings into a worker configuration.
+func (s testSecurity) apply(c *Config) {
+	if !s.Enabled() {
+		return
+	}
+	c.KafkaTLSEnabled = true
+	c.KafkaTLSCAFile = s.CAFile
+	c.KafkaSASLMechanism = strings.ToLower(s.Mechanism)
+	c.KafkaSASLUsername = s.User
+	c.KafkaSASLPassword = s.Password
+}
+
+// testSecurityFromEnv reads KAFKA_TEST_SECURITY (plaintext, the default, or sasl_ssl) and
+// returns the brokers to use and how to reach them.
+func testSecurityFromEnv(t *testing.T) ([]string, testSecurity) {
+	t.Helper()
+	switch mode := strings.ToLower(os.Getenv("KAFKA_TEST_SECURITY")); mode {
+	case "", "plaintext":
+		return strings.Split(os.Getenv("KAFKA_TEST_BROKERS"), ","), testSecurity{}
+	case "sasl_ssl":
+		sec := testSecurity{CAFile: os.Getenv("KAFKA_TEST_CA_FILE"), Mechanism: os.Getenv("KAFKA_TEST_SCRAM_MECHANISM"),
+			User: os.Getenv("KAFKA_TEST_SASL_USER"), Password: os.Getenv("KAFKA_TEST_SASL_PASSWORD")}
+		if sec.Mechanism == "" {
+			sec.Mechanism = "SCRAM-SHA-512"
+		}
+		b := os.Getenv("KAFKA_TEST_SASL_BROKERS")
+		if b == "" || sec.CAFile == "" || sec.User == "" {
+			t.Fatalf("KAFKA_TEST_SECURITY=sasl_ssl needs KAFKA_TEST_SASL_BROKERS, KAFKA_TEST_CA_FILE, KAFKA_TEST_SASL_USER and KAFKA_TEST_SASL_PASSWORD (eval \"$(scripts/kafka.sh env)\")")
+		}
+		return strings.Split(b, ","), sec
+	default:
+		t.Fatalf("KAFKA_TEST_SECURITY=%q: want plaintext or sasl_ssl", mode)
+		return nil, testSecurity{}
+	}
 }
 
 var topicSeq atomic.Int64
@@ -45,9 +124,18 @@ func newTestKafka(t *testing.T, partitions int) *testKafka {
 	t.Helper()
 	suffix := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-"), time.Now().UnixNano()%1e9, topicSeq.Add(1))
 	topic, dlq := "src-"+suffix, "dlq-"+suffix
-	if b := os.Getenv("KAFKA_TEST_BROKERS"); b != "" {
-		k := &testKafka{Brokers: strings.Split(b, ","), Topic: topic, DLQ: dlq, Real: true}
-		createTopics(t, k.Brokers, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1},
+	if os.Getenv("KAFKA_TEST_BROKERS") != "" {
+		brokers, sec := testSecurityFromEnv(t)
+		k := &testKafka{Brokers: brokers, Topic: topic, DLQ: dlq, Real: true, Security: sec}
+		if sec.Enabled() {
+			var c Config
+			sec.apply(&c)
+			var err error
+			if k.tls, k.mech, err = kafkaSecurity(&c); err != nil {
+				t.Fatalf("test broker security: %v", err)
+			}
+		}
+		k.createTopics(t, kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1},
 			kafka.TopicConfig{Topic: dlq, NumPartitions: 3, ReplicationFactor: 1})
 		return k
 	}
@@ -59,9 +147,92 @@ func newTestKafka(t *testing.T, partitions int) *testKafka {
 	return &testKafka{Brokers: c.ListenAddrs(), Topic: topic, DLQ: dlq, Cluster: c}
 }
 
+// dialer returns a kafka-go dialer for k's brokers (TLS and SASL when k.Security is set).
+func (k *testKafka) dialer() *kafka.Dialer { return kafkaDialer(k.tls, k.mech) }
+
+// transport returns a kafka-go transport for Writers and Clients on k's brokers.
+func (k *testKafka) transport() *kafka.Transport { return kafkaTransport(k.tls, k.mech) }
+
+// client returns a kafka-go Client for k's brokers.
+func (k *testKafka) client() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.transport()}
+}
+
+// writer returns a producer for topic on k's brokers, keyed by kafka.Hash like the
+// project's producers. The caller closes it.
+func (k *testKafka) writer(topic string) *kafka.Writer {
+	return &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: topic, Balancer: &kafka.Hash{}, BatchSize: 500,
+		BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll, Transport: k.transport()}
+}
+
+// readerConfig returns a partition reader configuration for topic on k's brokers.
+func (k *testKafka) readerConfig(topic string, partition int) kafka.ReaderConfig {
+	return kafka.ReaderConfig{Brokers: k.Brokers, Topic: topic, Partition: partition, MaxWait: 100 * time.Millisecond, Dialer: k.dialer()}
+}
+
+// produce is dev.go's produce on k's transport: it writes n generated messages (0 = until
+// ctx ends) to k.Topic at up to rate messages/s.
+func (k *testKafka) produce(ctx context.Context, gen *synth.Generator, n, rate int, produced *atomic.Int64, onMsg func(synth.Message)) error {
+	w := k.writer(k.Topic)
+	defer w.Close()
+	const chunk = 500
+	batch := make([]kafka.Message, 0, chunk)
+	start := time.Now()
+	sent := 0
+	for n == 0 || sent < n {
+		if ctx.Err() != nil {
+			return nil
+		}
+		batch = batch[:0]
+		for len(batch) < chunk && (n == 0 || sent+len(batch) < n) {
+			m := gen.Next()
+			if onMsg != nil {
+				onMsg(m)
+			}
+			batch = append(batch, kafka.Message{Key: m.Key, Value: m.Value})
+			if m.WholeInvalid {
+				produced.Add(1)
+			} else {
+				produced.Add(int64(len(m.Records)))
+			}
+		}
+		if err := w.WriteMessages(ctx, batch...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("produce: %w", err)
+		}
+		sent += len(batch)
+		if rate > 0 {
+			if ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(ahead):
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// createTopics creates topics on a PLAINTEXT broker (kept for callers that have no testKafka).
 func createTopics(t *testing.T, brokers []string, topics ...kafka.TopicConfig) {
 	t.Helper()
-	conn, err := kafka.Dial("tcp", brokers[0])
+	createTopicsWith(t, kafkaDialer(nil, nil), brokers, topics...)
+}
+
+// createTopics creates topics on k's brokers.
+func (k *testKafka) createTopics(t *testing.T, topics ...kafka.TopicConfig) {
+	t.Helper()
+	createTopicsWith(t, k.dialer(), k.Brokers, topics...)
+}
+
+func createTopicsWith(t *testing.T, d *kafka.Dialer, brokers []string, topics ...kafka.TopicConfig) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		t.Fatalf("dial %s: %v", brokers[0], err)
 	}
@@ -70,7 +241,7 @@ func createTopics(t *testing.T, brokers []string, topics ...kafka.TopicConfig) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := kafka.Dial("tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	cc, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +283,30 @@ func testConfig(k *testKafka, sim *brazesim.Server, group string) *Config {
 	c.RetryInitial = 20 * time.Millisecond
 	c.RetryMax = 500 * time.Millisecond
 	c.ShutdownTimeout = 10 * time.Second
+	k.Security.apply(c)
 	return c
+}
+
+// securityEnv renders cfg's Kafka security settings as worker environment variables (empty
+// for PLAINTEXT). childEnv appends it so child workers reach a SASL_SSL broker.
+func securityEnv(cfg *Config) []string {
+	var env []string
+	add := func(k, v string) {
+		if v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	if cfg.KafkaTLSEnabled {
+		add("KAFKA_TLS_ENABLED", "true")
+	}
+	add("KAFKA_TLS_CA_FILE", cfg.KafkaTLSCAFile)
+	add("KAFKA_TLS_CERT_FILE", cfg.KafkaTLSCertFile)
+	add("KAFKA_TLS_KEY_FILE", cfg.KafkaTLSKeyFile)
+	add("KAFKA_TLS_SERVER_NAME", cfg.KafkaTLSServerName)
+	add("KAFKA_SASL_MECHANISM", cfg.KafkaSASLMechanism)
+	add("KAFKA_SASL_USERNAME", cfg.KafkaSASLUsername)
+	add("KAFKA_SASL_PASSWORD", cfg.KafkaSASLPassword)
+	return env
 }
 
 // expectation accumulates what should happen to every produced record.
@@ -123,13 +317,14 @@ type expectation struct {
 	badJSON   int // invalid_json (whole messages)
 	rejected  int // braze_rejected
 	total     int
+	byKind    map[string]int   // deliverable records per kind
 	lastAttr  map[string]int   // user -> seq of the last deliverable attributes record
 	wantSeqs  map[string][]int // user -> seqs of deliverable events and purchases, in order
 	wantKinds map[string]map[int]string
 }
 
 func newExpectation() *expectation {
-	return &expectation{lastAttr: map[string]int{}, wantSeqs: map[string][]int{}, wantKinds: map[string]map[int]string{}}
+	return &expectation{byKind: map[string]int{}, lastAttr: map[string]int{}, wantSeqs: map[string][]int{}, wantKinds: map[string]map[int]string{}}
 }
 
 func (e *expectation) add(m synth.Message) {
@@ -148,6 +343,7 @@ func (e *expectation) add(m synth.Message) {
 			e.rejected++
 		default:
 			e.deliver++
+			e.byKind[r.Kind]++
 			if r.Kind == "attributes" {
 				e.lastAttr[r.User] = r.Seq
 			} else {
@@ -165,7 +361,7 @@ func (e *expectation) add(m synth.Message) {
 func produceN(t *testing.T, k *testKafka, gen *synth.Generator, n int, exp *expectation) {
 	t.Helper()
 	var produced atomic.Int64
-	if err := produce(context.Background(), k.Brokers, k.Topic, gen, n, 0, &produced, exp.add); err != nil {
+	if err := k.produce(context.Background(), gen, n, 0, &produced, exp.add); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -173,7 +369,10 @@ func produceN(t *testing.T, k *testKafka, gen *synth.Generator, n int, exp *expe
 // readDLQ reads every dead letter written so far.
 func readDLQ(t *testing.T, k *testKafka) []kafka.Message {
 	t.Helper()
-	conn, err := kafka.Dial("tcp", k.Brokers[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d := k.dialer()
+	conn, err := d.DialContext(ctx, "tcp", k.Brokers[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,8 +383,7 @@ func readDLQ(t *testing.T, k *testKafka) []kafka.Message {
 	}
 	var out []kafka.Message
 	for _, p := range parts {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, Topic: k.DLQ, Partition: p.ID, MaxWait: 100 * time.Millisecond})
-		lc, err := kafka.DialLeader(context.Background(), "tcp", k.Brokers[0], k.DLQ, p.ID)
+		lc, err := d.DialLeader(ctx, "tcp", k.Brokers[0], k.DLQ, p.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,11 +392,16 @@ func readDLQ(t *testing.T, k *testKafka) []kafka.Message {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if last == 0 {
+			continue
+		}
+		r := kafka.NewReader(k.readerConfig(k.DLQ, p.ID))
 		for i := int64(0); i < last; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			m, err := r.ReadMessage(ctx)
 			cancel()
 			if err != nil {
+				r.Close()
 				t.Fatalf("read DLQ partition %d: %v", p.ID, err)
 			}
 			out = append(out, m)
