@@ -11,6 +11,8 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/pipeline"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -66,6 +68,13 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
 	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+
+	KafkaTopicFormats          string `envconfig:"KAFKA_TOPIC_FORMATS" desc:"input format per source topic, topic:format comma-separated, format native or segment (e.g. events:native,segment-tracks:segment); unlisted topics are native (docs/segment.md)"`
+	SegmentAnonymousAliasLabel string `envconfig:"SEGMENT_ANONYMOUS_ALIAS_LABEL" default:"anonymous_id" desc:"segment topics: alias_label of the user_alias built from anonymousId when a call has no userId"`
+	SegmentUnsupported         string `envconfig:"SEGMENT_UNSUPPORTED" default:"skip" desc:"segment topics: calls that map to nothing (alias; page, screen, group unless mapped): skip (acknowledge, counted) or dlq (dead-letter as invalid_record)"`
+	SegmentPageAsEvent         bool   `envconfig:"SEGMENT_PAGE_AS_EVENT" default:"false" desc:"segment topics: send page and screen calls as events named Viewed Page and Viewed Screen"`
+	SegmentGroupAsAttribute    bool   `envconfig:"SEGMENT_GROUP_AS_ATTRIBUTE" default:"false" desc:"segment topics: send group calls as the custom attribute ab_segment_group_<groupId>: true"`
+	SegmentDefaultCurrency     string `envconfig:"SEGMENT_DEFAULT_CURRENCY" default:"USD" desc:"segment topics: purchase currency when neither the product nor the order has one (ISO 4217)"`
 }
 
 // ConfigError lists every configuration problem at once.
@@ -203,6 +212,7 @@ func (c *Config) validate() []string {
 		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
 	p = append(p, c.validateKafkaSecurity()...)
+	p = append(p, c.validateFormats()...)
 	return p
 }
 
@@ -274,4 +284,94 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// Input formats of KAFKA_TOPIC_FORMATS.
+const (
+	formatNative  = "native"
+	formatSegment = "segment"
+)
+
+// topicFormats parses KAFKA_TOPIC_FORMATS into topic → format, with every problem found.
+func (c *Config) topicFormats() (map[string]string, []string) {
+	var p []string
+	formats := map[string]string{}
+	for _, item := range trimList(strings.Split(c.KafkaTopicFormats, ",")) {
+		topic, format, ok := strings.Cut(item, ":")
+		topic, format = strings.TrimSpace(topic), strings.TrimSpace(format)
+		switch {
+		case !ok || topic == "":
+			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS item %q: want topic:format (e.g. segment-tracks:segment)", item))
+			continue
+		case format != formatNative && format != formatSegment:
+			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS %s: format %q: want native or segment", topic, format))
+			continue
+		case !slices.Contains(trimList(c.KafkaTopics), topic):
+			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS names topic %q, which is not in KAFKA_TOPICS", topic))
+			continue
+		}
+		if _, dup := formats[topic]; dup {
+			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS lists topic %q twice", topic))
+			continue
+		}
+		formats[topic] = format
+	}
+	return formats, p
+}
+
+func (c *Config) validateFormats() []string {
+	_, p := c.topicFormats()
+	switch c.SegmentUnsupported {
+	case "", "skip", "dlq":
+	default:
+		p = append(p, fmt.Sprintf("SEGMENT_UNSUPPORTED %q: want skip or dlq", c.SegmentUnsupported))
+	}
+	if c.SegmentAnonymousAliasLabel == "" {
+		p = append(p, "SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty")
+	}
+	if cur := c.SegmentDefaultCurrency; cur != "" && (len(cur) != 3 || strings.Trim(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
+		p = append(p, fmt.Sprintf("SEGMENT_DEFAULT_CURRENCY %q: want a 3-letter upper-case ISO 4217 code", cur))
+	}
+	return p
+}
+
+// segmentDecoder builds the one Segment decoder every segment topic shares (its counters are
+// the worker's Segment metrics).
+func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
+	d := &schemas.SegmentDecoder{
+		AliasLabel: c.SegmentAnonymousAliasLabel, PageAsEvent: c.SegmentPageAsEvent,
+		GroupAsAttribute: c.SegmentGroupAsAttribute, DefaultCurrency: c.SegmentDefaultCurrency,
+		MaxRecordBytes: maxRecordBytes,
+	}
+	if c.SegmentUnsupported == "dlq" {
+		d.Unsupported = schemas.SegmentDeadLetter
+	}
+	return d
+}
+
+// newDecoderFunc returns pipeline.Config.NewDecoder for KAFKA_TOPIC_FORMATS: nil when every
+// topic is native (the pipeline's default), otherwise a function giving segment topics the
+// shared Segment decoder and the others a native one.
+func (c *Config) newDecoderFunc() func(topic string) pipeline.Decoder {
+	formats, _ := c.topicFormats() // validated by LoadConfig
+	maxBytes := c.BatchMaxBytes
+	if maxBytes <= 0 {
+		maxBytes = 3_500_000 // pipeline.Config.Defaults
+	}
+	maxRecord := batcher.Limits{MaxBytes: maxBytes}.MaxRecordBytes()
+	var seg *schemas.SegmentDecoder
+	for _, f := range formats {
+		if f == formatSegment {
+			seg = c.segmentDecoder(maxRecord)
+		}
+	}
+	if seg == nil {
+		return nil
+	}
+	return func(topic string) pipeline.Decoder {
+		if formats[topic] == formatSegment {
+			return seg
+		}
+		return &schemas.Decoder{MaxRecordBytes: maxRecord}
+	}
 }

@@ -145,6 +145,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
+		NewDecoder: cfg.newDecoderFunc(),
 	}, guard, dlq)
 	if err != nil {
 		return err

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// TestSegmentEndToEnd produces Segment calls to a topic configured as segment and checks
+// the Braze profiles the simulator ends up with: standard fields and custom attributes from
+// identify, events from track, one purchase per product from Order Completed, an anonymous
+// user as an alias profile, skipped calls acknowledged and an invalid call dead-lettered as
+// its original bytes.
+func TestSegmentEndToEnd(t *testing.T) {
+	k := newTestKafka(t, 3)
+	sim := newSim(t, nil)
+	const ts = `"timestamp":"2024-05-01T10:00:00.000Z"`
+	const bad = `{"type":"track","userId":"seg-user-1","messageId":"m-bad","event":"","timestamp":"2024-05-01T10:00:09Z"}`
+	msgs := []kafka.Message{
+		{Key: []byte("seg-user-1"), Value: []byte(`{"type":"identify","userId":"seg-user-1","messageId":"m-1",` + ts + `,
+			"context":{"library":{"name":"analytics-node"}},"traits":{"firstName":"Ada","lastName":"Lovelace",
+			"email":"ada@example.com","birthday":"1815-12-10T00:00:00.000Z","gender":"female",
+			"address":{"city":"London","country":"gb","postalCode":"SW1Y"},"plan":"pro","logins":42,
+			"company":{"name":"Analytical Engines","employees":3}}}`)},
+		{Key: []byte("seg-user-1"), Value: []byte(`{"type":"track","userId":"seg-user-1","messageId":"m-2","event":"Product Viewed",
+			"timestamp":"2024-05-01T10:00:01.000Z","properties":{"product_id":"p1","time":"dropped","$x":1,"price":10}}`)},
+		{Key: []byte("seg-user-1"), Value: []byte(`{"type":"track","userId":"seg-user-1","messageId":"m-3","event":"Order Completed",
+			"timestamp":"2024-05-01T10:00:02.000Z","properties":{"order_id":"o-1","currency":"EUR","products":[
+			{"product_id":"p1","name":"Monopoly","price":10,"quantity":2},
+			{"sku":"SKU-2","name":"Uno","price":5.5,"currency":"GBP"},
+			{"product_id":"p3","price":2}]}}`)},
+		{Key: []byte("seg-user-1"), Value: []byte(`{"type":"page","userId":"seg-user-1","name":"Home",` + ts + `}`)},
+		{Key: []byte("seg-user-1"), Value: []byte(`{"type":"group","userId":"seg-user-1","groupId":"g1",` + ts + `}`)},
+		{Key: []byte("seg-user-1"), Value: []byte(bad)},
+		{Key: []byte("anon-1"), Value: []byte(`{"type":"identify","anonymousId":"anon-1","traits":{"plan":"free"},` + ts + `}`)},
+		{Key: []byte("anon-1"), Value: []byte(`{"type":"track","anonymousId":"anon-1","event":"Signed Up","timestamp":"2024-05-01T10:00:05Z","properties":{"source":"ad"}}`)},
+		{Key: []byte("anon-1"), Value: []byte(`{"type":"alias","userId":"seg-user-2","previousId":"anon-1",` + ts + `}`)},
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: k.Topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	cfg := testConfig(k, sim, "segment-e2e")
+	cfg.KafkaTopicFormats = k.Topic + ":segment"
+	cfg.SegmentAnonymousAliasLabel = "anonymous_id"
+	cfg.SegmentUnsupported = "skip"
+	cfg.SegmentDefaultCurrency = "USD"
+	if p := cfg.validateFormats(); len(p) != 0 {
+		t.Fatalf("config: %v", p)
+	}
+	p, stop := startWorker(t, cfg)
+	// 1 identify + 1 event + 3 purchases + 1 alias identify + 1 alias event delivered; the
+	// bad track dead-lettered; page, group and alias skipped.
+	const wantDelivered = 7
+	waitFor(t, 60*time.Second, "segment records settled", func() bool {
+		s := p.Stats().Snapshot()
+		return s.MessagesConsumed >= int64(len(msgs)) && s.RecordsDelivered+s.DeadLetteredAll >= wantDelivered+1
+	})
+	// Every message, the skipped ones included, is acknowledged and committed.
+	waitFor(t, 30*time.Second, "offsets committed to the end", func() bool {
+		var high int64
+		for _, l := range p.Lag() {
+			if l.HighWater < 0 {
+				continue // an empty partition
+			}
+			if l.Committed != l.HighWater || l.Pending != 0 {
+				return false
+			}
+			high += l.HighWater
+		}
+		return high == int64(len(msgs))
+	})
+	stop()
+
+	s := p.Stats().Snapshot()
+	if s.RecordsDelivered != wantDelivered || s.DeadLettered[schemas.ReasonInvalidRecord] != 1 || s.DeadLetteredAll != 1 {
+		t.Errorf("delivered %d, dead-lettered %v; want %d delivered, 1 invalid_record", s.RecordsDelivered, s.DeadLettered, wantDelivered)
+	}
+
+	u, ok := sim.Sim.User("external_id", "seg-user-1")
+	if !ok {
+		t.Fatal("no profile for seg-user-1")
+	}
+	if u.Email != "ada@example.com" {
+		t.Errorf("email %q", u.Email)
+	}
+	wantAttrs := map[string]any{
+		"first_name": "Ada", "last_name": "Lovelace", "dob": "1815-12-10", "gender": "F", "country": "GB",
+		"home_city": "London", "address": map[string]any{"postalCode": "SW1Y"}, "plan": "pro", "logins": float64(42),
+		"company": map[string]any{"name": "Analytical Engines", "employees": float64(3)},
+	}
+	for key, want := range wantAttrs {
+		if got := u.Attributes[key]; !reflect.DeepEqual(normalise(got), want) {
+			t.Errorf("attribute %s = %#v, want %#v", key, got, want)
+		}
+	}
+	for _, key := range []string{"firstName", "birthday", "id", "ab_segment_group_g1"} {
+		if _, ok := u.Attributes[key]; ok {
+			t.Errorf("attribute %s should not be set", key)
+		}
+	}
+	if len(u.Events) != 1 || u.Events[0].Name != "Product Viewed" ||
+		!reflect.DeepEqual(u.Events[0].Properties, map[string]any{"product_id": "p1", "price": float64(10)}) ||
+		!u.Events[0].Time.Equal(time.Date(2024, 5, 1, 10, 0, 1, 0, time.UTC)) {
+		t.Errorf("events %+v, want one Product Viewed", u.Events)
+	}
+	type purchase struct {
+		ID, Cur string
+		Price   float64
+		Qty     int
+		Name    any
+	}
+	var got []purchase
+	for _, pu := range u.Purchases {
+		if pu.Properties["order_id"] != "o-1" {
+			t.Errorf("purchase %s lacks the order's properties: %v", pu.ProductID, pu.Properties)
+		}
+		got = append(got, purchase{pu.ProductID, pu.Currency, pu.Price, pu.Quantity, pu.Properties["name"]})
+	}
+	slices.SortFunc(got, func(a, b purchase) int { return strings.Compare(a.ID, b.ID) })
+	want := []purchase{{"SKU-2", "GBP", 5.5, 1, "Uno"}, {"p1", "EUR", 10, 2, "Monopoly"}, {"p3", "EUR", 2, 1, nil}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("purchases\n got %+v\nwant %+v", got, want)
+	}
+
+	a, ok := sim.Sim.User("alias", "anonymous_id\x00anon-1")
+	if !ok {
+		t.Fatal("no alias profile for anon-1")
+	}
+	if a.Attributes["plan"] != "free" || len(a.Events) != 1 || a.Events[0].Name != "Signed Up" || a.Events[0].Properties["source"] != "ad" {
+		t.Errorf("alias profile %+v", a)
+	}
+	if _, ok := sim.Sim.User("external_id", "seg-user-2"); ok {
+		t.Errorf("the alias call should not create seg-user-2")
+	}
+
+	dl := readDLQ(t, k)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	if string(dl[0].Value) != bad || header(dl[0], sink.HeaderReason) != "invalid_record" ||
+		!strings.Contains(header(dl[0], sink.HeaderError), "/event") || header(dl[0], sink.HeaderSourceTopic) != k.Topic {
+		t.Errorf("dead letter %q headers %v", dl[0].Value, dl[0].Headers)
+	}
+}
+
+// normalise turns the simulator's attribute values into plain JSON values for comparison.
+func normalise(v any) any {
+	if m, ok := v.(map[string]any); ok {
+		out := make(map[string]any, len(m))
+		for k, x := range m {
+			out[k] = normalise(x)
+		}
+		return out
+	}
+	return v
+}
+
+// TestSegmentConfig: KAFKA_TOPIC_FORMATS and the SEGMENT_* settings are validated with every
+// problem listed, and the decoder factory gives segment topics the shared Segment decoder.
+func TestSegmentConfig(t *testing.T) {
+	base := func() *Config {
+		return &Config{KafkaTopics: []string{"events", "seg"}, SegmentAnonymousAliasLabel: "anonymous_id",
+			SegmentUnsupported: "skip", SegmentDefaultCurrency: "USD", BatchMaxBytes: 3_500_000}
+	}
+	for _, tc := range []struct {
+		name    string
+		mut     func(*Config)
+		problem string
+	}{
+		{"no colon", func(c *Config) { c.KafkaTopicFormats = "seg" }, `KAFKA_TOPIC_FORMATS item "seg": want topic:format`},
+		{"unknown format", func(c *Config) { c.KafkaTopicFormats = "seg:rudder" }, `KAFKA_TOPIC_FORMATS seg: format "rudder": want native or segment`},
+		{"not a source topic", func(c *Config) { c.KafkaTopicFormats = "other:segment" }, `names topic "other", which is not in KAFKA_TOPICS`},
+		{"twice", func(c *Config) { c.KafkaTopicFormats = "seg:segment, seg:native" }, `lists topic "seg" twice`},
+		{"unsupported", func(c *Config) { c.SegmentUnsupported = "drop" }, `SEGMENT_UNSUPPORTED "drop": want skip or dlq`},
+		{"label", func(c *Config) { c.SegmentAnonymousAliasLabel = "" }, `SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty`},
+		{"currency", func(c *Config) { c.SegmentDefaultCurrency = "usd" }, `SEGMENT_DEFAULT_CURRENCY "usd"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.mut(c)
+			p := c.validateFormats()
+			if len(p) != 1 || !strings.Contains(p[0], tc.problem) {
+				t.Errorf("problems %q, want one containing %q", p, tc.problem)
+			}
+		})
+	}
+
+	c := base()
+	if c.newDecoderFunc() != nil {
+		t.Errorf("no segment topic: want the pipeline's default decoder (nil)")
+	}
+	c.KafkaTopicFormats = " events:native , seg:segment "
+	c.SegmentUnsupported, c.SegmentPageAsEvent = "dlq", true
+	if p := c.validateFormats(); len(p) != 0 {
+		t.Fatalf("problems %q", p)
+	}
+	f := c.newDecoderFunc()
+	seg, ok := f("seg").(*schemas.SegmentDecoder)
+	if !ok || f("seg") != seg {
+		t.Fatalf("segment topic decoder %T is not one shared *SegmentDecoder", f("seg"))
+	}
+	if seg.Unsupported != schemas.SegmentDeadLetter || !seg.PageAsEvent || seg.AliasLabel != "anonymous_id" ||
+		seg.DefaultCurrency != "USD" || seg.MaxRecordBytes <= 0 || seg.MaxRecordBytes >= 3_500_000 {
+		t.Errorf("segment decoder options %+v", seg)
+	}
+	for _, topic := range []string{"events", "unlisted"} {
+		if _, ok := f(topic).(*schemas.Decoder); !ok {
+			t.Errorf("topic %s: decoder %T, want native", topic, f(topic))
+		}
+	}
+}
