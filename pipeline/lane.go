@@ -18,6 +18,7 @@ type item struct {
 	index int
 	id    []byte
 	ack   *msgAck
+	grp   *group // optimized path only (optimize.go): the records behind this object
 }
 
 func (it item) ObjectKind() schemas.Kind { return it.kind }
@@ -31,7 +32,7 @@ type lane struct {
 }
 
 func (p *Pipeline) runLane(ctx context.Context, l *lane) {
-	packer := batcher.NewPacker(p.cfg.Limits)
+	packer := p.newLaneAcct()
 	batch := make([]item, 0, p.cfg.Limits.MaxObjects)
 	var body []byte
 	var carry item
@@ -72,7 +73,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 				p.stats.InFlightRecords.Add(-1)
 				continue
 			}
-			if !packer.Fits(it.kind, len(it.raw)) {
+			if !packer.fits(&it) {
 				if len(batch) == 0 {
 					// The decoder rejects records over the byte budget, so this cannot
 					// happen; dead-letter rather than spin if it ever does.
@@ -82,22 +83,26 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 				carry, hasCarry = it, true
 				goto send
 			}
-			packer.Add(it.kind, len(it.raw))
+			packer.add(&it)
 			batch = append(batch, it)
 			if len(batch) == 1 {
 				linger.Reset(p.cfg.Linger)
 			}
-			if packer.Full() {
+			if packer.full() {
 				goto send
 			}
 		}
 	send:
 		linger.Stop()
-		body = batcher.Encode(body[:0], batch)
-		p.deliver(ctx, batch, body)
+		if p.opt != nil {
+			p.deliverOptimized(ctx, batch)
+		} else {
+			body = batcher.Encode(body[:0], batch)
+			p.deliver(ctx, batch, body)
+		}
 		clear(batch) // drop references to message bytes
 		batch = batch[:0]
-		packer.Reset()
+		packer.reset()
 		if ctx.Err() != nil {
 			return
 		}
@@ -109,6 +114,24 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 func (p *Pipeline) liveItems(items []item) []item {
 	out := items[:0:0]
 	for _, it := range items {
+		if it.grp != nil {
+			// An optimized object: hand back the revoked records behind it; the object goes
+			// as it is while any record behind it is live.
+			live := it.grp.srcs[:0]
+			for _, s := range it.grp.srcs {
+				if s.ack.ps.revoked.Load() {
+					s.ack.resolve()
+					p.stats.InFlightRecords.Add(-1)
+					continue
+				}
+				live = append(live, s)
+			}
+			it.grp.srcs = live
+			if len(live) > 0 {
+				out = append(out, it)
+			}
+			continue
+		}
 		if it.ack.ps.revoked.Load() {
 			it.ack.resolve()
 			p.stats.InFlightRecords.Add(-1)
@@ -239,7 +262,18 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 }
 
 func (p *Pipeline) delivered(items []item) {
+	if p.opt != nil {
+		p.accepted(items)
+	}
 	for _, it := range items {
+		if it.grp != nil {
+			for _, s := range it.grp.srcs {
+				p.stats.RecordsDelivered[s.kind].Add(1)
+				p.stats.InFlightRecords.Add(-1)
+				s.ack.resolve()
+			}
+			continue
+		}
 		p.stats.RecordsDelivered[it.kind].Add(1)
 		p.stats.InFlightRecords.Add(-1)
 		it.ack.resolve()
@@ -249,6 +283,12 @@ func (p *Pipeline) delivered(items []item) {
 // deadLetter hands items to the DLQ stage; they are acknowledged once written.
 func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.Reason, msg string, attempts int) {
 	for _, it := range items {
+		if it.grp != nil {
+			// Every record behind a rejected (possibly coalesced) object is dead-lettered
+			// with Braze's error, as it was read.
+			p.deadLetter(ctx, it.grp.srcs, reason, msg, attempts)
+			continue
+		}
 		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: sink.DeadLetter{
 			Reason: reason, Error: msg, Attempts: attempts, Kind: it.kind, Record: it.raw, ID: it.id, RecordIndex: it.index,
 		}})

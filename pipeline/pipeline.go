@@ -89,6 +89,9 @@ type Config struct {
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
 	// (envelopes and bundles) for every topic.
 	NewDecoder func(topic string) Decoder
+	// Optimize turns on coalescing, unchanged-attribute suppression and de-duplication
+	// (optimize.go); all off by default.
+	Optimize Optimize
 	// TracerProvider and MeterProvider default to the global OTel providers.
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
@@ -155,6 +158,7 @@ type Pipeline struct {
 
 	ins     instruments
 	closers sync.WaitGroup // readers closing in the background
+	opt     *optimizer     // nil unless an optimization is on (optimize.go)
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -182,6 +186,10 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		dlqCh:     make(chan dlqEntry, 4096),
 		haltLog:   rate.Sometimes{Interval: time.Minute},
 		recordLog: rate.Sometimes{Interval: time.Second},
+	}
+	var err error
+	if p.opt, err = newOptimizer(cfg.Optimize); err != nil {
+		return nil, err
 	}
 	if err := p.initTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)

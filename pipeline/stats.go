@@ -45,6 +45,9 @@ type Stats struct {
 	CommitErrors    atomic.Int64
 	Halted          atomic.Bool
 	InFlightRecords atomic.Int64 // fetched, not yet delivered or dead-lettered
+
+	// Optimize counts coalescing, suppression and de-duplication (optimize.go).
+	Optimize OptimizeStats
 }
 
 // Snapshot is a plain copy of Stats for reports.

@@ -65,6 +65,16 @@ type Config struct {
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
 	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
 
+	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
+	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
+	SuppressCacheSize    int           `envconfig:"SUPPRESS_CACHE_SIZE" default:"1000000" desc:"in-memory store: most (user, attribute) hashes kept (LRU)"`
+	SuppressTTL          time.Duration `envconfig:"SUPPRESS_TTL" default:"24h" desc:"how long a delivered attribute value is trusted as unchanged"`
+	DedupEvents          bool          `envconfig:"DEDUP_EVENTS" default:"false" desc:"skip records whose envelope id was delivered within DEDUP_WINDOW (marked after Braze accepted them)"`
+	DedupWindow          time.Duration `envconfig:"DEDUP_WINDOW" default:"24h" desc:"de-duplication window for record ids"`
+	DedupCacheSize       int           `envconfig:"DEDUP_CACHE_SIZE" default:"1000000" desc:"in-memory store: most record ids kept (LRU)"`
+	RedisURL             string        `envconfig:"REDIS_URL" desc:"redis:// or rediss:// URL of a Redis shared by the replicas for suppression and de-duplication (empty: in-memory per replica)"`
+	OptimizeStoreTimeout time.Duration `envconfig:"OPTIMIZE_STORE_TIMEOUT" default:"2s" desc:"bound of one suppression/de-duplication store round trip (on failure the request goes out unoptimized)"`
+
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
 	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -212,6 +222,7 @@ func (c *Config) validate() []string {
 		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
 	p = append(p, c.validateKafkaSecurity()...)
+	p = append(p, c.validateOptimize()...)
 	p = append(p, c.validateFormats()...)
 	return p
 }

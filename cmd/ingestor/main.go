@@ -130,6 +130,11 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	}()
 	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: kafkaTransport(tlsCfg, mech)})
 	defer dlq.Close()
+	optimize, closeStore, err := optimizeConfig(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
 	start := kafka.FirstOffset
 	if cfg.KafkaStartOffset == "latest" {
 		start = kafka.LastOffset
@@ -144,7 +149,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
-		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
+		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Optimize: optimize,
 		NewDecoder: cfg.newDecoderFunc(),
 	}, guard, dlq)
 	if err != nil {

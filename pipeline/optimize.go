@@ -1,0 +1,413 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dedup"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+)
+
+// Optimize configures the request optimizations (issue 9). All are off by default; with all
+// off the lanes take the plain path and nothing here runs.
+//
+//   - Coalesce merges a user's plain attribute updates within one request (batcher/coalesce.go).
+//     A record merged into an earlier object costs no object, so a request can carry more
+//     than MaxObjects records (at most 10×). If Braze rejects a merged object, every record
+//     behind it is dead-lettered with Braze's error.
+//   - SuppressUnchanged leaves out plain attribute writes whose value equals the last value
+//     Braze accepted for that user and key (Store, recorded only after a 2xx that does not
+//     name the object). A record with nothing left is acknowledged without being sent.
+//   - Dedup skips records whose envelope id was delivered within the store's window.
+type Optimize struct {
+	Coalesce          bool
+	SuppressUnchanged bool
+	Dedup             bool
+	// Store backs SuppressUnchanged and Dedup (dedup.NewMemory or dedup.NewRedis).
+	Store dedup.Store
+	// StoreTimeout bounds one store round trip (default 2s). On a store error the request
+	// goes out unoptimized (fail open).
+	StoreTimeout time.Duration
+}
+
+// OptimizeStats count what the optimizations saved.
+type OptimizeStats struct {
+	// SuppressedAttributes are attribute writes left out as unchanged: data points saved.
+	SuppressedAttributes atomic.Int64
+	// SuppressedRecords are attributes records acknowledged with nothing left to send.
+	SuppressedRecords atomic.Int64
+	// CoalescedObjects are objects saved by merging (records merged into an earlier object).
+	CoalescedObjects atomic.Int64
+	// CoalescedWrites are attribute writes replaced by a later write in the same merged
+	// object: data points saved.
+	CoalescedWrites atomic.Int64
+	// DuplicatesSkipped are records skipped because their id was delivered before.
+	DuplicatesSkipped atomic.Int64
+	// StoreErrors count failed store round trips.
+	StoreErrors atomic.Int64
+}
+
+// group is the set of source records behind an object sent in the optimized path: several
+// when coalesced, one when rewritten (suppressed keys) or unchanged.
+type group struct {
+	srcs []item
+	rec  *batchRecord
+}
+
+// batchRecord collects what Braze accepted during one optimized batch, recorded in the store
+// in one round trip when the batch is done.
+type batchRecord struct {
+	units []item
+}
+
+type optimizer struct {
+	cfg     Optimize
+	store   dedup.Store
+	timeout time.Duration
+	log     rate.Sometimes
+}
+
+func newOptimizer(o Optimize) (*optimizer, error) {
+	if !o.Coalesce && !o.SuppressUnchanged && !o.Dedup {
+		return nil, nil
+	}
+	if (o.SuppressUnchanged || o.Dedup) && o.Store == nil {
+		return nil, errors.New("pipeline: attribute suppression and de-duplication need a store")
+	}
+	t := o.StoreTimeout
+	if t <= 0 {
+		t = 2 * time.Second
+	}
+	return &optimizer{cfg: o, store: o.Store, timeout: t, log: rate.Sometimes{Interval: 10 * time.Second}}, nil
+}
+
+// laneAcct accounts a lane's batch against the request limits. Without coalescing it is the
+// packer; with it, a record that merges into an earlier object adds no object and is counted
+// by its whole size (an upper bound: a merged object is never larger than its sources).
+type laneAcct struct {
+	packer   *batcher.Packer
+	co       *batcher.Coalescer
+	maxBytes int
+	maxItems int
+	items    int
+	extra    int
+}
+
+func (p *Pipeline) newLaneAcct() *laneAcct {
+	a := &laneAcct{packer: batcher.NewPacker(p.cfg.Limits), maxBytes: p.cfg.Limits.MaxBytes}
+	if p.opt != nil && p.opt.cfg.Coalesce {
+		a.co = &batcher.Coalescer{}
+		a.maxItems = 10 * p.cfg.Limits.MaxObjects
+	}
+	return a
+}
+
+func (a *laneAcct) fits(it *item) bool {
+	if a.co == nil {
+		return a.packer.Fits(it.kind, len(it.raw))
+	}
+	if a.items >= a.maxItems {
+		return false
+	}
+	if a.co.Merges(it.kind, it.raw) {
+		return a.packer.Bytes()+a.extra+len(it.raw)+1 <= a.maxBytes
+	}
+	return a.packer.Fits(it.kind, len(it.raw)+a.extra)
+}
+
+func (a *laneAcct) add(it *item) {
+	if a.co == nil {
+		a.packer.Add(it.kind, len(it.raw))
+		return
+	}
+	a.items++
+	if a.co.Add(it.kind, it.raw) {
+		a.extra += len(it.raw) + 1
+	} else {
+		a.packer.Add(it.kind, len(it.raw))
+	}
+}
+
+// full reports whether the batch must go now. With coalescing a batch whose objects are at
+// the limit still takes records that merge; the first that does not fit sends it.
+func (a *laneAcct) full() bool {
+	if a.co == nil {
+		return a.packer.Full()
+	}
+	return a.items >= a.maxItems
+}
+
+func (a *laneAcct) reset() {
+	a.packer.Reset()
+	if a.co != nil {
+		a.co.Reset()
+		a.items, a.extra = 0, 0
+	}
+}
+
+// parsedAttr is an attributes record of the batch, parsed once.
+type parsedAttr struct {
+	ok   bool
+	obj  batcher.AttrObject
+	user string // dedup.UserKey of the identity
+}
+
+// deliverOptimized is the lane's send step when an optimization is on: de-duplicate and
+// suppress (one store round trip), coalesce, deliver in requests that keep the limits, then
+// record what Braze accepted (one store round trip).
+func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
+	o := p.opt
+	st := &p.stats.Optimize
+	useStore := o.cfg.SuppressUnchanged || o.cfg.Dedup
+	var attrs []parsedAttr
+	var q dedup.Query
+	var rec batchRecord
+	var restore dedup.Update // suppressed keys: forgotten by the lookup, still true
+	var ackedIDs []string    // records acknowledged without a request
+	userIdx := map[string]int{}
+	if o.cfg.SuppressUnchanged {
+		attrs = make([]parsedAttr, len(batch))
+		q.Forget = true
+		for i := range batch {
+			if batch[i].kind != schemas.KindAttributes {
+				continue
+			}
+			a := &attrs[i]
+			if a.ok = batcher.ParseAttributes(batch[i].raw, &a.obj) && len(a.obj.IDKey) > 0; !a.ok {
+				continue
+			}
+			a.user = dedup.UserKey(a.obj.Identity())
+			ui, seen := userIdx[a.user]
+			if !seen {
+				ui = len(q.Users)
+				userIdx[a.user] = ui
+				q.Users = append(q.Users, dedup.UserAttrs{User: a.user})
+			}
+			for _, f := range a.obj.Fields {
+				q.Users[ui].Keys = appendUnique(q.Users[ui].Keys, f.Key)
+			}
+		}
+	}
+	if o.cfg.Dedup {
+		for i := range batch {
+			if len(batch[i].id) > 0 {
+				q.IDs = append(q.IDs, string(batch[i].id))
+			}
+		}
+	}
+	storeOK := true
+	if useStore && (len(q.Users) > 0 || len(q.IDs) > 0) {
+		lctx, cancel := context.WithTimeout(ctx, o.timeout)
+		err := o.store.Lookup(lctx, &q)
+		cancel()
+		if err != nil {
+			storeOK = false
+			st.StoreErrors.Add(1)
+			o.log.Do(func() {
+				p.log.Warn("suppression/de-duplication store lookup failed; sending unoptimized", "error", err)
+			})
+		}
+	}
+	known := map[string]uint64{}
+	if storeOK {
+		for _, u := range q.Users {
+			for j, k := range u.Keys {
+				if j < len(u.Hashes) && u.Hashes[j] != 0 {
+					known[u.User+"\x00"+k] = u.Hashes[j]
+				}
+			}
+		}
+	}
+
+	units := make([]item, 0, len(batch))
+	seenIDs := map[string]bool{}
+	idn := 0
+	touched := map[string]bool{}
+	for i := range batch {
+		it := batch[i]
+		if o.cfg.Dedup && len(it.id) > 0 {
+			id := string(it.id)
+			dup := seenIDs[id] || (storeOK && idn < len(q.Seen) && q.Seen[idn])
+			idn++
+			seenIDs[id] = true
+			if dup {
+				st.DuplicatesSkipped.Add(1)
+				p.delivered([]item{it})
+				continue
+			}
+		}
+		unit := item{kind: it.kind, raw: it.raw, index: it.index, id: it.id, ack: it.ack,
+			grp: &group{srcs: []item{it}, rec: &rec}}
+		if attrs != nil && attrs[i].ok {
+			a := &attrs[i]
+			var drop []bool
+			dropped := 0
+			for j, f := range a.obj.Fields {
+				k := a.user + "\x00" + f.Key
+				if f.Plain && !batcher.FreeAttribute(f.Key) && !touched[k] {
+					if h := known[k]; h != 0 && h == dedup.ValueHash(f.Value) {
+						if drop == nil {
+							drop = make([]bool, len(a.obj.Fields))
+						}
+						drop[j] = true
+						dropped++
+						restore.Users = append(restore.Users, dedup.UserAttrs{User: a.user, Keys: []string{f.Key}, Hashes: []uint64{h}})
+					}
+				}
+			}
+			for j, f := range a.obj.Fields {
+				if drop == nil || !drop[j] {
+					touched[a.user+"\x00"+f.Key] = true
+				}
+			}
+			if dropped > 0 {
+				st.SuppressedAttributes.Add(int64(dropped))
+				if dropped == len(a.obj.Fields) {
+					st.SuppressedRecords.Add(1)
+					if o.cfg.Dedup && len(it.id) > 0 {
+						ackedIDs = append(ackedIDs, string(it.id))
+					}
+					p.delivered([]item{it})
+					continue
+				}
+				unit.raw = batcher.AppendAttributes(make([]byte, 0, len(it.raw)), &a.obj, func(j int) bool { return !drop[j] })
+			}
+		}
+		units = append(units, unit)
+	}
+
+	if o.cfg.Coalesce && len(units) > 1 {
+		var c batcher.Coalescer
+		for i := range units {
+			c.Add(units[i].kind, units[i].raw)
+		}
+		res := c.Result()
+		if len(res) < len(units) {
+			merged := make([]item, 0, len(res))
+			for _, r := range res {
+				if len(r.Sources) == 1 {
+					merged = append(merged, units[r.Sources[0]])
+					continue
+				}
+				first := units[r.Sources[0]]
+				g := &group{rec: &rec}
+				for _, s := range r.Sources {
+					g.srcs = append(g.srcs, units[s].grp.srcs...)
+				}
+				merged = append(merged, item{kind: first.kind, raw: r.Bytes, index: first.index, ack: first.ack, grp: g})
+			}
+			st.CoalescedObjects.Add(int64(len(units) - len(merged)))
+			st.CoalescedWrites.Add(int64(c.Overwritten))
+			units = merged
+		}
+	}
+
+	// Send in requests that keep the limits. Coalescing and suppression only shrink objects,
+	// so this is one request unless something unexpected grew.
+	packer := batcher.NewPacker(p.cfg.Limits)
+	start := 0
+	for i := range units {
+		if !packer.Fits(units[i].kind, len(units[i].raw)) && i > start {
+			p.deliver(ctx, units[start:i], batcher.Encode(nil, units[start:i]))
+			packer.Reset()
+			start = i
+		}
+		packer.Add(units[i].kind, len(units[i].raw))
+	}
+	if start < len(units) {
+		p.deliver(ctx, units[start:], batcher.Encode(nil, units[start:]))
+	}
+
+	if useStore {
+		p.recordAccepted(&rec, &restore, ackedIDs)
+	}
+}
+
+func appendUnique(s []string, v string) []string {
+	for _, x := range s {
+		if x == v {
+			return s
+		}
+	}
+	return append(s, v)
+}
+
+// recordAccepted stores, in one round trip, the values Braze accepted in this batch (in
+// request order, so the last write per key wins), the suppressed values (forgotten by the
+// lookup, still true) and the delivered ids.
+func (p *Pipeline) recordAccepted(rec *batchRecord, restore *dedup.Update, ackedIDs []string) {
+	o := p.opt
+	up := dedup.Update{IDs: ackedIDs}
+	type pos struct{ u, k int }
+	at := map[string]pos{}
+	set := func(user, key string, h uint64) {
+		if p, ok := at[user+"\x00"+key]; ok {
+			up.Users[p.u].Hashes[p.k] = h
+			return
+		}
+		ui := -1
+		for i := range up.Users {
+			if up.Users[i].User == user {
+				ui = i
+				break
+			}
+		}
+		if ui < 0 {
+			ui = len(up.Users)
+			up.Users = append(up.Users, dedup.UserAttrs{User: user})
+		}
+		at[user+"\x00"+key] = pos{ui, len(up.Users[ui].Keys)}
+		up.Users[ui].Keys = append(up.Users[ui].Keys, key)
+		up.Users[ui].Hashes = append(up.Users[ui].Hashes, h)
+	}
+	for _, r := range restore.Users {
+		set(r.User, r.Keys[0], r.Hashes[0])
+	}
+	var obj batcher.AttrObject
+	for _, u := range rec.units {
+		if o.cfg.Dedup {
+			for _, s := range u.grp.srcs {
+				if len(s.id) > 0 {
+					up.IDs = append(up.IDs, string(s.id))
+				}
+			}
+		}
+		if !o.cfg.SuppressUnchanged || u.kind != schemas.KindAttributes || !batcher.ParseAttributes(u.raw, &obj) || len(obj.IDKey) == 0 {
+			continue
+		}
+		user := dedup.UserKey(obj.Identity())
+		creates := obj.CreatesOrUpdates()
+		for _, f := range obj.Fields {
+			var h uint64 // 0: the value is now unknown (operator, nested, update-only)
+			if f.Plain && creates && !obj.MergeObjects {
+				h = dedup.ValueHash(f.Value)
+			}
+			set(user, f.Key, h)
+		}
+	}
+	if len(up.Users) == 0 && len(up.IDs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if err := o.store.Record(ctx, &up); err != nil {
+		p.stats.Optimize.StoreErrors.Add(1)
+		o.log.Do(func() {
+			p.log.Warn("suppression/de-duplication store record failed; those values will be sent again", "error", err)
+		})
+	}
+}
+
+// accepted notes objects Braze accepted for the batch's store record.
+func (p *Pipeline) accepted(items []item) {
+	for _, it := range items {
+		if it.grp != nil && it.grp.rec != nil {
+			it.grp.rec.units = append(it.grp.rec.units, it)
+		}
+	}
+}
