@@ -31,10 +31,8 @@ import (
 // without duplicating the records of it that were fine.
 
 // SegmentSchemaID is the $id of the JSON Schema (2020-12) of the Segment subset
-// SegmentDecoder accepts with its default options. The document is
-// testdata/segment/segment.schema.json for now; it joins SchemaFS (as segment.schema.json,
-// next to common.schema.json, which it refers to) once the native schema test accepts an
-// eighth embedded document.
+// SegmentDecoder accepts with its default options (embedded in SchemaFS as
+// segment.schema.json, next to common.schema.json, which it refers to).
 const SegmentSchemaID = BaseURL + "segment.schema.json"
 
 // SegmentUnsupported says what happens to Segment calls that map to nothing.

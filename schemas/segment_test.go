@@ -477,11 +477,6 @@ func segmentSchema(t testing.TB) *jsonschema.Schema {
 		c.DefaultDraft(jsonschema.Draft2020)
 		for _, name := range []string{"segment.schema.json", "common.schema.json"} {
 			b, err := fs.ReadFile(SchemaFS(), name)
-			if errors.Is(err, fs.ErrNotExist) && name == "segment.schema.json" {
-				// Kept out of the embedded set until corpus_test.go's messageSchema accepts an
-				// eighth document (it wants exactly the seven native ones).
-				b, err = os.ReadFile(filepath.Join("testdata", "segment", name))
-			}
 			if err != nil {
 				segSchemaErr = err
 				return
