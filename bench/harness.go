@@ -48,6 +48,7 @@ var Contenders = map[string]string{
 	"raw":             "plain kafka-go consumer group, messages discarded (the ceiling)",
 	"worker":          "ingestor binary -> brazesim CountOnly (rate limits off: simulator TrackLimit -1, worker BRAZE_RATE_LIMIT=0)",
 	"worker-tuned":    "ingestor binary, rate limits off, fetch tuned like the raw consumer (KAFKA_FETCH_MIN_BYTES=65536, KAFKA_FETCH_MAX_WAIT=100ms, KAFKA_QUEUE_CAPACITY=10000) -> brazesim CountOnly",
+	"worker-null":     "ingestor binary, rate limits off -> a trivial /users/track counter that answers 201 without parsing (isolates the sink's CPU on a 2-core box)",
 	"worker-paced":    "ingestor binary with its default client rate limit (BRAZE_RATE_LIMIT default) -> brazesim CountOnly",
 	"worker-validate": "ingestor binary -> brazesim with validation (rate limits off)",
 	"worker-inproc":   "pipeline in the bench binary with pprof CPU+allocs -> brazesim CountOnly",
@@ -79,10 +80,10 @@ type Result struct {
 	RecordsPerSecBody  float64 // records/s between 10% and 90% of the backlog delivered (backlog-phase rate)
 	MessagesPerSec     float64 // Messages / Committed
 
-	Requests        int64
-	ObjectsPerReq   float64 // mean over the phase (worker: objects; Benthos: messages)
+	Requests         int64
+	ObjectsPerReq    float64 // mean over the phase (worker: objects; Benthos: messages)
 	ObjectsPerReqMid float64 // between 10% and 90% delivered (while there is backlog)
-	MaxObjectsInReq int64
+	MaxObjectsInReq  int64
 
 	CPU            time.Duration // the contender's user+system CPU (rusage)
 	CPUPerMRecords float64       // seconds per million records
@@ -165,6 +166,7 @@ func Run(ctx context.Context, o Options) ([]*Result, error) {
 	defer sink.Close()
 	h.sink = sink
 
+	h.snapshotSources()
 	if err := h.prepareBinaries(ctx); err != nil {
 		return nil, err
 	}
@@ -325,11 +327,14 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 		argv = []string{h.o.Self, "rawconsume", "-brokers", strings.Join(h.brokers, ","), "-topic", h.srcTopic, "-group", group,
 			"-expect", fmt.Sprint(h.load.Messages)}
 		capture = true
-	case "worker", "worker-validate", "worker-inproc", "worker-paced", "worker-tuned":
+	case "worker", "worker-validate", "worker-inproc", "worker-paced", "worker-tuned", "worker-null":
 		cfg := brazesim.DefaultConfig()
 		cfg.TrackLimit = -1 // throughput: no rate limit
 		cfg.CountOnly = name != "worker-validate"
-		if st, err = newSinkState(&cfg, false); err != nil {
+		if name == "worker-null" {
+			st, _ = newSinkState(nil, false)
+			st.null = true
+		} else if st, err = newSinkState(&cfg, false); err != nil {
 			r.Error = err.Error()
 			return r
 		}
@@ -399,14 +404,13 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 		case name == "raw":
 			smp.progress = float64(committed) / float64(h.endSum)
 		default:
-			smp.objects = st.messages.Load()
-			smp.progress = float64(smp.objects) / float64(h.load.Messages)
+			smp.objects = st.bytes.Load() // progress is bytes over the final total, set below
 		}
 		samples = append(samples, smp)
 		if hwm := procHWM(c.cmd.Process.Pid); hwm > r.PeakRSS {
 			r.PeakRSS = hwm
 		}
-		if r.Delivered == 0 && name != "raw" && smp.progress >= 1 {
+		if r.Delivered == 0 && st.sim != nil && smp.progress >= 1 {
 			r.Delivered = el
 		}
 		for len(c.lines) > 0 {
@@ -438,6 +442,24 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 	if f := st.first.Load(); f > 0 && name != "raw" {
 		r.FirstActivity = time.Unix(0, f).Sub(c.start)
 	}
+	if st.sim == nil && name != "raw" {
+		// Benthos: delivered = the last request before the group's commit reached the end
+		// (nothing arrives after the last record); progress = bytes received so far over
+		// the total received.
+		if l := st.last.Load(); l > 0 {
+			r.Delivered = time.Unix(0, l).Sub(c.start)
+		}
+		if total := st.bytes.Load(); total > 0 {
+			for i := range samples {
+				samples[i].progress = float64(samples[i].objects) / float64(total)
+				if name == "worker-null" {
+					samples[i].objects = int64(samples[i].progress * float64(h.load.Records)) // approximate records
+				} else {
+					samples[i].objects = int64(samples[i].progress * float64(h.load.Messages)) // approximate messages
+				}
+			}
+		}
+	}
 	if st.sim != nil {
 		ss := st.sim.Stats()
 		r.Sim = &ss
@@ -445,6 +467,11 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 		r.MaxObjectsInReq = ss.MaxObjectsInRequest
 		if r.Requests > 0 {
 			r.ObjectsPerReq = float64(ss.Objects) / float64(r.Requests)
+		}
+	} else if name == "worker-null" {
+		r.Requests = st.requests.Load()
+		if r.Requests > 0 {
+			r.ObjectsPerReq = float64(h.load.Records) / float64(r.Requests) // records per request
 		}
 	} else if name != "raw" {
 		r.Requests = st.requests.Load()
@@ -592,3 +619,24 @@ func (h *harness) runLatency(ctx context.Context) *Result {
 }
 
 func ms(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
+
+// snapshotSources copies the worker's Go sources as they are now (close to when this binary
+// and the ingestor were built) into OutDir/src, so profile line numbers stay readable while
+// others edit the tree: go tool pprof -source_path OutDir/src -trim_path /path/to/repo ...
+func (h *harness) snapshotSources() {
+	for _, pkg := range []string{"pipeline", "sink", "schemas", "batcher", "cmd/ingestor"} {
+		files, _ := filepath.Glob(filepath.Join(h.o.RepoDir, pkg, "*.go"))
+		dst := filepath.Join(h.o.OutDir, "src", pkg)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return
+		}
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil {
+				_ = os.WriteFile(filepath.Join(dst, filepath.Base(f)), b, 0o644)
+			}
+		}
+	}
+	if rev, err := exec.Command("git", "-C", h.o.RepoDir, "describe", "--always", "--dirty").Output(); err == nil {
+		_ = os.WriteFile(filepath.Join(h.o.OutDir, "src", "REVISION"), rev, 0o644)
+	}
+}

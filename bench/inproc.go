@@ -26,8 +26,8 @@ type InprocOptions struct {
 	Endpoint   string
 	APIKey     string
 	CPUProfile string
-	MemProfile string // allocation profile (alloc_space / alloc_objects) written at exit
-	MemRate    int    // runtime.MemProfileRate (0 = default 512 KiB)
+	MemProfile string  // allocation profile (alloc_space / alloc_objects) written at exit
+	MemRate    int     // runtime.MemProfileRate (0 = default 512 KiB)
 	RateLimit  float64 // client rate limit, requests/s (0 = unpaced, as in the throughput phases)
 }
 
