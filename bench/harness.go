@@ -45,15 +45,16 @@ type Options struct {
 
 // Contenders lists the throughput phases the harness knows.
 var Contenders = map[string]string{
-	"raw":             "plain kafka-go consumer group, messages discarded (the ceiling)",
-	"worker":          "ingestor binary -> brazesim CountOnly (rate limits off: simulator TrackLimit -1, worker BRAZE_RATE_LIMIT=0)",
-	"worker-tuned":    "ingestor binary, rate limits off, fetch tuned like the raw consumer (KAFKA_FETCH_MIN_BYTES=65536, KAFKA_FETCH_MAX_WAIT=100ms, KAFKA_QUEUE_CAPACITY=10000) -> brazesim CountOnly",
-	"worker-null":     "ingestor binary, rate limits off -> a trivial /users/track counter that answers 201 without parsing (isolates the sink's CPU on a 2-core box)",
-	"worker-paced":    "ingestor binary with its default client rate limit (BRAZE_RATE_LIMIT default) -> brazesim CountOnly",
-	"worker-validate": "ingestor binary -> brazesim with validation (rate limits off)",
-	"worker-inproc":   "pipeline in the bench binary with pprof CPU+allocs -> brazesim CountOnly",
-	"benthos":         "Benthos " + BenthosVersion + " benthos-kafka-to-http.yaml (parsed) -> /events counter",
-	"benthos-raw":     "Benthos " + BenthosVersion + " benthos-kafka-to-http-raw.yaml (raw join) -> /events counter",
+	"raw":              "plain kafka-go consumer group, messages discarded (the ceiling)",
+	"worker":           "ingestor binary -> brazesim CountOnly (rate limits off: simulator TrackLimit -1, worker BRAZE_RATE_LIMIT=0)",
+	"worker-tuned":     "ingestor binary, rate limits off, fetch tuned like the raw consumer (KAFKA_FETCH_MIN_BYTES=65536, KAFKA_FETCH_MAX_WAIT=100ms, KAFKA_QUEUE_CAPACITY=10000) -> brazesim CountOnly",
+	"worker-null":      "ingestor binary, rate limits off -> a trivial /users/track counter that answers 201 without parsing (isolates the sink's CPU on a 2-core box)",
+	"worker-inproc-wb": "as worker-inproc, but the Braze client's transport has WriteBufferSize 64 KiB (experiment: suggested change 1)",
+	"worker-paced":     "ingestor binary with its default client rate limit (BRAZE_RATE_LIMIT default) -> brazesim CountOnly",
+	"worker-validate":  "ingestor binary -> brazesim with validation (rate limits off)",
+	"worker-inproc":    "pipeline in the bench binary with pprof CPU+allocs -> brazesim CountOnly",
+	"benthos":          "Benthos " + BenthosVersion + " benthos-kafka-to-http.yaml (parsed) -> /events counter",
+	"benthos-raw":      "Benthos " + BenthosVersion + " benthos-kafka-to-http-raw.yaml (raw join) -> /events counter",
 }
 
 // DefaultContenders is the order of a full run.
@@ -327,7 +328,7 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 		argv = []string{h.o.Self, "rawconsume", "-brokers", strings.Join(h.brokers, ","), "-topic", h.srcTopic, "-group", group,
 			"-expect", fmt.Sprint(h.load.Messages)}
 		capture = true
-	case "worker", "worker-validate", "worker-inproc", "worker-paced", "worker-tuned", "worker-null":
+	case "worker", "worker-validate", "worker-inproc", "worker-paced", "worker-tuned", "worker-null", "worker-inproc-wb":
 		cfg := brazesim.DefaultConfig()
 		cfg.TrackLimit = -1 // throughput: no rate limit
 		cfg.CountOnly = name != "worker-validate"
@@ -343,10 +344,17 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 			r.Error = err.Error()
 			return r
 		}
-		if name == "worker-inproc" {
+		if strings.HasPrefix(name, "worker-inproc") {
+			prefix := "worker"
+			if name != "worker-inproc" {
+				prefix = name
+			}
 			argv = []string{h.o.Self, "inproc", "-brokers", strings.Join(h.brokers, ","), "-topic", h.srcTopic, "-dlq-topic", h.dlqTopic,
-				"-group", group, "-endpoint", h.sink.URL, "-cpuprofile", filepath.Join(h.o.OutDir, "worker-cpu.pprof"),
-				"-memprofile", filepath.Join(h.o.OutDir, "worker-allocs.pprof")}
+				"-group", group, "-endpoint", h.sink.URL, "-cpuprofile", filepath.Join(h.o.OutDir, prefix+"-cpu.pprof"),
+				"-memprofile", filepath.Join(h.o.OutDir, prefix+"-allocs.pprof")}
+			if name == "worker-inproc-wb" {
+				argv = append(argv, "-write-buffer", "65536")
+			}
 		} else {
 			argv = []string{h.ingestor, "run"}
 			if name != "worker-paced" {

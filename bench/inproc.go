@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -29,6 +30,9 @@ type InprocOptions struct {
 	MemProfile string  // allocation profile (alloc_space / alloc_objects) written at exit
 	MemRate    int     // runtime.MemProfileRate (0 = default 512 KiB)
 	RateLimit  float64 // client rate limit, requests/s (0 = unpaced, as in the throughput phases)
+	// WriteBuffer > 0 gives the Braze client a transport like sink.NewClient's own but with this
+	// WriteBufferSize (experiment for the per-request body-copy allocation in net/http).
+	WriteBuffer int
 }
 
 // RunInproc wires the worker the way cmd/ingestor's runWorker does (pipeline.New with the
@@ -43,8 +47,15 @@ func RunInproc(o InprocOptions, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var tr http.RoundTripper
+	if o.WriteBuffer > 0 {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns, t.MaxIdleConnsPerHost, t.IdleConnTimeout = 64, 64, 90*time.Second
+		t.WriteBufferSize = o.WriteBuffer
+		tr = t
+	}
 	client, err := sink.NewClient(sink.ClientConfig{Endpoint: o.Endpoint, APIKey: o.APIKey, Timeout: 10 * time.Second,
-		MaxIdleConns: 64, UserAgent: "braze-ingestor/bench"})
+		MaxIdleConns: 64, UserAgent: "braze-ingestor/bench", Transport: tr})
 	if err != nil {
 		return err
 	}

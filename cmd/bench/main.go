@@ -57,6 +57,7 @@ func main() {
 		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile")
 		fs.StringVar(&o.MemProfile, "memprofile", "", "write an allocation profile at exit")
 		fs.IntVar(&o.MemRate, "memprofilerate", 0, "runtime.MemProfileRate (0 = default)")
+		fs.IntVar(&o.WriteBuffer, "write-buffer", 0, "HTTP transport WriteBufferSize for the Braze client (0 = sink.NewClient's transport)")
 		_ = fs.Parse(args)
 		o.Brokers = split(*brokers)
 		err = bench.RunInproc(o, os.Stderr)
