@@ -319,6 +319,12 @@ func (c *Coalescer) Reset() {
 	c.n = 0
 	c.peekRaw = nil
 	c.Overwritten = 0
+	// Drop references to the last records' bytes.
+	for _, o := range []*AttrObject{&c.obj, &c.peekObj} {
+		clear(o.Fields[:cap(o.Fields)])
+		clear(o.Meta[:cap(o.Meta)])
+		*o = AttrObject{Meta: o.Meta[:0], Fields: o.Fields[:0]}
+	}
 }
 
 // Len is the number of objects the request has so far.
@@ -335,8 +341,8 @@ func (c *Coalescer) parse(raw []byte) (*AttrObject, bool) {
 }
 
 // target returns the output object a plain attributes object would merge into, or -1.
-func (c *Coalescer) target(a *AttrObject) int {
-	u := c.users[a.Identity()]
+func (c *Coalescer) target(a *AttrObject, id string) int {
+	u := c.users[id]
 	if u == nil {
 		return -1
 	}
@@ -388,7 +394,7 @@ func (c *Coalescer) Merges(kind schemas.Kind, raw []byte) bool {
 	}
 	c.peekOK = ParseAttributes(raw, &c.peekObj)
 	c.peekRaw = raw
-	return c.peekOK && c.peekObj.Plain() && c.target(&c.peekObj) >= 0
+	return c.peekOK && c.peekObj.Plain() && c.target(&c.peekObj, c.peekObj.Identity()) >= 0
 }
 
 // Add adds the next object of the request and reports whether it merged into an earlier one.
@@ -417,8 +423,8 @@ func (c *Coalescer) Add(kind schemas.Kind, raw []byte) bool {
 	}
 	plain := a.Plain()
 	if plain {
-		if t := c.target(a); t >= 0 {
-			c.merge(t, src, a)
+		if t := c.target(a, id); t >= 0 {
+			c.merge(t, src, a, u)
 			return true
 		}
 	}
@@ -449,7 +455,7 @@ func cloneAttr(a *AttrObject) AttrObject {
 		MergeObjects: a.MergeObjects, Meta: append([][]byte(nil), a.Meta...), Fields: append([]AttrField(nil), a.Fields...)}
 }
 
-func (c *Coalescer) merge(t, src int, a *AttrObject) {
+func (c *Coalescer) merge(t, src int, a *AttrObject, u *coUser) {
 	o := &c.outs[t]
 	if o.fields == nil {
 		o.fields = make([]AttrField, 0, len(o.first.Fields)+len(a.Fields))
@@ -464,7 +470,6 @@ func (c *Coalescer) merge(t, src int, a *AttrObject) {
 			o.fields = append(o.fields, f)
 		}
 	}
-	u := c.users[a.Identity()]
 	for _, f := range a.Fields {
 		if i, ok := o.idx[f.Key]; ok {
 			o.fields[i].Value = f.Value

@@ -9,7 +9,6 @@ package dedup
 
 import (
 	"context"
-	"hash/fnv"
 	"time"
 )
 
@@ -84,11 +83,14 @@ func (o *Options) defaults() {
 // UserKey turns a user identity (identifier kind and value) into a short stable key: 16 hex
 // digits of FNV-1a 64.
 func UserKey(identity string) string {
-	h := fnv.New64a()
-	h.Write([]byte(identity))
+	const offset, prime = 14695981039346656037, 1099511628211
+	v := uint64(offset)
+	for i := 0; i < len(identity); i++ {
+		v ^= uint64(identity[i])
+		v *= prime
+	}
 	var b [16]byte
 	const hexd = "0123456789abcdef"
-	v := h.Sum64()
 	for i := 15; i >= 0; i-- {
 		b[i] = hexd[v&15]
 		v >>= 4

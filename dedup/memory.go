@@ -10,15 +10,15 @@ import (
 type Memory struct {
 	opts  Options
 	mu    sync.Mutex
-	attrs *lru[uint64]
-	ids   *lru[struct{}]
+	attrs *lru[attrRef, uint64]
+	ids   *lru[string, struct{}]
 	now   func() time.Time
 }
 
 // NewMemory returns an in-memory store.
 func NewMemory(o Options) *Memory {
 	o.defaults()
-	return &Memory{opts: o, attrs: newLRU[uint64](o.AttrEntries), ids: newLRU[struct{}](o.IDEntries), now: time.Now}
+	return &Memory{opts: o, attrs: newLRU[attrRef, uint64](o.AttrEntries), ids: newLRU[string, struct{}](o.IDEntries), now: time.Now}
 }
 
 // Len returns the number of attribute and id entries held.
@@ -28,7 +28,7 @@ func (m *Memory) Len() (attrs, ids int) {
 	return len(m.attrs.m), len(m.ids.m)
 }
 
-func attrKey(user, key string) string { return user + "\x00" + key }
+type attrRef struct{ user, key string }
 
 // Lookup implements Store.
 func (m *Memory) Lookup(_ context.Context, q *Query) error {
@@ -39,9 +39,9 @@ func (m *Memory) Lookup(_ context.Context, q *Query) error {
 		u := &q.Users[i]
 		u.Hashes = resize(u.Hashes, len(u.Keys))
 		for j, k := range u.Keys {
-			u.Hashes[j], _ = m.attrs.get(attrKey(u.User, k), now)
+			u.Hashes[j], _ = m.attrs.get(attrRef{u.User, k}, now)
 			if q.Forget {
-				m.attrs.del(attrKey(u.User, k))
+				m.attrs.del(attrRef{u.User, k})
 			}
 		}
 	}
@@ -65,9 +65,9 @@ func (m *Memory) Record(_ context.Context, up *Update) error {
 				h = u.Hashes[j]
 			}
 			if h == 0 {
-				m.attrs.del(attrKey(u.User, k))
+				m.attrs.del(attrRef{u.User, k})
 			} else {
-				m.attrs.put(attrKey(u.User, k), h, now.Add(m.opts.AttrTTL))
+				m.attrs.put(attrRef{u.User, k}, h, now.Add(m.opts.AttrTTL))
 			}
 		}
 	}
@@ -102,36 +102,36 @@ func resizeBool(s []bool, n int) []bool {
 
 // lru is a size-bounded least-recently-used map with per-entry expiry. Not safe for
 // concurrent use.
-type lru[V any] struct {
+type lru[K comparable, V any] struct {
 	max  int
-	m    map[string]*node[V]
-	head node[V] // sentinel: head.next is the most recent
+	m    map[K]*node[K, V]
+	head node[K, V] // sentinel: head.next is the most recent
 }
 
-type node[V any] struct {
-	key        string
+type node[K comparable, V any] struct {
+	key        K
 	val        V
 	exp        time.Time
-	prev, next *node[V]
+	prev, next *node[K, V]
 }
 
-func newLRU[V any](max int) *lru[V] {
-	l := &lru[V]{max: max, m: make(map[string]*node[V])}
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	l := &lru[K, V]{max: max, m: make(map[K]*node[K, V])}
 	l.head.prev, l.head.next = &l.head, &l.head
 	return l
 }
 
-func (l *lru[V]) unlink(n *node[V]) {
+func (l *lru[K, V]) unlink(n *node[K, V]) {
 	n.prev.next, n.next.prev = n.next, n.prev
 }
 
-func (l *lru[V]) front(n *node[V]) {
+func (l *lru[K, V]) front(n *node[K, V]) {
 	n.next, n.prev = l.head.next, &l.head
 	l.head.next.prev = n
 	l.head.next = n
 }
 
-func (l *lru[V]) get(k string, now time.Time) (V, bool) {
+func (l *lru[K, V]) get(k K, now time.Time) (V, bool) {
 	var zero V
 	n, ok := l.m[k]
 	if !ok {
@@ -147,7 +147,7 @@ func (l *lru[V]) get(k string, now time.Time) (V, bool) {
 	return n.val, true
 }
 
-func (l *lru[V]) put(k string, v V, exp time.Time) {
+func (l *lru[K, V]) put(k K, v V, exp time.Time) {
 	if n, ok := l.m[k]; ok {
 		n.val, n.exp = v, exp
 		l.unlink(n)
@@ -159,12 +159,12 @@ func (l *lru[V]) put(k string, v V, exp time.Time) {
 		l.unlink(old)
 		delete(l.m, old.key)
 	}
-	n := &node[V]{key: k, val: v, exp: exp}
+	n := &node[K, V]{key: k, val: v, exp: exp}
 	l.m[k] = n
 	l.front(n)
 }
 
-func (l *lru[V]) del(k string) {
+func (l *lru[K, V]) del(k K) {
 	if n, ok := l.m[k]; ok {
 		l.unlink(n)
 		delete(l.m, k)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -150,6 +151,68 @@ func (a *laneAcct) reset() {
 	}
 }
 
+// attrRef names one attribute of one user (dedup.UserKey, attribute key).
+type attrRef struct{ user, key string }
+
+type restoreEntry struct {
+	attrRef
+	h uint64
+}
+
+// optScratch is the reusable working memory of one deliverOptimized call.
+type optScratch struct {
+	attrs   []parsedAttr
+	units   []item
+	groups  []group
+	srcs    []item
+	userIdx map[string]int
+	known   map[attrRef]uint64
+	touched map[attrRef]bool
+	seenIDs map[string]bool
+	co      batcher.Coalescer
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &optScratch{userIdx: map[string]int{}, known: map[attrRef]uint64{}, touched: map[attrRef]bool{}, seenIDs: map[string]bool{}}
+}}
+
+func (sc *optScratch) attrsFor(n int) []parsedAttr {
+	if cap(sc.attrs) < n {
+		sc.attrs = append(sc.attrs[:cap(sc.attrs)], make([]parsedAttr, n-cap(sc.attrs))...)
+	}
+	sc.attrs = sc.attrs[:n]
+	for i := range sc.attrs {
+		sc.attrs[i].ok, sc.attrs[i].user = false, ""
+	}
+	return sc.attrs
+}
+
+func (sc *optScratch) groupsFor(n int) ([]group, []item) {
+	if cap(sc.groups) < n {
+		sc.groups, sc.srcs = make([]group, n), make([]item, n)
+	}
+	return sc.groups[:n], sc.srcs[:n]
+}
+
+// release drops every reference to record bytes and returns the scratch to the pool.
+func (sc *optScratch) release() {
+	for i := range sc.attrs {
+		a := &sc.attrs[i]
+		clear(a.obj.Fields[:cap(a.obj.Fields)])
+		clear(a.obj.Meta[:cap(a.obj.Meta)])
+		a.obj = batcher.AttrObject{Meta: a.obj.Meta[:0], Fields: a.obj.Fields[:0]}
+	}
+	clear(sc.units[:cap(sc.units)])
+	clear(sc.groups)
+	clear(sc.srcs)
+	clear(sc.userIdx)
+	clear(sc.known)
+	clear(sc.touched)
+	clear(sc.seenIDs)
+	sc.co.Reset()
+	scratchPool.Put(sc)
+}
+
 // parsedAttr is an attributes record of the batch, parsed once.
 type parsedAttr struct {
 	ok   bool
@@ -161,17 +224,19 @@ type parsedAttr struct {
 // suppress (one store round trip), coalesce, deliver in requests that keep the limits, then
 // record what Braze accepted (one store round trip).
 func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
+	sc := scratchPool.Get().(*optScratch)
+	defer sc.release()
 	o := p.opt
 	st := &p.stats.Optimize
 	useStore := o.cfg.SuppressUnchanged || o.cfg.Dedup
 	var attrs []parsedAttr
 	var q dedup.Query
 	var rec batchRecord
-	var restore dedup.Update // suppressed keys: forgotten by the lookup, still true
-	var ackedIDs []string    // records acknowledged without a request
-	userIdx := map[string]int{}
+	var restore []restoreEntry // suppressed keys: forgotten by the lookup, still true
+	var ackedIDs []string      // records acknowledged without a request
+	userIdx := sc.userIdx
 	if o.cfg.SuppressUnchanged {
-		attrs = make([]parsedAttr, len(batch))
+		attrs = sc.attrsFor(len(batch))
 		q.Forget = true
 		for i := range batch {
 			if batch[i].kind != schemas.KindAttributes {
@@ -213,21 +278,22 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 			})
 		}
 	}
-	known := map[string]uint64{}
+	known := sc.known
 	if storeOK {
 		for _, u := range q.Users {
 			for j, k := range u.Keys {
 				if j < len(u.Hashes) && u.Hashes[j] != 0 {
-					known[u.User+"\x00"+k] = u.Hashes[j]
+					known[attrRef{u.User, k}] = u.Hashes[j]
 				}
 			}
 		}
 	}
 
-	units := make([]item, 0, len(batch))
-	seenIDs := map[string]bool{}
+	units := sc.units[:0]
+	seenIDs := sc.seenIDs
 	idn := 0
-	touched := map[string]bool{}
+	touched := sc.touched
+	groups, srcs := sc.groupsFor(len(batch))
 	for i := range batch {
 		it := batch[i]
 		if o.cfg.Dedup && len(it.id) > 0 {
@@ -241,14 +307,15 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 				continue
 			}
 		}
-		unit := item{kind: it.kind, raw: it.raw, index: it.index, id: it.id, ack: it.ack,
-			grp: &group{srcs: []item{it}, rec: &rec}}
+		srcs[i] = it
+		groups[i] = group{srcs: srcs[i : i+1 : i+1], rec: &rec}
+		unit := item{kind: it.kind, raw: it.raw, index: it.index, id: it.id, ack: it.ack, grp: &groups[i]}
 		if attrs != nil && attrs[i].ok {
 			a := &attrs[i]
 			var drop []bool
 			dropped := 0
 			for j, f := range a.obj.Fields {
-				k := a.user + "\x00" + f.Key
+				k := attrRef{a.user, f.Key}
 				if f.Plain && !batcher.FreeAttribute(f.Key) && !touched[k] {
 					if h := known[k]; h != 0 && h == dedup.ValueHash(f.Value) {
 						if drop == nil {
@@ -256,13 +323,13 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 						}
 						drop[j] = true
 						dropped++
-						restore.Users = append(restore.Users, dedup.UserAttrs{User: a.user, Keys: []string{f.Key}, Hashes: []uint64{h}})
+						restore = append(restore, restoreEntry{attrRef{a.user, f.Key}, h})
 					}
 				}
 			}
 			for j, f := range a.obj.Fields {
 				if drop == nil || !drop[j] {
-					touched[a.user+"\x00"+f.Key] = true
+					touched[attrRef{a.user, f.Key}] = true
 				}
 			}
 			if dropped > 0 {
@@ -280,9 +347,11 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 		}
 		units = append(units, unit)
 	}
+	sc.units = units
 
 	if o.cfg.Coalesce && len(units) > 1 {
-		var c batcher.Coalescer
+		c := &sc.co
+		c.Reset()
 		for i := range units {
 			c.Add(units[i].kind, units[i].raw)
 		}
@@ -324,7 +393,7 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 	}
 
 	if useStore {
-		p.recordAccepted(&rec, &restore, ackedIDs)
+		p.recordAccepted(&rec, restore, ackedIDs)
 	}
 }
 
@@ -340,13 +409,13 @@ func appendUnique(s []string, v string) []string {
 // recordAccepted stores, in one round trip, the values Braze accepted in this batch (in
 // request order, so the last write per key wins), the suppressed values (forgotten by the
 // lookup, still true) and the delivered ids.
-func (p *Pipeline) recordAccepted(rec *batchRecord, restore *dedup.Update, ackedIDs []string) {
+func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry, ackedIDs []string) {
 	o := p.opt
 	up := dedup.Update{IDs: ackedIDs}
 	type pos struct{ u, k int }
-	at := map[string]pos{}
+	at := map[attrRef]pos{}
 	set := func(user, key string, h uint64) {
-		if p, ok := at[user+"\x00"+key]; ok {
+		if p, ok := at[attrRef{user, key}]; ok {
 			up.Users[p.u].Hashes[p.k] = h
 			return
 		}
@@ -361,12 +430,12 @@ func (p *Pipeline) recordAccepted(rec *batchRecord, restore *dedup.Update, acked
 			ui = len(up.Users)
 			up.Users = append(up.Users, dedup.UserAttrs{User: user})
 		}
-		at[user+"\x00"+key] = pos{ui, len(up.Users[ui].Keys)}
+		at[attrRef{user, key}] = pos{ui, len(up.Users[ui].Keys)}
 		up.Users[ui].Keys = append(up.Users[ui].Keys, key)
 		up.Users[ui].Hashes = append(up.Users[ui].Hashes, h)
 	}
-	for _, r := range restore.Users {
-		set(r.User, r.Keys[0], r.Hashes[0])
+	for _, r := range restore {
+		set(r.user, r.key, r.h)
 	}
 	var obj batcher.AttrObject
 	for _, u := range rec.units {
