@@ -249,6 +249,27 @@ func createTopicsWith(t *testing.T, d *kafka.Dialer, brokers []string, topics ..
 	if err := cc.CreateTopics(topics...); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
+	// CreateTopics returns once the controller has the topics; the broker's metadata (what
+	// producers see) can lag, notably just after a broker start, and kafka-go's Writer does
+	// not retry UNKNOWN_TOPIC_OR_PARTITION. Wait until every partition has a leader.
+	for _, tc := range topics {
+		var last string
+		for {
+			parts, err := conn.ReadPartitions(tc.Topic)
+			ready := err == nil && len(parts) == tc.NumPartitions
+			for _, p := range parts {
+				ready = ready && p.Leader.Host != ""
+			}
+			if ready {
+				break
+			}
+			last = fmt.Sprintf("%d of %d partitions, error %v", len(parts), tc.NumPartitions, err)
+			if ctx.Err() != nil {
+				t.Fatalf("topic %s created but not visible in metadata within 30s: %s", tc.Topic, last)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 func newSim(t *testing.T, mut func(*brazesim.Config)) *brazesim.Server {
