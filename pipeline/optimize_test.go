@@ -346,3 +346,74 @@ func (a *acceptAll) Track(ctx context.Context, body []byte) sink.Response {
 	a.objects.Add(int64(strings.Count(string(body), `"external_id"`)))
 	return sink.Response{Status: 201, Class: sink.Delivered}
 }
+
+// Braze's errors[] and a plain 400 both map through merged objects to every record behind them.
+func TestCoalescedErrorMapping(t *testing.T) {
+	poisoned := func(o map[string]any) bool { _, ok := o["poison"]; return ok }
+	for _, tc := range []struct {
+		name   string
+		answer func(b map[string][]map[string]any) sink.Response
+	}{
+		{"2xx errors[]", func(b map[string][]map[string]any) sink.Response {
+			r := sink.Response{Status: 201, Class: sink.Delivered}
+			for i, o := range b["attributes"] {
+				if poisoned(o) {
+					r.Class = sink.Partial
+					r.Errors = append(r.Errors, sink.ItemError{Type: "POISON", InputArray: "attributes", Index: i})
+				}
+			}
+			return r
+		}},
+		{"plain 400 bisects", func(b map[string][]map[string]any) sink.Response {
+			for _, o := range b["attributes"] {
+				if poisoned(o) {
+					return sink.Response{Status: 400, Class: sink.Split}
+				}
+			}
+			return sink.Response{Status: 201, Class: sink.Delivered}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			braze := &fakeBraze{answer: tc.answer}
+			dlq := &memDLQ{}
+			p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
+				Optimize: Optimize{Coalesce: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); p.runLane(ctx, p.lanes[0]) }()
+			go func() { defer wg.Done(); p.runDLQ(ctx) }()
+			defer func() { cancel(); wg.Wait() }()
+			ps := newPartitionState("t", 0)
+			recs := []string{
+				`{"external_id":"a","x":1}`,
+				`{"external_id":"b","x":1}`,
+				`{"external_id":"b","poison":1}`,
+				`{"external_id":"c","x":1}`,
+				`{"external_id":"a","y":2}`,
+				`{"external_id":"b","z":3}`,
+			}
+			for i, r := range recs {
+				ack := ps.track(kafka.Message{Topic: "t", Offset: int64(i)}, 1)
+				ps.outstanding.Add(1)
+				p.stats.InFlightRecords.Add(1)
+				p.lanes[0].in <- item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack}
+			}
+			waitSettled(t, ps, int64(len(recs)))
+			var got []string
+			for _, l := range dlq.snapshot() {
+				got = append(got, fmt.Sprint(l.SourceOffset, " ", string(l.Record)))
+			}
+			want := []string{`1 {"external_id":"b","x":1}`, `2 {"external_id":"b","poison":1}`, `5 {"external_id":"b","z":3}`}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("dead letters\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if s := p.stats.Snapshot(); s.RecordsDelivered != 3 {
+				t.Fatalf("delivered %d, want 3", s.RecordsDelivered)
+			}
+		})
+	}
+}
