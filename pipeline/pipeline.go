@@ -156,10 +156,9 @@ type Pipeline struct {
 	haltLog      rate.Sometimes
 	recordLog    rate.Sometimes
 
-	fetchDialer *kafka.Dialer
-	ins         instruments
-	closers     sync.WaitGroup // readers closing in the background
-	opt         *optimizer     // nil unless an optimization is on (optimize.go)
+	ins     instruments
+	closers sync.WaitGroup // readers closing in the background
+	opt     *optimizer     // nil unless an optimization is on (optimize.go)
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -192,7 +191,6 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	if p.opt, err = newOptimizer(cfg.Optimize); err != nil {
 		return nil, err
 	}
-	p.fetchDialer = BufferedDialer(cfg.Dialer)
 	if err := p.initTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
@@ -467,7 +465,7 @@ func (p *Pipeline) fetchAllowed(ctx context.Context) bool {
 func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset int64) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:          p.cfg.Brokers,
-		Dialer:           p.fetchDialer,
+		Dialer:           p.cfg.Dialer,
 		Topic:            ps.topic,
 		Partition:        ps.partition,
 		MinBytes:         p.cfg.MinBytes,
@@ -525,8 +523,6 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 			if !p.toDLQ(gctx, dlqEntry{ack: ack, kind: kindOther, letter: sink.DeadLetter{
 				Reason: reason, Error: derr.Error(), Original: m.Value, RecordIndex: -1,
 			}}) {
-				ps.outstanding.Add(-1)
-				p.stats.InFlightRecords.Add(-1)
 				return
 			}
 			continue
@@ -538,43 +534,29 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 			ps.complete(ack)
 			continue
 		}
-		// Counters move once per message, not per record: they are shared by every fetch
-		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
-		n := int64(len(recs))
-		ps.outstanding.Add(n)
-		p.stats.InFlightRecords.Add(n)
-		var kinds [3]int64
-		for i := range recs {
-			kinds[recs[i].Kind]++
-		}
-		for k, c := range kinds {
-			if c > 0 {
-				p.stats.RecordsConsumed[k].Add(c)
-			}
-		}
 		for i := range recs {
 			rec := &recs[i]
-			handedOut := true
+			ps.outstanding.Add(1)
+			p.stats.InFlightRecords.Add(1)
+			p.stats.RecordsConsumed[rec.Kind].Add(1)
 			if rec.Err != nil {
 				p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
-				handedOut = p.toDLQ(gctx, dlqEntry{ack: ack, kind: int(rec.Kind), letter: sink.DeadLetter{
+				if !p.toDLQ(gctx, dlqEntry{ack: ack, kind: int(rec.Kind), letter: sink.DeadLetter{
 					Reason: rec.Err.Reason, Error: rec.Err.Error(), Kind: rec.Kind, Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
-				}})
-			} else {
-				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack}
-				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
-				select {
-				case l.in <- it:
-				case <-gctx.Done():
-					handedOut = false
+				}}) {
+					return
 				}
+				continue
 			}
-			if !handedOut {
-				// The rest of this message is never handed out, so it never completes and is
-				// never committed: the next owner reads it again. A drain must not wait for it.
-				rest := n - int64(i)
-				ps.outstanding.Add(-rest)
-				p.stats.InFlightRecords.Add(-rest)
+			it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack}
+			l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
+			select {
+			case l.in <- it:
+			case <-gctx.Done():
+				// The rest of this message is never handed out, so it never completes
+				// and is never committed: the next owner reads it again.
+				ps.outstanding.Add(-1)
+				p.stats.InFlightRecords.Add(-1)
 				return
 			}
 		}
