@@ -112,6 +112,9 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 // liveItems drops items whose partition was revoked (they are read again by the next
 // owner) and reports whether any are left.
 func (p *Pipeline) liveItems(items []item) []item {
+	if !anyRevoked(items) {
+		return items // the common case: no copy
+	}
 	out := items[:0:0]
 	for _, it := range items {
 		if it.grp != nil {
@@ -265,19 +268,44 @@ func (p *Pipeline) delivered(items []item) {
 	if p.opt != nil {
 		p.accepted(items)
 	}
+	var kinds [3]int64
+	var n int64
 	for _, it := range items {
 		if it.grp != nil {
 			for _, s := range it.grp.srcs {
-				p.stats.RecordsDelivered[s.kind].Add(1)
-				p.stats.InFlightRecords.Add(-1)
+				kinds[s.kind]++
+				n++
 				s.ack.resolve()
 			}
 			continue
 		}
-		p.stats.RecordsDelivered[it.kind].Add(1)
-		p.stats.InFlightRecords.Add(-1)
+		kinds[it.kind]++
+		n++
 		it.ack.resolve()
 	}
+	for k, c := range kinds {
+		if c > 0 {
+			p.stats.RecordsDelivered[k].Add(c)
+		}
+	}
+	p.stats.InFlightRecords.Add(-n)
+}
+
+func anyRevoked(items []item) bool {
+	for i := range items {
+		if items[i].grp != nil {
+			for _, s := range items[i].grp.srcs {
+				if s.ack.ps.revoked.Load() {
+					return true
+				}
+			}
+			continue
+		}
+		if items[i].ack.ps.revoked.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // deadLetter hands items to the DLQ stage; they are acknowledged once written.

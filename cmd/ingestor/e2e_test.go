@@ -257,12 +257,13 @@ func TestCrashLosesNothing(t *testing.T) {
 // one in the same group: nothing delivered before the stop is delivered again.
 func TestGracefulShutdownNoRedelivery(t *testing.T) {
 	k := newTestKafka(t, 12)
-	sim := newSim(t, func(c *brazesim.Config) { c.Latency = 3 * time.Millisecond })
+	// Slow enough (2 lanes, 20 ms per request) that SIGTERM lands mid-stream.
+	sim := newSim(t, func(c *brazesim.Config) { c.Latency = 20 * time.Millisecond })
 	exp := newExpectation()
 	gen := synth.New(synth.Options{Users: 500, InvalidShare: 0.01, RejectShare: 0.01, Seed: 11})
 	produceN(t, k, gen, 6000, exp)
 	cfg := testConfig(k, sim, "graceful")
-	cfg.Lanes = 4
+	cfg.Lanes = 2
 
 	child := startChild(t, cfg, "worker-1")
 	waitFor(t, 60*time.Second, "some progress", func() bool { return sim.Sim.Stats().Objects > 1500 })
