@@ -290,7 +290,9 @@ func newSim(t *testing.T, mut func(*brazesim.Config)) *brazesim.Server {
 
 func testConfig(k *testKafka, sim *brazesim.Server, group string) *Config {
 	env := &devEnv{Brokers: k.Brokers, Topic: k.Topic, DLQ: k.DLQ, Sim: sim}
-	c := env.config(group)
+	// Group names carry the test's unique topic, so runs sharing a real broker never join
+	// each other's groups.
+	c := env.config(group + "-" + k.Topic)
 	c.BatchLinger = 20 * time.Millisecond
 	c.Lanes = 16
 	c.KafkaCommitInterval = 200 * time.Millisecond

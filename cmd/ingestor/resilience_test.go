@@ -274,6 +274,7 @@ func TestInvalidKeyHaltsAndRecovers(t *testing.T) {
 	exp := newExpectation()
 	produceN(t, k, synth.New(synth.Options{Users: 300, InvalidShare: 0, Seed: 13}), 2000, exp)
 	cfg := testConfig(k, sim, "halt")
+	group := cfg.KafkaGroupID
 	cfg.HaltProbeMax = 2 * time.Second
 	p, stop := startWorker(t, cfg)
 	waitFor(t, 20*time.Second, "halt", p.Halted)
@@ -288,7 +289,7 @@ func TestInvalidKeyHaltsAndRecovers(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if off := committedOffsets(t, k, "halt"); len(off) != 0 {
+	if off := committedOffsets(t, k, group); len(off) != 0 {
 		t.Fatalf("offsets committed during the halt: %v", off)
 	}
 	sim.Sim.SetFaults(brazesim.Faults{})
@@ -350,10 +351,11 @@ func TestDLQUnavailable(t *testing.T) {
 		refused.Add(1)
 		return nil, errors.New("DLQ unavailable (test)"), true
 	})
-	p, stop := startWorker(t, testConfig(k, sim, "dlqdown"))
+	dcfg := testConfig(k, sim, "dlqdown")
+	p, stop := startWorker(t, dcfg)
 	waitFor(t, 30*time.Second, "DLQ write failures", func() bool { return p.Stats().DLQErrors.Load() > 0 })
 	time.Sleep(3 * time.Second) // several commit intervals
-	for part, off := range committedOffsets(t, k, "dlqdown") {
+	for part, off := range committedOffsets(t, k, dcfg.KafkaGroupID) {
 		if bad, ok := firstBad[part]; ok && off > bad {
 			t.Errorf("partition %d committed to %d, past the undead-lettered record at offset %d", part, off, bad)
 		}

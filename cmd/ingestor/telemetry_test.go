@@ -457,6 +457,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 	// status, error.type and attempt > 1, and in the retry and status-class metrics.
 	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.2})
 	cfg := testConfig(k, sim, "telemetry")
+	cfg.KafkaGroupID = "telemetry" // the assertions below name the group
 	cfg.BreakerFailures = 1000 // keep the breaker closed: its 10 s open time would slow the test
 	cfg.Lanes = 8
 	// Fewer objects per request than MaxSpanLinks, so no request span's links are capped and
