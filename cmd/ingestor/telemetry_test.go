@@ -458,7 +458,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.2})
 	cfg := testConfig(k, sim, "telemetry")
 	cfg.KafkaGroupID = "telemetry" // the assertions below name the group
-	cfg.BreakerFailures = 1000 // keep the breaker closed: its 10 s open time would slow the test
+	cfg.BreakerFailures = 1000     // keep the breaker closed: its 10 s open time would slow the test
 	cfg.Lanes = 8
 	// Fewer objects per request than MaxSpanLinks, so no request span's links are capped and
 	// every traced message must be reachable from a request or DLQ span.
