@@ -102,6 +102,14 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
 	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("{state}"),
 		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
+	saved, _ := m.Int64ObservableCounter("ingestor.datapoints.saved", metric.WithUnit("{datapoint}"),
+		metric.WithDescription("Attribute writes not sent to Braze: unchanged (suppressed) or overwritten by a later write in the same merged object (coalesced)."))
+	optRecords, _ := m.Int64ObservableCounter("ingestor.records.skipped", metric.WithUnit("{record}"),
+		metric.WithDescription("Records settled without being sent: every attribute unchanged (suppressed), or an id already delivered (duplicate)."))
+	coalesced, _ := m.Int64ObservableCounter("ingestor.objects.coalesced", metric.WithUnit("{object}"),
+		metric.WithDescription("Objects saved by merging a user's plain attribute updates within a request."))
+	storeErrors, _ := m.Int64ObservableCounter("ingestor.optimize.store_errors", metric.WithUnit("{error}"),
+		metric.WithDescription("Failed round trips to the suppression/de-duplication store (the request then goes out unoptimized)."))
 	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
 		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
 	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
@@ -152,6 +160,13 @@ func (p *Pipeline) initTelemetry() error {
 			h = 1
 		}
 		o.ObserveInt64(halted, h)
+		os := &s.Optimize
+		o.ObserveInt64(saved, os.SuppressedAttributes.Load(), metric.WithAttributes(attribute.String("how", "suppressed")))
+		o.ObserveInt64(saved, os.CoalescedWrites.Load(), metric.WithAttributes(attribute.String("how", "coalesced")))
+		o.ObserveInt64(optRecords, os.SuppressedRecords.Load(), metric.WithAttributes(attribute.String("why", "unchanged")))
+		o.ObserveInt64(optRecords, os.DuplicatesSkipped.Load(), metric.WithAttributes(attribute.String("why", "duplicate")))
+		o.ObserveInt64(coalesced, os.CoalescedObjects.Load())
+		o.ObserveInt64(storeErrors, os.StoreErrors.Load())
 		if bs, ok := p.sender.(breakerStater); ok {
 			o.ObserveInt64(breaker, int64(bs.State()))
 		}
@@ -170,7 +185,7 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag)
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors)
 	return err
 }
 

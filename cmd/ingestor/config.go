@@ -364,6 +364,13 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 // topic is native (the pipeline's default), otherwise a function giving segment topics the
 // shared Segment decoder and the others a native one.
 func (c *Config) newDecoderFunc() func(topic string) pipeline.Decoder {
+	f, _ := c.newDecoders()
+	return f
+}
+
+// newDecoders is newDecoderFunc plus the shared Segment decoder (nil when no topic is
+// Segment), whose counters telemetry exports.
+func (c *Config) newDecoders() (func(topic string) pipeline.Decoder, *schemas.SegmentDecoder) {
 	formats, _ := c.topicFormats() // validated by LoadConfig
 	maxBytes := c.BatchMaxBytes
 	if maxBytes <= 0 {
@@ -377,12 +384,12 @@ func (c *Config) newDecoderFunc() func(topic string) pipeline.Decoder {
 		}
 	}
 	if seg == nil {
-		return nil
+		return nil, nil
 	}
 	return func(topic string) pipeline.Decoder {
 		if formats[topic] == formatSegment {
 			return seg
 		}
 		return &schemas.Decoder{MaxRecordBytes: maxRecord}
-	}
+	}, seg
 }

@@ -17,9 +17,12 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 	"github.com/braze-ingestor/braze-ingestor/telemetry"
 )
@@ -113,6 +116,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	if err != nil {
 		return err
 	}
+	newDecoder, segment := cfg.newDecoders()
 	guard := sink.NewGuard(client, sink.NewLimiter(cfg.BrazeRateLimit, cfg.BrazeRateBurst),
 		sink.BreakerConfig{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor}, log)
 	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: version, Logger: log}
@@ -150,10 +154,15 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Optimize: optimize,
-		NewDecoder: cfg.newDecoderFunc(),
+		NewDecoder: newDecoder,
 	}, guard, dlq)
 	if err != nil {
 		return err
+	}
+	if segment != nil {
+		if err := registerSegmentMetrics(tel.MeterProvider, segment); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -204,4 +213,28 @@ func httpHandler(p *pipeline.Pipeline, metrics http.Handler) http.Handler {
 		}
 	})
 	return mux
+}
+
+// registerSegmentMetrics exports the Segment decoder's counts: messages by call and outcome,
+// and fields dropped because Braze would refuse them.
+func registerSegmentMetrics(mp metric.MeterProvider, seg *schemas.SegmentDecoder) error {
+	m := mp.Meter("github.com/braze-ingestor/braze-ingestor/schemas")
+	msgs, err := m.Int64ObservableCounter("ingestor.segment.messages", metric.WithUnit("{message}"),
+		metric.WithDescription("Segment-spec messages by call (identify, track, order_completed, page, screen, group, alias, invalid) and outcome (mapped, skipped, dead_lettered)."))
+	if err != nil {
+		return err
+	}
+	dropped, err := m.Int64ObservableCounter("ingestor.segment.dropped_fields", metric.WithUnit("{field}"),
+		metric.WithDescription("Segment fields left out because Braze would refuse them (reserved or invalid keys)."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		seg.EachCount(func(call schemas.SegmentCall, outcome schemas.SegmentOutcome, n int64) {
+			o.ObserveInt64(msgs, n, metric.WithAttributes(attribute.String("call", call.String()), attribute.String("outcome", outcome.String())))
+		})
+		o.ObserveInt64(dropped, seg.DroppedFields())
+		return nil
+	}, msgs, dropped)
+	return err
 }

@@ -393,6 +393,10 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.breaker.state", "{state}", "ingestor_breaker_state", "gauge"},
 	{"messaging.kafka.consumer.lag", "{message}", "messaging_kafka_consumer_lag", "gauge"},
 	{"ingestor.commit.lag", "{message}", "ingestor_commit_lag", "gauge"},
+	{"ingestor.datapoints.saved", "{datapoint}", "ingestor_datapoints_saved_total", "counter"},
+	{"ingestor.records.skipped", "{record}", "ingestor_records_skipped_total", "counter"},
+	{"ingestor.objects.coalesced", "{object}", "ingestor_objects_coalesced_total", "counter"},
+	{"ingestor.optimize.store_errors", "{error}", "ingestor_optimize_store_errors_total", "counter"},
 }
 
 // metricAttrSets returns the attribute sets of every data point of m.
