@@ -263,25 +263,39 @@ func itemAcks(items []item) func(yield func(*msgAck) bool) {
 
 // startRequestSpan starts the client span of one /users/track request.
 func (p *Pipeline) startRequestSpan(ctx context.Context, items []item, body []byte, attempt int) (context.Context, trace.Span) {
+	ctx, span := p.ins.tracer.Start(ctx, "POST /users/track", trace.WithSpanKind(trace.SpanKindClient))
+	if !span.IsRecording() {
+		return ctx, span // unsampled or no exporter: skip the link and attribute work
+	}
 	var counts [3]int
 	for i := range items {
 		counts[items[i].kind]++
 	}
-	return p.ins.tracer.Start(ctx, "POST /users/track",
-		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithLinks(p.producerLinks(itemAcks(items))...),
-		trace.WithAttributes(
-			attribute.String("http.request.method", "POST"),
-			attribute.Int("http.request.body.size", len(body)),
-			attribute.Int("braze.request.attributes", counts[0]),
-			attribute.Int("braze.request.events", counts[1]),
-			attribute.Int("braze.request.purchases", counts[2]),
-			attribute.Int("braze.request.attempt", attempt),
-		))
+	for _, l := range p.producerLinks(itemAcks(items)) {
+		span.AddLink(l)
+	}
+	span.SetAttributes(
+		attribute.String("http.request.method", "POST"),
+		attribute.Int("http.request.body.size", len(body)),
+		attribute.Int("braze.request.attributes", counts[0]),
+		attribute.Int("braze.request.events", counts[1]),
+		attribute.Int("braze.request.purchases", counts[2]),
+		attribute.Int("braze.request.attempt", attempt),
+	)
+	return ctx, span
 }
 
 func (p *Pipeline) endRequestSpan(span trace.Span, resp sink.Response, wait, took time.Duration, items int, bodyLen int) {
 	outcome := resp.Class.String()
+	p.endSpan(span, resp, wait, outcome)
+	p.recordRequest(resp, wait, took, items, bodyLen, outcome)
+}
+
+func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Duration, outcome string) {
+	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
 	span.SetAttributes(
 		attribute.String("braze.outcome", outcome),
 		attribute.Float64("braze.limiter_wait_seconds", wait.Seconds()),
@@ -301,8 +315,9 @@ func (p *Pipeline) endRequestSpan(span trace.Span, resp sink.Response, wait, too
 		span.SetAttributes(attribute.String("error.type", et))
 		span.SetStatus(codes.Error, resp.Describe())
 	}
-	span.End()
+}
 
+func (p *Pipeline) recordRequest(resp sink.Response, wait, took time.Duration, items int, bodyLen int, outcome string) {
 	ctx := context.Background()
 	statusAttr := metric.WithAttributes(attribute.String("http.request.method", "POST"),
 		attribute.Int("http.response.status_code", resp.Status), attribute.String("braze.outcome", outcome))

@@ -606,9 +606,13 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack}
 				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
 				select {
-				case l.in <- it:
-				case <-handoff.Done():
-					handedOut = false
+				case l.in <- it: // the common case: room in the lane, no select over two channels
+				default:
+					select {
+					case l.in <- it:
+					case <-handoff.Done():
+						handedOut = false
+					}
 				}
 			}
 			if !handedOut {

@@ -101,6 +101,11 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		topts = append(topts, sdktrace.WithBatcher(exp))
 		t.OTLPTraces = proto
 	}
+	if o.SpanExporter == nil && t.OTLPTraces == "" {
+		// Nothing would leave the process: sample nothing, so spans cost (almost) nothing
+		// on the hot path instead of being built and dropped.
+		topts = append(topts, sdktrace.WithSampler(sdktrace.NeverSample()))
+	}
 	t.TracerProvider = sdktrace.NewTracerProvider(topts...)
 
 	if o.Logger != nil {
