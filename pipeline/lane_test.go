@@ -273,6 +273,7 @@ func TestLaneDropsRevoked(t *testing.T) {
 	p, _, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
 	defer stop()
 	ps.revoked.Store(true)
+	p.revokeEpoch.Add(1)
 	feed(p, ps, [][]byte{ev("a", 1), ev("b", 2)})
 	deadline := time.Now().Add(2 * time.Second)
 	for ps.outstanding.Load() != 0 && time.Now().Before(deadline) {

@@ -153,8 +153,10 @@ type Pipeline struct {
 	draining     atomic.Int32
 	shuttingDown atomic.Bool
 	halted       atomic.Bool
-	haltLog      rate.Sometimes
-	recordLog    rate.Sometimes
+	// revokeEpoch counts generation ends; see item.epoch.
+	revokeEpoch atomic.Int64
+	haltLog     rate.Sometimes
+	recordLog   rate.Sometimes
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).
@@ -393,6 +395,7 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		for _, ps := range parts {
 			ps.revoked.Store(true)
 		}
+		p.revokeEpoch.Add(1) // after the flags: a record that sees the new epoch sees its flag
 		p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
 	})
 }
@@ -583,6 +586,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		// Counters move once per message, not per record: they are shared by every fetch
 		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
 		n := int64(len(recs))
+		epoch := p.revokeEpoch.Load()
 		ps.outstanding.Add(n)
 		p.stats.InFlightRecords.Add(n)
 		var kinds [3]int64
@@ -603,7 +607,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 					Reason: rec.Err.Reason, Error: rec.Err.Error(), Kind: rec.Kind, Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
 				}})
 			} else {
-				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack}
+				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
 				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
 				select {
 				case l.in <- it: // the common case: room in the lane, no select over two channels

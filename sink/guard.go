@@ -107,7 +107,11 @@ func (g *Guard) State() BreakerState {
 
 // Paused reports whether sending is suspended (breaker not closed): fetching should pause
 // too, so Kafka keeps the data instead of memory.
-func (g *Guard) Paused() bool { return g.State() != BreakerClosed }
+//
+// It reads the state last seen (every transition and every State call update it) instead of
+// asking the breaker, which takes a lock and the clock: fetch loops ask once per message. An
+// open breaker moves to half-open when a lane, polling State while it waits, notices.
+func (g *Guard) Paused() bool { return BreakerState(g.state.Load()) != BreakerClosed }
 
 // Limiter returns the guard's limiter.
 func (g *Guard) Limiter() *Limiter { return g.limiter }
