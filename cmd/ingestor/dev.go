@@ -68,6 +68,11 @@ func produce(ctx context.Context, brokers []string, topic string, gen *synth.Gen
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, BatchSize: 500,
 		BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
+	return produceWith(ctx, w, gen, n, rate, produced, onMsg)
+}
+
+// produceWith is produce on a given writer (tests bring one with TLS/SASL).
+func produceWith(ctx context.Context, w *kafka.Writer, gen *synth.Generator, n, rate int, produced *atomic.Int64, onMsg func(synth.Message)) error {
 	const chunk = 500
 	batch := make([]kafka.Message, 0, chunk)
 	start := time.Now()

@@ -175,45 +175,7 @@ func (k *testKafka) readerConfig(topic string, partition int) kafka.ReaderConfig
 func (k *testKafka) produce(ctx context.Context, gen *synth.Generator, n, rate int, produced *atomic.Int64, onMsg func(synth.Message)) error {
 	w := k.writer(k.Topic)
 	defer w.Close()
-	const chunk = 500
-	batch := make([]kafka.Message, 0, chunk)
-	start := time.Now()
-	sent := 0
-	for n == 0 || sent < n {
-		if ctx.Err() != nil {
-			return nil
-		}
-		batch = batch[:0]
-		for len(batch) < chunk && (n == 0 || sent+len(batch) < n) {
-			m := gen.Next()
-			if onMsg != nil {
-				onMsg(m)
-			}
-			batch = append(batch, kafka.Message{Key: m.Key, Value: m.Value})
-			if m.WholeInvalid {
-				produced.Add(1)
-			} else {
-				produced.Add(int64(len(m.Records)))
-			}
-		}
-		if err := w.WriteMessages(ctx, batch...); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("produce: %w", err)
-		}
-		sent += len(batch)
-		if rate > 0 {
-			if ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start); ahead > 0 {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(ahead):
-				}
-			}
-		}
-	}
-	return nil
+	return produceWith(ctx, w, gen, n, rate, produced, onMsg)
 }
 
 // createTopics creates topics on a PLAINTEXT broker (kept for callers that have no testKafka).
