@@ -67,6 +67,8 @@ type Config struct {
 	// ShutdownTimeout bounds the whole graceful shutdown.
 	ShutdownTimeout time.Duration
 
+	// FetchMode is FetchBatch (default) or FetchReader.
+	FetchMode     string
 	MinBytes      int
 	MaxBytes      int
 	MaxWait       time.Duration
@@ -118,6 +120,9 @@ func (c *Config) Defaults() {
 	def(&c.HeartbeatInterval, 3*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 25*time.Second)
+	if c.FetchMode == "" {
+		c.FetchMode = FetchBatch
+	}
 	defInt(&c.MinBytes, 1)
 	defInt(&c.MaxBytes, 10<<20)
 	def(&c.MaxWait, 250*time.Millisecond)
@@ -176,6 +181,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	cfg.Defaults()
 	if len(cfg.Brokers) == 0 || len(cfg.Topics) == 0 || cfg.GroupID == "" {
 		return nil, errors.New("pipeline: brokers, topics and group id are required")
+	}
+	if cfg.FetchMode != FetchBatch && cfg.FetchMode != FetchReader {
+		return nil, fmt.Errorf("pipeline: fetch mode %q: want %q or %q", cfg.FetchMode, FetchBatch, FetchReader)
 	}
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
@@ -477,6 +485,41 @@ func (p *Pipeline) fetchAllowed(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
+// messageSource is a partition's stream of messages: a kafka-go Reader, or a batchSource.
+type messageSource interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+	Close() error
+}
+
+// Fetch modes (Config.FetchMode).
+const (
+	FetchBatch  = "batch"  // Conn.ReadBatch on the fetch loop's goroutine (default)
+	FetchReader = "reader" // a kafka-go Reader per partition
+)
+
+func (p *Pipeline) newSource(ps *partitionState, offset int64) (messageSource, error) {
+	if p.cfg.FetchMode == FetchReader {
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:          p.cfg.Brokers,
+			Dialer:           p.fetchDialer,
+			Topic:            ps.topic,
+			Partition:        ps.partition,
+			MinBytes:         p.cfg.MinBytes,
+			MaxBytes:         p.cfg.MaxBytes,
+			MaxWait:          p.cfg.MaxWait,
+			ReadBatchTimeout: 2 * time.Second,
+			QueueCapacity:    p.cfg.QueueCapacity,
+			ErrorLogger:      kafkaLogger{p.log},
+		})
+		if err := r.SetOffset(offset); err != nil {
+			r.Close()
+			return nil, err
+		}
+		return r, nil
+	}
+	return &batchSource{p: p, topic: ps.topic, partition: ps.partition, offset: offset}, nil
+}
+
 // drainBudget is how long a generation's end may wait for in-flight records: the drain
 // timeout on a revoke, most of the shutdown timeout on shutdown.
 func (p *Pipeline) drainBudget() time.Duration {
@@ -510,28 +553,17 @@ func (p *Pipeline) handoffContext(gctx context.Context) (context.Context, contex
 func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset int64) {
 	handoff, cancelHandoff := p.handoffContext(gctx)
 	defer cancelHandoff()
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:          p.cfg.Brokers,
-		Dialer:           p.fetchDialer,
-		Topic:            ps.topic,
-		Partition:        ps.partition,
-		MinBytes:         p.cfg.MinBytes,
-		MaxBytes:         p.cfg.MaxBytes,
-		MaxWait:          p.cfg.MaxWait,
-		ReadBatchTimeout: 2 * time.Second,
-		QueueCapacity:    p.cfg.QueueCapacity,
-		ErrorLogger:      kafkaLogger{p.log},
-	})
+	r, err := p.newSource(ps, offset)
+	if err != nil {
+		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
+		return
+	}
 	// Reader.Close can wait for MaxWait (kafka-go #428); keep it off the drain's critical path,
 	// but let Run wait for it so no goroutine outlives the pipeline.
 	defer func() {
 		p.closers.Add(1)
 		go func() { defer p.closers.Done(); _ = r.Close() }()
 	}()
-	if err := r.SetOffset(offset); err != nil {
-		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
-		return
-	}
 	var dec Decoder = &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
 	if p.cfg.NewDecoder != nil {
 		dec = p.cfg.NewDecoder(ps.topic)

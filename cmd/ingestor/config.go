@@ -36,7 +36,8 @@ type Config struct {
 	KafkaMinBytes          int           `envconfig:"KAFKA_FETCH_MIN_BYTES" default:"1" desc:"fetch min bytes"`
 	KafkaMaxBytes          int           `envconfig:"KAFKA_FETCH_MAX_BYTES" default:"10485760" desc:"fetch max bytes (at least the largest message)"`
 	KafkaMaxWait           time.Duration `envconfig:"KAFKA_FETCH_MAX_WAIT" default:"250ms" desc:"fetch max wait (also bounds how long closing a fetcher takes)"`
-	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition"`
+	KafkaFetcher           string        `envconfig:"KAFKA_FETCHER" default:"batch" desc:"batch (fetch responses read on the partition's own loop; fastest) or reader (a kafka-go Reader per partition)"`
+	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition (reader fetcher only)"`
 
 	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
 	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
@@ -212,6 +213,11 @@ func (c *Config) validate() []string {
 	}
 	if c.KafkaMinBytes < 1 || c.KafkaMaxBytes < c.KafkaMinBytes {
 		add("KAFKA_FETCH_MIN_BYTES/KAFKA_FETCH_MAX_BYTES: want 1 <= min <= max")
+	}
+	switch c.KafkaFetcher {
+	case "batch", "reader":
+	default:
+		add("KAFKA_FETCHER %q: want batch or reader", c.KafkaFetcher)
 	}
 	if c.KafkaQueueCapacity < 1 {
 		add("KAFKA_QUEUE_CAPACITY must be at least 1")

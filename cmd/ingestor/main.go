@@ -149,7 +149,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		CommitInterval: cfg.KafkaCommitInterval, SessionTimeout: cfg.KafkaSessionTimeout,
 		RebalanceTimeout: cfg.KafkaRebalanceTimeout, HeartbeatInterval: cfg.KafkaHeartbeatInterval,
 		DrainTimeout: cfg.KafkaDrainTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
-		MinBytes: cfg.KafkaMinBytes, MaxBytes: cfg.KafkaMaxBytes, MaxWait: cfg.KafkaMaxWait, QueueCapacity: cfg.KafkaQueueCapacity,
+		FetchMode: cfg.KafkaFetcher, MinBytes: cfg.KafkaMinBytes, MaxBytes: cfg.KafkaMaxBytes, MaxWait: cfg.KafkaMaxWait, QueueCapacity: cfg.KafkaQueueCapacity,
 		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
