@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -34,6 +35,7 @@ type instruments struct {
 	reqBytes    metric.Int64Histogram
 	limiterWait metric.Float64Histogram
 	commitDur   metric.Float64Histogram
+	statusOpts  sync.Map // statusKey -> metric.MeasurementOption
 }
 
 func (p *Pipeline) initTelemetry() error {
@@ -319,12 +321,28 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 
 func (p *Pipeline) recordRequest(resp sink.Response, wait, took time.Duration, items int, bodyLen int, outcome string) {
 	ctx := context.Background()
-	statusAttr := metric.WithAttributes(attribute.String("http.request.method", "POST"),
-		attribute.Int("http.response.status_code", resp.Status), attribute.String("braze.outcome", outcome))
-	p.ins.reqDuration.Record(ctx, took.Seconds(), statusAttr)
+	p.ins.reqDuration.Record(ctx, took.Seconds(), p.statusAttrs(resp.Status, resp.Class, outcome))
 	p.ins.limiterWait.Record(ctx, wait.Seconds())
 	if resp.Class == sink.Delivered || resp.Class == sink.Partial {
 		p.ins.reqObjects.Record(ctx, int64(items))
 		p.ins.reqBytes.Record(ctx, int64(bodyLen))
 	}
+}
+
+// statusAttrs returns the attribute option of a request-duration point. Building an attribute
+// set sorts and allocates; the few (status, outcome) pairs a worker sees are built once.
+func (p *Pipeline) statusAttrs(status int, class sink.Class, outcome string) metric.MeasurementOption {
+	key := statusKey{status, class}
+	if v, ok := p.ins.statusOpts.Load(key); ok {
+		return v.(metric.MeasurementOption)
+	}
+	opt := metric.WithAttributes(attribute.String("http.request.method", "POST"),
+		attribute.Int("http.response.status_code", status), attribute.String("braze.outcome", outcome))
+	p.ins.statusOpts.Store(key, opt)
+	return opt
+}
+
+type statusKey struct {
+	status int
+	class  sink.Class
 }

@@ -206,9 +206,17 @@ func (c *Client) Track(ctx context.Context, body []byte) Response {
 	return Classify(resp.StatusCode, resp.Header, data, time.Now())
 }
 
+var errorsKey = []byte(`"errors"`)
+
 // Classify maps a Braze answer to its action (DESIGN.md §3).
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	r := Response{Status: status, RateLimit: parseRateLimit(h, now)}
+	if status/100 == 2 && !bytes.Contains(body, errorsKey) {
+		// The common answer, {"message":"success","events_processed":75}: nothing in it
+		// changes the outcome, so it is not decoded.
+		r.Class = Delivered
+		return r
+	}
 	var parsed struct {
 		Message string      `json:"message"`
 		Errors  []ItemError `json:"errors"`
