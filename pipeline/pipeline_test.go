@@ -18,6 +18,12 @@ import (
 // A full run against the in-process broker: everything settles, offsets are committed, and
 // after shutdown no goroutine of the pipeline is left behind.
 func TestRunSettlesCommitsAndLeaksNothing(t *testing.T) {
+	for _, mode := range []string{FetchBatch, FetchReader} {
+		t.Run(mode, func(t *testing.T) { runSettles(t, mode) })
+	}
+}
+
+func runSettles(t *testing.T, mode string) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "src"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +53,7 @@ func TestRunSettlesCommitsAndLeaksNothing(t *testing.T) {
 		return sink.Response{Status: 201, Class: sink.Delivered}
 	}}
 	dlq := &memDLQ{}
-	p, err := New(Config{Brokers: c.ListenAddrs(), Topics: []string{"src"}, GroupID: "g", Lanes: 4, Linger: 5 * time.Millisecond,
+	p, err := New(Config{Brokers: c.ListenAddrs(), Topics: []string{"src"}, GroupID: "g", FetchMode: mode, Lanes: 4, Linger: 5 * time.Millisecond,
 		CommitInterval: 50 * time.Millisecond, MaxWait: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
 	if err != nil {
