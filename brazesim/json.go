@@ -89,10 +89,23 @@ func (s *scanner) more(close byte, first *bool) bool {
 // key reads an object key and the following colon. The returned bytes are the raw
 // (still escaped) key; esc reports whether it contains escapes.
 func (s *scanner) key() (raw []byte, esc bool) {
-	raw, esc = s.str()
-	if !s.consume(':') {
+	b := s.b
+	i := skipWS(b, s.i)
+	if i >= len(b) || b[i] != '"' {
 		s.fail()
+		return nil, false
 	}
+	end, esc, ok := scanStr(b, i+1)
+	if !ok {
+		s.fail()
+		return nil, false
+	}
+	raw = b[i+1 : end-1]
+	if end = skipWS(b, end); end >= len(b) || b[end] != ':' {
+		s.fail()
+		return raw, esc
+	}
+	s.i = end + 1
 	return raw, esc
 }
 
@@ -111,59 +124,67 @@ func hasSpecial(x uint64) uint64 {
 
 // str reads a JSON string starting at the opening quote and returns its raw content.
 func (s *scanner) str() (raw []byte, esc bool) {
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
+	b := s.b
+	i := s.i
+	if i >= len(b) || b[i] != '"' {
+		s.ws()
+		i = s.i
+		if i >= len(b) || b[i] != '"' {
+			s.fail()
+			return nil, false
+		}
+	}
+	end, esc, ok := scanStr(b, i+1)
+	if !ok {
 		s.fail()
 		return nil, false
 	}
-	s.i++
-	start := s.i
-	b := s.b
-	i := s.i
-	for {
+	s.i = end
+	return b[i+1 : end-1], esc
+}
+
+// scanStr validates the rest of a JSON string whose content starts at i and
+// returns the index after its closing quote and whether it has escapes. Plain
+// bytes are skipped 8 at a time.
+func scanStr(b []byte, i int) (end int, esc, ok bool) {
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	for i >= 0 {
 		for i+8 <= len(b) {
-			m := hasSpecial(binary.LittleEndian.Uint64(b[i:]))
-			if m != 0 {
+			if m := hasSpecial(binary.LittleEndian.Uint64((*[8]byte)(unsafe.Add(p, i))[:])); m != 0 {
 				i += bits.TrailingZeros64(m) >> 3
 				break
 			}
 			i += 8
 		}
 		if i >= len(b) {
-			s.fail()
-			return nil, false
+			break
 		}
-		c := b[i]
-		switch {
+		switch c := b[i]; {
 		case c == '"':
-			s.i = i + 1
-			return b[start:i], esc
+			return i + 1, esc, true
 		case c == '\\':
 			esc = true
 			if i+1 >= len(b) {
-				s.fail()
-				return nil, false
+				return 0, false, false
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
 				if i+6 > len(b) || !isHex4(b[i+2:i+6]) {
-					s.fail()
-					return nil, false
+					return 0, false, false
 				}
 				i += 6
 			default:
-				s.fail()
-				return nil, false
+				return 0, false, false
 			}
 		case c < 0x20:
-			s.fail()
-			return nil, false
-		default:
+			return 0, false, false
+		default: // tail shorter than 8 bytes
 			i++
 		}
 	}
+	return 0, false, false
 }
 
 func isHex4(b []byte) bool {
@@ -305,37 +326,140 @@ func (s *scanner) lit(word string) {
 
 const maxDepth = 200
 
-// skipDepth validates and skips one value.
+// skipWS returns the index of the first non-space byte at or after i.
+func skipWS(b []byte, i int) int {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipDepth validates and skips one value; depth is the nesting level of that
+// value (values nested deeper than maxDepth are invalid). It is iterative: one
+// loop over the bytes instead of a call per token.
 func (s *scanner) skipDepth(depth int) {
+	b := s.b
+	i := s.i
+	// Container kinds of the open levels, one bit each (1 = object); maxDepth+1 levels at most.
+	var kinds [(maxDepth + 64) / 64]uint64
+	lvl := 0 // open containers in this value
 	if depth > maxDepth {
-		s.fail()
+		goto fail
+	}
+value:
+	i = skipWS(b, i)
+	if i >= len(b) {
+		goto fail
+	}
+	if depth+lvl > maxDepth {
+		goto fail
+	}
+	switch b[i] {
+	case '{':
+		i++
+		i = skipWS(b, i)
+		if i < len(b) && b[i] == '}' {
+			i++
+			goto after
+		}
+		kinds[lvl>>6] |= 1 << (lvl & 63)
+		lvl++
+		goto key
+	case '[':
+		i++
+		i = skipWS(b, i)
+		if i < len(b) && b[i] == ']' {
+			i++
+			goto after
+		}
+		kinds[lvl>>6] &^= 1 << (lvl & 63)
+		lvl++
+		goto value
+	case '"':
+		var ok bool
+		if i, _, ok = scanStr(b, i+1); !ok {
+			goto fail
+		}
+		goto after
+	case 't':
+		if len(b)-i < 4 || string(b[i:i+4]) != "true" {
+			goto fail
+		}
+		i += 4
+		goto after
+	case 'f':
+		if len(b)-i < 5 || string(b[i:i+5]) != "false" {
+			goto fail
+		}
+		i += 5
+		goto after
+	case 'n':
+		if len(b)-i < 4 || string(b[i:i+4]) != "null" {
+			goto fail
+		}
+		i += 4
+		goto after
+	default:
+		s.i = i
+		s.number()
+		if s.err != nil {
+			return
+		}
+		i = s.i
+		goto after
+	}
+key:
+	i = skipWS(b, i)
+	if i >= len(b) || b[i] != '"' {
+		goto fail
+	}
+	{
+		var ok bool
+		if i, _, ok = scanStr(b, i+1); !ok {
+			goto fail
+		}
+	}
+	i = skipWS(b, i)
+	if i >= len(b) || b[i] != ':' {
+		goto fail
+	}
+	i++
+	goto value
+after:
+	if lvl == 0 {
+		s.i = i
 		return
 	}
-	switch s.peek() {
-	case '{':
-		s.i++
-		first := true
-		for s.more('}', &first) {
-			s.key()
-			s.skipDepth(depth + 1)
-		}
-	case '[':
-		s.i++
-		first := true
-		for s.more(']', &first) {
-			s.skipDepth(depth + 1)
-		}
-	case '"':
-		s.str()
-	case 't':
-		s.lit("true")
-	case 'f':
-		s.lit("false")
-	case 'n':
-		s.lit("null")
-	default:
-		s.number()
+	i = skipWS(b, i)
+	if i >= len(b) {
+		goto fail
 	}
+	{
+		obj := kinds[(lvl-1)>>6]>>((lvl-1)&63)&1 != 0
+		switch b[i] {
+		case ',':
+			i++
+			if obj {
+				goto key
+			}
+			goto value
+		case '}':
+			if !obj {
+				goto fail
+			}
+		case ']':
+			if obj {
+				goto fail
+			}
+		default:
+			goto fail
+		}
+		i++
+		lvl--
+		goto after
+	}
+fail:
+	s.fail()
 }
 
 // span skips one value and returns the bytes it occupied.

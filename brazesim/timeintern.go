@@ -32,6 +32,10 @@ func parseBrazeTime(raw []byte) (time.Time, bool) {
 	if len(raw) == 0 {
 		return time.Time{}, false
 	}
+	// Fastest path: yyyy-MM-ddTHH:mm:ssZ, the usual shape; the same Time as time.Parse.
+	if t, ok := parseUTCSeconds(raw); ok {
+		return t, true
+	}
 	// Fast path: RFC 3339 (numeric offset or Z: no zone name is retained).
 	if t, err := time.Parse(time.RFC3339, unsafe.String(unsafe.SliceData(raw), len(raw))); err == nil {
 		return t, true
@@ -46,6 +50,46 @@ func parseBrazeTime(raw []byte) (time.Time, bool) {
 	}
 	return parseLayouts(s)
 }
+
+// parseUTCSeconds parses exactly yyyy-MM-ddTHH:mm:ssZ with the range checks of
+// time.Parse(time.RFC3339, …); anything else is left to time.Parse.
+func parseUTCSeconds(b []byte) (time.Time, bool) {
+	if len(b) != 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[19] != 'Z' {
+		return time.Time{}, false
+	}
+	d := func(i int) int {
+		x, y := int(b[i])-'0', int(b[i+1])-'0'
+		if uint(x) > 9 || uint(y) > 9 {
+			return -1
+		}
+		return x*10 + y
+	}
+	hy, ly, mo, dd, hh, mi, ss := d(0), d(2), d(5), d(8), d(11), d(14), d(17)
+	if hy < 0 || ly < 0 || mo < 1 || mo > 12 || dd < 1 || hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59 {
+		return time.Time{}, false
+	}
+	y := hy*100 + ly
+	leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
+	if dd > 28 && (dd > daysInMonth[mo] || mo == 2 && (dd > 29 || !leap)) {
+		return time.Time{}, false
+	}
+	// Days since 1970-01-01 (proleptic Gregorian, days-from-civil).
+	if mo <= 2 {
+		y--
+	}
+	era := y / 400 // y >= -1
+	if y < 0 {
+		era = -1
+	}
+	yoe := y - era*400
+	mp := (mo + 9) % 12
+	doy := (153*mp+2)/5 + dd - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	days := int64(era)*146097 + int64(doe) - 719468
+	return time.Unix(days*86400+int64(hh*3600+mi*60+ss), 0).UTC(), true
+}
+
+var daysInMonth = [13]int{0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 
 func parseLayouts(s string) (time.Time, bool) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {

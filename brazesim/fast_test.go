@@ -1,0 +1,117 @@
+package brazesim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// refSkip is the recursive skipper the iterative scanner.skipDepth replaced: it
+// defines the accepted grammar and the depth limit.
+func refSkip(s *scanner, depth int) {
+	if depth > maxDepth {
+		s.fail()
+		return
+	}
+	switch s.peek() {
+	case '{':
+		s.i++
+		first := true
+		for s.more('}', &first) {
+			s.key()
+			refSkip(s, depth+1)
+		}
+	case '[':
+		s.i++
+		first := true
+		for s.more(']', &first) {
+			refSkip(s, depth+1)
+		}
+	case '"':
+		s.str()
+	case 't':
+		s.lit("true")
+	case 'f':
+		s.lit("false")
+	case 'n':
+		s.lit("null")
+	default:
+		s.number()
+	}
+}
+
+// The iterative skipper accepts and rejects exactly what the recursive one did
+// (and what encoding/json does), and stops at the same byte.
+func TestSkipMatchesReference(t *testing.T) {
+	seeds := []string{`{"a":[1,2,{"b":null}],"c":"x\"y","d":-0.5e+3,"e":true,"f":false}`, `[[],{},[{}],""]`,
+		` { "a" : [ 1 , "\u00e9" ] } `, `"\ud83d\ude00"`, `123`, `{"a":{"b":{"c":[true,false,null]}}}`}
+	r := rand.New(rand.NewPCG(7, 9))
+	alphabet := []byte(`{}[]":,\ 0123456789.eE+-truefalsnl` + "\t\n\x01")
+	check := func(c string, vsJSON bool) {
+		a := scanner{b: []byte(c)}
+		a.skipDepth(0)
+		b := scanner{b: []byte(c)}
+		refSkip(&b, 0)
+		if (a.err == nil) != (b.err == nil) || a.i != b.i {
+			t.Fatalf("%q: iterative (err %v, at %d), recursive (err %v, at %d)", c, a.err, a.i, b.err, b.i)
+		}
+		a.end()
+		if vsJSON && (a.err == nil) != json.Valid([]byte(c)) {
+			t.Fatalf("%q: valid=%v, encoding/json disagrees", c, a.err == nil)
+		}
+	}
+	for _, sd := range seeds {
+		check(sd, true)
+		for n := 0; n < 3000; n++ {
+			b := []byte(sd)
+			for k := r.IntN(3); k >= 0; k-- {
+				switch i := r.IntN(len(b)); r.IntN(3) {
+				case 0:
+					b[i] = alphabet[r.IntN(len(alphabet))]
+				case 1:
+					b = append(b[:i], b[i+1:]...)
+				default:
+					b = append(b[:i], append([]byte{alphabet[r.IntN(len(alphabet))]}, b[i:]...)...)
+				}
+				if len(b) == 0 {
+					b = []byte{'x'}
+				}
+			}
+			check(string(b), true)
+		}
+	}
+	// Nesting: a value at depth maxDepth is fine, one deeper is not (encoding/json
+	// allows more).
+	for _, n := range []int{maxDepth, maxDepth + 1, maxDepth + 2} {
+		for _, open := range []string{"[", `{"k":`} {
+			closeB := "]"
+			if open != "[" {
+				closeB = "}"
+			}
+			check(strings.Repeat(open, n)+"1"+strings.Repeat(closeB, n), false)
+			check(strings.Repeat(open, n)+"[]"+strings.Repeat(closeB, n), false)
+		}
+	}
+}
+
+// The yyyy-MM-ddTHH:mm:ssZ fast path gives exactly time.Parse's Time and rejects
+// what time.Parse rejects.
+func TestParseUTCSecondsMatchesTimeParse(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	cases := []string{"2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2000-02-29T00:00:00Z",
+		"0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "2026-04-31T00:00:00Z", "2026-11-25T24:00:00Z"}
+	for n := 0; n < 200000; n++ {
+		cases = append(cases, fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02dZ",
+			r.IntN(10000), r.IntN(14), r.IntN(33), r.IntN(25), r.IntN(61), r.IntN(61)))
+	}
+	for _, s := range cases {
+		got, ok := parseUTCSeconds([]byte(s))
+		want, err := time.Parse(time.RFC3339, s)
+		if ok != (err == nil) || ok && got != want {
+			t.Fatalf("%s: fast %v %v, time.Parse %v %v", s, got, ok, want, err)
+		}
+	}
+}
