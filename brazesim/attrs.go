@@ -8,6 +8,9 @@ import "unsafe"
 type attrSet struct {
 	kv  []attrKV
 	idx map[string]int32
+	// next is where the following lookup probes first: requests tend to send a
+	// user's attributes in the order they were stored, so this usually hits.
+	next int32
 }
 
 type attrKV struct {
@@ -28,8 +31,13 @@ func (a *attrSet) find(k string) int {
 		}
 		return -1
 	}
+	if n := int(a.next); n < len(a.kv) && sameStr(a.kv[n].k, k) {
+		a.next++
+		return n
+	}
 	for i := range a.kv {
 		if sameStr(a.kv[i].k, k) {
+			a.next = int32(i + 1)
 			return i
 		}
 	}
@@ -48,6 +56,7 @@ func (a *attrSet) set(k string, v aval) {
 		a.kv[i].v = v
 		return
 	}
+	k = internString(k) // k may point into the request body
 	a.kv = append(a.kv, attrKV{k, v})
 	if a.idx != nil {
 		a.idx[k] = int32(len(a.kv) - 1)

@@ -115,3 +115,78 @@ func TestParseUTCSecondsMatchesTimeParse(t *testing.T) {
 		}
 	}
 }
+
+// Identifiers, emails, phones and attribute keys are read from the request body
+// without copying; what the store keeps must not change when the pooled body
+// buffer is reused by later requests of the same length.
+func TestStoredStringsSurviveBodyReuse(t *testing.T) {
+	s := newSim(t, nil)
+	body := func(c, d string) string {
+		r := strings.NewReplacer("X", c, "D", d)
+		return r.Replace(`{"attributes":[{"external_id":"user-XXXX","email":"mail-X@example.com","phone":"+1555000000D",` +
+			`"key_X":"val-X","n_X":{"inc":2},"tags":{"add":["t-X"]}}],` +
+			`"events":[{"external_id":"user-XXXX","name":"ev-X","time":"2026-01-01T00:00:00Z","app_id":"app-X","properties":{"p":"X"}}]}`)
+	}
+	letters := "ABCDEFGHIJ"
+	for i, c := range letters {
+		mustTrack(t, s, body(string(c), fmt.Sprint(i)))
+	}
+	for i, c := range letters {
+		l, d := string(c), fmt.Sprint(i)
+		u, ok := s.User("external_id", "user-"+strings.Repeat(l, 4))
+		if !ok {
+			t.Fatalf("user %s missing", l)
+		}
+		jsonEq(t, u.Attributes, `{"key_`+l+`":"val-`+l+`","n_`+l+`":2,"tags":["t-`+l+`"]}`)
+		if u.Email != "mail-"+l+"@example.com" || u.Phone != "+1555000000"+d || u.ExternalID != "user-"+strings.Repeat(l, 4) {
+			t.Fatalf("user %s: %+v", l, u)
+		}
+		if len(u.Events) != 1 || u.Events[0].Name != "ev-"+l || u.Events[0].AppID != "app-"+l || u.Events[0].Properties["p"] != l {
+			t.Fatalf("user %s events: %+v", l, u.Events)
+		}
+		if e, ok := s.User("email", "mail-"+l+"@example.com"); !ok || e.BrazeID != u.BrazeID {
+			t.Fatalf("email lookup %s: %v %v", l, ok, e.BrazeID)
+		}
+		if p, ok := s.User("phone", "+1555000000"+d); !ok || p.BrazeID != u.BrazeID {
+			t.Fatalf("phone lookup %s: %v", l, ok)
+		}
+	}
+}
+
+// validEmailRef is the definition validEmail implements in one pass.
+func validEmailRef(e string) bool {
+	at := strings.IndexByte(e, '@')
+	if at <= 0 || at != strings.LastIndexByte(e, '@') || len(e) > 255 {
+		return false
+	}
+	dom := e[at+1:]
+	dot := strings.LastIndexByte(dom, '.')
+	if dot <= 0 || dot == len(dom)-1 || strings.Contains(dom, "..") || dom[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c <= ' ' || c == 0x7f || c == ',' || c == ';' || c == '<' || c == '>' || c == '"' || c == '(' || c == ')' {
+			return false
+		}
+	}
+	return true
+}
+
+func TestValidEmailMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	alphabet := "ab.@.@ ,;<>\"()\x7f\x01x"
+	cases := []string{"", "@", "a@b", "a@b.c", "a@.b.c", "a@b..c", "a@b.c.", "a.@b.c", "a..b@c.d", "a@b@c.d", "@b.c",
+		"a@bc.", "a@b.c" + strings.Repeat("x", 251), "a@b.c" + strings.Repeat("x", 250), "a b@c.d", "é@ü.de"}
+	for n := 0; n < 100000; n++ {
+		b := make([]byte, r.IntN(10))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		if validEmail(c) != validEmailRef(c) {
+			t.Fatalf("%q: validEmail %v, reference %v", c, validEmail(c), validEmailRef(c))
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,12 +177,13 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 			return u
 		}
 		u = &user{brazeID: s.newBrazeID()}
+		key := strings.Clone(id.id) // id.id may point into the request body
 		if id.kind == idExternal {
-			u.externalID = id.id
+			u.externalID = key
 		} else {
 			u.aliases = []Alias{id.alias}
 		}
-		sh.m[id.id] = u
+		sh.m[key] = u
 		sh.mu.Unlock()
 		s.publish(st, u)
 		return u
@@ -205,11 +207,12 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 		}
 		u = &user{brazeID: s.newBrazeID()}
 		if id.kind == idEmail {
-			u.email = email
+			u.email = strings.Clone(email)
 		} else {
-			u.phone = phone
+			u.phone = strings.Clone(phone)
 		}
-		sh.m[id.id] = append(sh.m[id.id], u)
+		key := strings.Clone(id.id)
+		sh.m[key] = append(sh.m[key], u)
 		sh.mu.Unlock()
 		s.publish(st, u)
 		return u
@@ -249,7 +252,12 @@ func listDel(ix *index[[]*user], k string, u *user) {
 }
 
 // setEmail/setPhone change the profile field and its lookup index (caller holds u.mu).
+// e may point into the request body: it is cloned when kept.
 func (st *store) setEmail(u *user, e string) {
+	if u.email == e {
+		return
+	}
+	e = strings.Clone(e)
 	if normEmail(u.email) == normEmail(e) {
 		u.email = e
 		return
@@ -260,6 +268,10 @@ func (st *store) setEmail(u *user, e string) {
 }
 
 func (st *store) setPhone(u *user, p string) {
+	if u.phone == p {
+		return
+	}
+	p = strings.Clone(p)
 	if normPhone(u.phone) == normPhone(p) {
 		u.phone = p
 		return

@@ -160,6 +160,18 @@ func internAny(b []byte) any {
 	return e.v
 }
 
+// internString is intern for a string that may point into a reused buffer: the
+// result never does.
+func internString(k string) string {
+	return intern(unsafe.Slice(unsafe.StringData(k), len(k)))
+}
+
+// bodyStr views raw as a string without copying. It is only valid while the
+// request body is: whatever the store keeps must be cloned or interned.
+func bodyStr(raw []byte) string {
+	return unsafe.String(unsafe.SliceData(raw), len(raw))
+}
+
 func intern(b []byte) string {
 	return internAny(b).(string)
 }
@@ -174,27 +186,16 @@ func internKey(raw []byte, esc bool) string {
 
 // attrKey applies the custom-attribute key rule: leading and trailing spaces are
 // stripped (braze-api.md §1 "Attributes object").
+// The key points into the body unless it has escapes (attrSet.set interns it).
 func attrKey(raw []byte, esc bool) string {
-	k := internKey(raw, esc)
+	var k string
+	if esc {
+		k = unescape(raw)
+	} else {
+		k = bodyStr(raw)
+	}
 	if len(k) > 0 && (k[0] == ' ' || k[len(k)-1] == ' ') {
 		return strings.TrimSpace(k)
 	}
 	return k
-}
-
-// internStr is internAny for identifiers and other strings that are kept but never
-// boxed: a miss costs one extra small allocation, a hit none.
-var strTab [1 << internBits]atomic.Pointer[string]
-
-func internStr(b []byte) string {
-	if len(b) > internMaxLen {
-		return string(b)
-	}
-	slot := &strTab[quickHash(b)]
-	if p := slot.Load(); p != nil && *p == string(b) {
-		return *p
-	}
-	str := string(b)
-	slot.Store(&str)
-	return str
 }

@@ -298,6 +298,16 @@ func (r *trackReq) toArena(body []byte) {
 	}
 }
 
+// strOrBody returns a string value without copying unless it has escapes. The
+// store clones external_id, email and phone when it keeps them (resolve, setEmail,
+// setPhone), so nothing it holds points into the reused body buffer.
+func strOrBody(raw []byte, esc bool) string {
+	if esc {
+		return unescape(raw)
+	}
+	return bodyStr(raw)
+}
+
 // commonField handles identifier fields; it returns false if key is not one.
 func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 	switch string(k) {
@@ -305,11 +315,7 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 		switch s.peek() {
 		case '"':
 			raw, esc := s.str()
-			if esc {
-				c.ext = unescape(raw)
-			} else {
-				c.ext = internStr(raw)
-			}
+			c.ext = strOrBody(raw, esc)
 			c.hasExt = true
 		case 'n':
 			s.lit("null")
@@ -370,12 +376,7 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 		switch s.peek() {
 		case '"':
 			raw, esc := s.str()
-			var v string
-			if esc {
-				v = unescape(raw)
-			} else {
-				v = internStr(raw)
-			}
+			v := strOrBody(raw, esc)
 			if isEmail {
 				c.email, c.hasEmail = v, true
 			} else {
@@ -503,23 +504,36 @@ func normPhone(p string) string {
 	return string(b)
 }
 
-// validEmail is a pragmatic check: local@domain.tld, no spaces, one '@'.
+// validEmail is a pragmatic check: local@domain.tld, no spaces, one '@' (one pass
+// over the bytes; validEmailRef in the tests is the readable definition).
 func validEmail(e string) bool {
-	at := strings.IndexByte(e, '@')
-	if at <= 0 || at != strings.LastIndexByte(e, '@') || len(e) > 255 {
+	if len(e) > 255 {
 		return false
 	}
-	dom := e[at+1:]
-	dot := strings.LastIndexByte(dom, '.')
-	if dot <= 0 || dot == len(dom)-1 || strings.Contains(dom, "..") || dom[0] == '.' {
-		return false
-	}
+	at, lastDot := -1, -1
 	for i := 0; i < len(e); i++ {
-		if c := e[i]; c <= ' ' || c == 0x7f || c == ',' || c == ';' || c == '<' || c == '>' || c == '"' || c == '(' || c == ')' {
+		switch c := e[i]; c {
+		case '@':
+			if at >= 0 {
+				return false
+			}
+			at = i
+		case '.':
+			if at >= 0 {
+				if e[i-1] == '.' || i == at+1 { // ".." in, or '.' leading, the domain
+					return false
+				}
+				lastDot = i
+			}
+		case 0x7f, ',', ';', '<', '>', '"', '(', ')':
 			return false
+		default:
+			if c <= ' ' {
+				return false
+			}
 		}
 	}
-	return true
+	return at > 0 && lastDot > at+1 && lastDot != len(e)-1
 }
 
 // validPhone accepts E.164 and common punctuation: 7..15 digits (braze-api.md §1 "Identifiers").
