@@ -19,12 +19,12 @@ type dlqEntry struct {
 
 // toDLQ queues a dead letter; it reports false if ctx ended first.
 func (p *Pipeline) toDLQ(ctx context.Context, e dlqEntry) bool {
-	m := &e.ack.msg
-	e.letter.SourceTopic = m.Topic
-	e.letter.SourcePartition = m.Partition
-	e.letter.SourceOffset = m.Offset
-	e.letter.Key = m.Key
-	e.letter.Headers = m.Headers
+	a := e.ack
+	e.letter.SourceTopic = a.ps.topic
+	e.letter.SourcePartition = a.ps.partition
+	e.letter.SourceOffset = a.offset
+	e.letter.Key = a.key
+	e.letter.Headers = a.headers
 	if e.letter.FailedAt.IsZero() {
 		e.letter.FailedAt = time.Now()
 	}

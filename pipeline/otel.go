@@ -233,18 +233,18 @@ func (p *Pipeline) producerLinks(acks func(yield func(*msgAck) bool)) []trace.Li
 			continue // records of one bundle share a message, and need not be adjacent
 		}
 		last = a
-		if len(a.msg.Headers) == 0 {
+		if len(a.headers) == 0 {
 			continue
 		}
-		sc := trace.SpanContextFromContext(p.ins.propagator.Extract(context.Background(), headerCarrier(a.msg.Headers)))
+		sc := trace.SpanContextFromContext(p.ins.propagator.Extract(context.Background(), headerCarrier(a.headers)))
 		if !sc.IsValid() {
 			continue
 		}
 		linked = append(linked, a)
 		links = append(links, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
-			attribute.String("messaging.destination.name", a.msg.Topic),
-			attribute.Int("messaging.destination.partition.id", a.msg.Partition),
-			attribute.Int64("messaging.kafka.offset", a.msg.Offset),
+			attribute.String("messaging.destination.name", a.ps.topic),
+			attribute.Int("messaging.destination.partition.id", a.ps.partition),
+			attribute.Int64("messaging.kafka.offset", a.offset),
 		}})
 		if len(links) >= MaxSpanLinks {
 			break

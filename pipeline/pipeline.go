@@ -128,7 +128,7 @@ func (c *Config) Defaults() {
 	def(&c.MaxWait, 250*time.Millisecond)
 	defInt(&c.QueueCapacity, 1000)
 	defInt(&c.Lanes, 64)
-	defInt(&c.LaneQueue, 1024)
+	defInt(&c.LaneQueue, 256)
 	def(&c.Linger, 100*time.Millisecond)
 	if c.Limits.Mode == "" {
 		c.Limits.Mode = batcher.Combined

@@ -37,7 +37,15 @@ type partitionState struct {
 	highWater atomic.Int64
 	// fetched is the offset of the last fetched message.
 	fetched atomic.Int64
+
+	// slab is where track takes msgAcks from, owned by the partition's fetch loop: one
+	// allocation per ackSlabSize messages instead of one per message (measured at ~3% of
+	// the worker's CPU with the GC work it caused). A slab is freed by the GC once no
+	// queue entry or record refers to any of its acks.
+	slab []msgAck
 }
+
+const ackSlabSize = 128
 
 func newPartitionState(topic string, partition int) *partitionState {
 	ps := &partitionState{topic: topic, partition: partition, watermark: -1, committed: -1}
@@ -46,17 +54,26 @@ func newPartitionState(topic string, partition int) *partitionState {
 	return ps
 }
 
-// msgAck is one fetched message waiting for all its records to be resolved.
+// msgAck is one fetched message waiting for all its records to be resolved. It keeps only
+// what the DLQ and the producer links read of the message: the records' bytes are held by
+// the records themselves, so the message's value is not kept here.
 type msgAck struct {
 	ps        *partitionState
-	msg       kafka.Message
+	offset    int64
+	key       []byte
+	headers   []kafka.Header
 	remaining atomic.Int32
 	done      bool // guarded by ps.mu
 }
 
 // track registers a fetched message; its records must then each be resolved once.
 func (ps *partitionState) track(m kafka.Message, records int) *msgAck {
-	a := &msgAck{ps: ps, msg: m}
+	if len(ps.slab) == 0 {
+		ps.slab = make([]msgAck, ackSlabSize)
+	}
+	a := &ps.slab[0]
+	ps.slab = ps.slab[1:]
+	a.ps, a.offset, a.key, a.headers = ps, m.Offset, m.Key, m.Headers
 	a.remaining.Store(int32(records))
 	ps.mu.Lock()
 	ps.queue = append(ps.queue, a)
@@ -80,8 +97,11 @@ func (a *msgAck) resolve() {
 func (ps *partitionState) complete(a *msgAck) {
 	ps.mu.Lock()
 	a.done = true
+	// Every record is resolved, so nothing reads the message any more; drop its key and
+	// headers now, or they would live as long as the slab, i.e. its slowest message.
+	a.key, a.headers = nil, nil
 	for ps.head < len(ps.queue) && ps.queue[ps.head].done {
-		ps.watermark = ps.queue[ps.head].msg.Offset + 1
+		ps.watermark = ps.queue[ps.head].offset + 1
 		ps.queue[ps.head] = nil
 		ps.head++
 	}

@@ -54,7 +54,7 @@ type Config struct {
 	BatchMaxBytes   int           `envconfig:"BATCH_MAX_BYTES" default:"3500000" desc:"request body limit in bytes (Braze refuses over 4 MB)"`
 	BatchLinger     time.Duration `envconfig:"BATCH_LINGER" default:"100ms" desc:"how long a lane waits to fill a request"`
 	Lanes           int           `envconfig:"LANES" default:"64" desc:"ordering lanes = most requests in flight; one request per lane at a time"`
-	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"1024" desc:"records buffered per lane (back-pressure beyond)"`
+	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"256" desc:"records buffered per lane (back-pressure beyond; about 3 full requests)"`
 
 	BrazeRateLimit   float64       `envconfig:"BRAZE_RATE_LIMIT" default:"1000" desc:"requests per second this replica may send (Braze: 3,000 per 3 s per workspace; with N replicas either set limit/N or keep the default and let the adaptive limiter share the window); 0 = unpaced"`
 	BrazeRateBurst   int           `envconfig:"BRAZE_RATE_BURST" default:"3000" desc:"token-bucket burst of the rate limiter"`
