@@ -57,7 +57,7 @@ func median(results []*Result) (map[string]*Result, map[string]int) {
 func PrintBar(w io.Writer, results []*Result) {
 	by, n := median(results)
 	fmt.Fprintln(w, "\n== medians over rounds ==")
-	for _, name := range append(slices.Clone(DefaultContenders), "worker-inproc", "worker-inproc-wb", "worker-tuned", "worker-null", "worker-paced", "latency") {
+	for _, name := range append(slices.Clone(DefaultContenders), "worker-sim", "worker-inproc", "worker-inproc-wb", "worker-tuned", "worker-null", "worker-paced", "latency") {
 		m := by[name]
 		if m == nil {
 			continue

@@ -24,11 +24,16 @@ type sinkState struct {
 	first    atomic.Int64 // unix nanos of the first request
 	last     atomic.Int64 // unix nanos of the latest request
 
-	null    bool // answer /users/track 201 without parsing (counts requests and bytes only)
-	latency bool // scan /users/track bodies for produce stamps
-	latMu   sync.Mutex
-	lat     []int64 // produce-to-acknowledged, nanoseconds, one per stamped object
-	latAt   []int64 // unix nanos of the acknowledgement, same index
+	null  bool // answer /users/track 201 without parsing (counts requests and bytes only)
+	count bool // the counting endpoint (count.go) answers /users/track
+
+	objects    atomic.Int64 // objects counted by the counting endpoint
+	maxObjects atomic.Int64 // most objects in one of its requests
+	overLimit  atomic.Int64 // its requests refused for more than 75 objects
+	latency    bool         // scan /users/track bodies for produce stamps
+	latMu      sync.Mutex
+	lat        []int64 // produce-to-acknowledged, nanoseconds, one per stamped object
+	latAt      []int64 // unix nanos of the acknowledgement, same index
 }
 
 func newSinkState(cfg *brazesim.Config, latency bool) (*sinkState, error) {
@@ -93,6 +98,9 @@ func (s *sinkServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		_, _ = w.Write(created)
+	case st.count && r.URL.Path == "/users/track":
+		st.mark()
+		st.serveCount(w, r)
 	case st.sim == nil:
 		http.Error(w, "no Braze simulator in this phase", http.StatusServiceUnavailable)
 	case !st.latency:

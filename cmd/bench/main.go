@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -92,7 +93,19 @@ func run(args []string) error {
 	fs.StringVar(&o.PeersDir, "peers", "/work/shared/peers", "directory of the Benthos peer configs")
 	fs.StringVar(&bench.Compression, "compression", "none", "producer batch compression: none, snappy, lz4, zstd, gzip")
 	workerEnv := fs.String("worker-env", "", "extra worker environment, comma-separated KEY=VALUE")
+	cpuProfile := fs.String("cpuprofile", "", "write the harness's own CPU profile (loader, endpoints, monitor) to this file")
 	_ = fs.Parse(args)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	o.Seed = *seed
 	o.Brokers = split(*brokers)
 	o.Contenders = split(*contenders)
