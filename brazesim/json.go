@@ -338,8 +338,27 @@ func skipWS(b []byte, i int) int {
 // value (values nested deeper than maxDepth are invalid). It is iterative: one
 // loop over the bytes instead of a call per token.
 func (s *scanner) skipDepth(depth int) {
+	s.walk(depth, nil)
+}
+
+// topKeys collects what props needs about the members of the object walk starts
+// on: their number, where the 256th ends, and whether a key is not allowed.
+type topKeys struct {
+	check    bool // apply the property-key rules
+	purchase bool
+	bad      bool
+	n        int
+	cut      int
+}
+
+// walk is skipDepth; with tk, the value must be an object whose members it
+// reports in tk (their values count as depth, not depth+1).
+func (s *scanner) walk(depth int, tk *topKeys) {
 	b := s.b
 	i := s.i
+	if tk != nil {
+		depth-- // the object itself
+	}
 	// Container kinds of the open levels, one bit each (1 = object); maxDepth+1 levels at most.
 	var kinds [(maxDepth + 64) / 64]uint64
 	lvl := 0 // open containers in this value
@@ -414,9 +433,13 @@ key:
 		goto fail
 	}
 	{
-		var ok bool
-		if i, _, ok = scanStr(b, i+1); !ok {
+		start := i + 1
+		var ok, esc bool
+		if i, esc, ok = scanStr(b, start); !ok {
 			goto fail
+		}
+		if tk != nil && lvl == 1 && tk.check && !tk.bad {
+			tk.bad = !validPropKey(b[start:i-1], esc, tk.purchase)
 		}
 	}
 	i = skipWS(b, i)
@@ -426,6 +449,11 @@ key:
 	i++
 	goto value
 after:
+	if lvl == 1 && tk != nil {
+		if tk.n++; tk.n == 256 {
+			tk.cut = i
+		}
+	}
 	if lvl == 0 {
 		s.i = i
 		return
@@ -524,6 +552,16 @@ func (s *scanner) value(depth int) any {
 		}
 		return boxNumber(n)
 	}
+}
+
+// arrayInto decodes the array at s.i (as value(0) would) appending its elements to dst.
+func (s *scanner) arrayInto(dst []any) []any {
+	s.i++ // '['
+	first := true
+	for s.more(']', &first) {
+		dst = append(dst, s.value(1))
+	}
+	return dst
 }
 
 var smallInts = func() (t [1024]any) {

@@ -284,7 +284,8 @@ func (st *store) setPhone(u *user, p string) {
 const maxSimpleArray = 500 // default and maximum simple-array length (braze-api.md §1 "Attributes object")
 
 // applyOp applies one attribute operation (caller holds u.mu). It reports whether the op was applied.
-func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
+// own is the object's arena copy (opSetRaw), vals the request's list values.
+func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dropNested bool) bool {
 	switch op.kind {
 	case opSet:
 		switch op.key {
@@ -319,7 +320,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 	case opDropped:
 		return false
 	case opSetRaw:
-		u.attrs.set(op.key, aval{raw: op.raw})
+		u.attrs.set(op.key, aval{raw: op.raw(own)})
 	case opNull:
 		// null removes the attribute (braze-api.md §1 "Attributes object").
 		u.attrs.del(op.key)
@@ -329,7 +330,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 	case opArr:
 		cv, _ := u.attrs.get(op.key)
 		cur := cv.arr() // owned by u; changed in place
-		for _, v := range op.add {
+		for _, v := range op.add(vals) {
 			if indexOf(cur, v) < 0 {
 				cur = append(cur, v)
 			}
@@ -337,7 +338,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 		if len(cur) > maxSimpleArray {
 			cur = cur[len(cur)-maxSimpleArray:]
 		}
-		for _, v := range op.rem {
+		for _, v := range op.rem(vals) {
 			for i := indexOf(cur, v); i >= 0; i = indexOf(cur, v) {
 				cur = append(cur[:i], cur[i+1:]...)
 			}
@@ -361,8 +362,8 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 		cv, _ := u.attrs.get(op.key)
 		cur := append([]any(nil), cv.arr()...)
 		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
-		cur = append(cur, op.add...)
-		for _, r := range op.rem {
+		cur = append(cur, op.add(vals)...)
+		for _, r := range op.rem(vals) {
 			rm, _ := r.(map[string]any)
 			k, _ := rm["$identifier_key"].(string)
 			val := rm["$identifier_value"]
@@ -376,7 +377,7 @@ func (st *store) applyOp(u *user, op *attrOp, merge, dropNested bool) bool {
 			cur = out
 		}
 		if merge { // $update requires _merge_objects: true
-			for _, up := range op.upd {
+			for _, up := range op.upd() {
 				um, _ := up.(map[string]any)
 				k, _ := um["$identifier_key"].(string)
 				val := um["$identifier_value"]

@@ -89,18 +89,37 @@ const (
 
 const maxNestedBytes = 100 * 1024
 
+// attrOp is one attribute update. It holds no slices of its own (ops are reused
+// across pooled requests and cleared): raw JSON text is located in the object's
+// arena copy (attrObj.own), list values in trackReq.vals.
 type attrOp struct {
-	key  string
-	kind opKind
-	raw  []byte // opSetRaw: JSON text, in the object's own copy
-	ro   int32  // opSetRaw: offset and length of raw within the object
-	rl   int32
-	v    any     // opSet, opNested
-	n    float64 // opInc
-	add  []any   // opArr add, opObjArr $add
-	rem  []any   // opArr remove, opObjArr $remove
-	upd  []any   // opObjArr $update
-	dp   int64   // data points this op bills (braze-api.md §6)
+	key            string
+	v              any     // opSet, opNested; opObjArr: $update ([]any)
+	n              float64 // opInc
+	dp             int64   // data points this op bills (braze-api.md §6)
+	rawOff, rawLen int32   // opSetRaw: JSON text within attrObj.own
+	addOff, addLen int32   // opArr add, opObjArr $add: in trackReq.vals
+	remOff, remLen int32   // opArr remove, opObjArr $remove: in trackReq.vals
+	kind           opKind
+}
+
+func (op *attrOp) raw(own []byte) []byte {
+	return own[op.rawOff : op.rawOff+op.rawLen : op.rawOff+op.rawLen]
+}
+
+func (op *attrOp) add(vals []any) []any { return vals[op.addOff : op.addOff+op.addLen] }
+func (op *attrOp) rem(vals []any) []any { return vals[op.remOff : op.remOff+op.remLen] }
+
+func (op *attrOp) upd() []any {
+	u, _ := op.v.([]any)
+	return u
+}
+
+// putVals appends list values to the request's pool and returns their place.
+func (r *trackReq) putVals(v []any) (off, n int32) {
+	off = int32(len(r.vals))
+	r.vals = append(r.vals, v...)
+	return off, int32(len(v))
 }
 
 type attrObj struct {
@@ -110,6 +129,7 @@ type attrObj struct {
 	nested bool     // has nested-object / array-of-object ops
 	bad    bool     // a nested value is invalid (null or bad $time) -> drop nested updates of the request
 	span   [2]int32 // object bytes in the body when raw values must be kept
+	own    []byte   // those bytes, in the request arena
 }
 
 type eventObj struct {
@@ -140,6 +160,7 @@ type trackReq struct {
 	events           []eventObj
 	purchases        []purchaseObj
 	nA, nE, nP       int
+	vals             []any // list values of attribute ops (attrOp.add/rem)
 }
 
 // nextAttr appends a zeroed attrObj, reusing the ops storage of a pooled request.
@@ -158,7 +179,8 @@ func (r *trackReq) nextAttr() *attrObj {
 }
 
 func (r *trackReq) reset() {
-	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0]}
+	clear(r.vals)
+	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0], vals: r.vals[:0]}
 }
 
 type parseOpts struct {
@@ -213,7 +235,7 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 					s.skipDepth(0)
 					continue
 				}
-				parseAttr(&s, r.nextAttr(), o)
+				parseAttr(&s, r, r.nextAttr(), o)
 			case 2:
 				r.hasE = true
 				r.nE++
@@ -255,35 +277,44 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 // purchase properties) into one allocation per request: the body buffer is reused,
 // and one arena costs far less than a copy per object.
 func (r *trackReq) toArena(body []byte) {
-	n := 0
+	n, lo, hi := 0, len(body), 0
+	add := func(sp [2]int32) {
+		if sp[1] != 0 {
+			n += int(sp[1] - sp[0])
+			lo, hi = min(lo, int(sp[0])), max(hi, int(sp[1]))
+		}
+	}
 	for i := range r.attrs {
-		n += int(r.attrs[i].span[1] - r.attrs[i].span[0])
+		add(r.attrs[i].span)
 	}
 	for i := range r.events {
-		n += int(r.events[i].span[1] - r.events[i].span[0])
+		add(r.events[i].span)
 	}
 	for i := range r.purchases {
-		n += int(r.purchases[i].span[1] - r.purchases[i].span[0])
+		add(r.purchases[i].span)
 	}
 	if n == 0 {
 		return
 	}
-	arena := make([]byte, 0, n)
-	take := func(sp [2]int32) []byte {
-		off := len(arena)
-		arena = append(arena, body[sp[0]:sp[1]]...)
-		return arena[off:len(arena):len(arena)]
+	var take func(sp [2]int32) []byte
+	if hi-lo <= n+n/4+1024 {
+		// The kept bytes are most of the range: copy it at once (append does not
+		// zero the new memory first), gaps included.
+		arena := append([]byte(nil), body[lo:hi]...)
+		take = func(sp [2]int32) []byte {
+			return arena[int(sp[0])-lo : int(sp[1])-lo : int(sp[1])-lo]
+		}
+	} else {
+		arena := make([]byte, 0, n)
+		take = func(sp [2]int32) []byte {
+			off := len(arena)
+			arena = append(arena, body[sp[0]:sp[1]]...)
+			return arena[off:len(arena):len(arena)]
+		}
 	}
 	for i := range r.attrs {
-		a := &r.attrs[i]
-		if a.span[1] == 0 {
-			continue
-		}
-		own := take(a.span)
-		for j := range a.ops {
-			if op := &a.ops[j]; op.kind == opSetRaw {
-				op.raw = own[op.ro : op.ro+op.rl : op.ro+op.rl]
-			}
+		if a := &r.attrs[i]; a.span[1] != 0 {
+			a.own = take(a.span)
 		}
 	}
 	for i := range r.events {
@@ -563,7 +594,7 @@ func freeAttr(k string) bool {
 
 var subscribeStates = map[string]bool{"opted_in": true, "subscribed": true, "unsubscribed": true}
 
-func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
+func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 	if s.peek() != '{' {
 		s.skipDepth(0)
 		a.setErr(ErrNotObject)
@@ -598,10 +629,10 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 			s.lit("null")
 			op.kind = opNull
 		case '{':
-			if !opObject(s, &op) {
+			if !opObject(s, r, &op) {
 				st := s.i
 				v, _ := s.value(0).(map[string]any)
-				classifyObjectOp(&op, v, a)
+				classifyObjectOp(r, &op, v, a)
 				if (op.kind == opNested || op.kind == opObjArr) && s.i-st > maxNestedBytes {
 					// Over 100 KB: the update is dropped and the attribute stays
 					// unchanged; the API still answers success (braze-api.md §1
@@ -623,7 +654,7 @@ func parseAttr(s *scanner, a *attrObj, o *parseOpts) {
 			st := s.i
 			s.skipDepth(0)
 			op.kind = opSetRaw
-			op.ro, op.rl = int32(st-objStart), int32(s.i-st)
+			op.rawOff, op.rawLen = int32(st-objStart), int32(s.i-st)
 			nRaw++
 		}
 		if s.err != nil {
@@ -678,7 +709,7 @@ func validSubGroups(v any) bool {
 
 // classifyObjectOp decides what an object-valued attribute means
 // (braze-api.md §1 "Attributes object", "Nested custom attributes", "Arrays of objects").
-func classifyObjectOp(op *attrOp, v map[string]any, a *attrObj) {
+func classifyObjectOp(r *trackReq, op *attrOp, v map[string]any, a *attrObj) {
 	if len(v) == 1 {
 		if n, ok := v["inc"].(float64); ok {
 			op.kind, op.n = opInc, n
@@ -691,7 +722,9 @@ func classifyObjectOp(op *attrOp, v map[string]any, a *attrObj) {
 		add, okA := v["add"].([]any)
 		rem, okR := v["remove"].([]any)
 		if (okA || !hasAdd) && (okR || !hasRem) {
-			op.kind, op.add, op.rem = opArr, add, rem
+			op.kind = opArr
+			op.addOff, op.addLen = r.putVals(add)
+			op.remOff, op.remLen = r.putVals(rem)
 			op.dp = int64(len(add) + len(rem)) // 1 per value (braze-api.md §6)
 			if op.dp == 0 {
 				op.dp = 1
@@ -704,12 +737,17 @@ func classifyObjectOp(op *attrOp, v map[string]any, a *attrObj) {
 	_, hU := v["$update"]
 	if (hA || hR || hU) && len(v) == btoi(hA)+btoi(hR)+btoi(hU) {
 		op.kind = opObjArr
-		op.add, _ = v["$add"].([]any)
-		op.rem, _ = v["$remove"].([]any)
-		op.upd, _ = v["$update"].([]any)
+		add, _ := v["$add"].([]any)
+		rem, _ := v["$remove"].([]any)
+		upd, _ := v["$update"].([]any)
+		op.addOff, op.addLen = r.putVals(add)
+		op.remOff, op.remLen = r.putVals(rem)
+		if upd != nil {
+			op.v = upd
+		}
 		// Arrays of objects: 1 data point per key updated (braze-api.md §6).
 		var dp int64
-		for _, e := range op.add {
+		for _, e := range add {
 			if m, ok := e.(map[string]any); ok {
 				dp += int64(len(m))
 				if invalidNested(m) {
@@ -717,8 +755,8 @@ func classifyObjectOp(op *attrOp, v map[string]any, a *attrObj) {
 				}
 			}
 		}
-		dp += int64(len(op.rem))
-		for _, e := range op.upd {
+		dp += int64(len(rem))
+		for _, e := range upd {
 			if m, ok := e.(map[string]any); ok {
 				if no, ok := m["$new_object"].(map[string]any); ok {
 					dp += int64(len(no))
@@ -821,43 +859,36 @@ func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) ([]byte, [2]in
 		return nil, [2]int32{}
 	}
 	start := s.i
-	s.i++
-	f := true
-	n := 0
-	cut := -1
-	for s.more('}', &f) {
-		k, esc := s.key()
-		if o.validate {
-			key := k
-			if esc {
-				key = []byte(unescape(k))
-			}
-			if len(key) == 0 || key[0] == '$' || len(key) > 255 && utf8.RuneCount(key) > 255 || reservedProp(key, purchase) {
-				c.setErr(ErrInvalidProperties)
-			}
-		}
-		s.skipDepth(0)
-		n++
-		if n == 256 {
-			cut = s.i
-		}
-	}
+	tk := topKeys{check: o.validate, purchase: purchase, cut: -1}
+	s.walk(0, &tk)
 	if s.err != nil {
 		return nil, [2]int32{}
+	}
+	if tk.bad {
+		c.setErr(ErrInvalidProperties)
 	}
 	raw := s.b[start:s.i]
 	if o.validate && len(raw) > 100*1024 {
 		c.setErr(ErrPropertiesTooLarge)
 	}
-	if n > 256 && cut > 0 { // only the first 256 properties are kept
-		out := make([]byte, 0, cut-start+1)
-		out = append(out, s.b[start:cut]...)
+	if tk.n > 256 && tk.cut > 0 { // only the first 256 properties are kept
+		out := make([]byte, 0, tk.cut-start+1)
+		out = append(out, s.b[start:tk.cut]...)
 		return append(out, '}'), [2]int32{}
 	}
-	if n == 0 {
+	if tk.n == 0 {
 		return nil, [2]int32{}
 	}
 	return nil, [2]int32{int32(start), int32(s.i)}
+}
+
+// validPropKey: not empty, no leading '$', at most 255 characters, not reserved
+// (braze-api.md §1 "Event object" Properties).
+func validPropKey(k []byte, esc, purchase bool) bool {
+	if esc {
+		k = []byte(unescape(k))
+	}
+	return !(len(k) == 0 || k[0] == '$' || len(k) > 255 && utf8.RuneCount(k) > 255 || reservedProp(k, purchase))
 }
 
 func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
@@ -1019,8 +1050,16 @@ func validCurrency(c string) bool {
 
 // opObject is the fast path for {"inc": n} and {"add": […], "remove": […]}: it
 // decodes them without building a map. On any other shape it rewinds and returns false.
-func opObject(s *scanner, op *attrOp) bool {
+func opObject(s *scanner, r *trackReq, op *attrOp) bool {
 	start := s.i
+	n0 := len(r.vals)
+	rewind := func() bool {
+		s.i = start
+		op.addOff, op.addLen, op.remOff, op.remLen = 0, 0, 0, 0
+		clear(r.vals[n0:])
+		r.vals = r.vals[:n0]
+		return false
+	}
 	s.i++ // '{'
 	f := true
 	var inc, add, rem bool
@@ -1030,33 +1069,27 @@ func opObject(s *scanner, op *attrOp) bool {
 		case "inc":
 			c := s.peek()
 			if inc || add || rem || !(c == '-' || c >= '0' && c <= '9') {
-				s.i = start
-				return false
+				return rewind()
 			}
 			op.n = parseFloat(s.number())
 			inc = true
 		case "add", "remove":
 			if inc || s.peek() != '[' {
-				s.i = start
-				return false
+				return rewind()
 			}
-			arr, _ := s.value(0).([]any)
-			if k[0] == 'a' {
-				if add {
-					s.i = start
-					return false
-				}
-				op.add, add = arr, true
+			isAdd := k[0] == 'a'
+			if isAdd && add || !isAdd && rem {
+				return rewind()
+			}
+			off := int32(len(r.vals))
+			r.vals = s.arrayInto(r.vals)
+			if isAdd {
+				op.addOff, op.addLen, add = off, int32(len(r.vals))-off, true
 			} else {
-				if rem {
-					s.i = start
-					return false
-				}
-				op.rem, rem = arr, true
+				op.remOff, op.remLen, rem = off, int32(len(r.vals))-off, true
 			}
 		default:
-			s.i = start
-			return false
+			return rewind()
 		}
 	}
 	if s.err != nil {
@@ -1067,10 +1100,9 @@ func opObject(s *scanner, op *attrOp) bool {
 		op.kind = opInc
 	case add || rem:
 		op.kind = opArr
-		op.dp = max(int64(len(op.add)+len(op.rem)), 1) // 1 per value (braze-api.md §6)
+		op.dp = max(int64(op.addLen+op.remLen), 1) // 1 per value (braze-api.md §6)
 	default:
-		s.i = start
-		return false
+		return rewind()
 	}
 	return true
 }
