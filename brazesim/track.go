@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Minor (per-object) error types returned in the "errors" array of a /users/track answer
@@ -277,40 +278,44 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 // purchase properties) into one allocation per request: the body buffer is reused,
 // and one arena costs far less than a copy per object.
 func (r *trackReq) toArena(body []byte) {
-	n, lo, hi := 0, len(body), 0
-	add := func(sp [2]int32) {
-		if sp[1] != 0 {
-			n += int(sp[1] - sp[0])
-			lo, hi = min(lo, int(sp[0])), max(hi, int(sp[1]))
-		}
-	}
+	n := 0
 	for i := range r.attrs {
-		add(r.attrs[i].span)
+		n += int(r.attrs[i].span[1] - r.attrs[i].span[0])
 	}
 	for i := range r.events {
-		add(r.events[i].span)
+		n += int(r.events[i].span[1] - r.events[i].span[0])
 	}
 	for i := range r.purchases {
-		add(r.purchases[i].span)
+		n += int(r.purchases[i].span[1] - r.purchases[i].span[0])
 	}
 	if n == 0 {
 		return
 	}
-	var take func(sp [2]int32) []byte
-	if hi-lo <= n+n/4+1024 {
-		// The kept bytes are most of the range: copy it at once (append does not
-		// zero the new memory first), gaps included.
-		arena := append([]byte(nil), body[lo:hi]...)
-		take = func(sp [2]int32) []byte {
-			return arena[int(sp[0])-lo : int(sp[1])-lo : int(sp[1])-lo]
+	// strings.Builder allocates without zeroing; the arena is only read afterwards.
+	var sb strings.Builder
+	sb.Grow(n)
+	for i := range r.attrs {
+		if sp := r.attrs[i].span; sp[1] != 0 {
+			sb.Write(body[sp[0]:sp[1]])
 		}
-	} else {
-		arena := make([]byte, 0, n)
-		take = func(sp [2]int32) []byte {
-			off := len(arena)
-			arena = append(arena, body[sp[0]:sp[1]]...)
-			return arena[off:len(arena):len(arena)]
+	}
+	for i := range r.events {
+		if sp := r.events[i].span; sp[1] != 0 {
+			sb.Write(body[sp[0]:sp[1]])
 		}
+	}
+	for i := range r.purchases {
+		if sp := r.purchases[i].span; sp[1] != 0 {
+			sb.Write(body[sp[0]:sp[1]])
+		}
+	}
+	arena := unsafe.Slice(unsafe.StringData(sb.String()), n)
+	off := 0
+	take := func(sp [2]int32) []byte {
+		end := off + int(sp[1]-sp[0])
+		b := arena[off:end:end]
+		off = end
+		return b
 	}
 	for i := range r.attrs {
 		if a := &r.attrs[i]; a.span[1] != 0 {
