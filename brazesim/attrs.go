@@ -51,6 +51,14 @@ func (a *attrSet) get(k string) (aval, bool) {
 	return aval{}, false
 }
 
+// ref returns the value stored under k for update in place, or nil.
+func (a *attrSet) ref(k string) *aval {
+	if i := a.find(k); i >= 0 {
+		return &a.kv[i].v
+	}
+	return nil
+}
+
 func (a *attrSet) set(k string, v aval) {
 	if i := a.find(k); i >= 0 {
 		a.kv[i].v = v

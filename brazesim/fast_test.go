@@ -190,3 +190,30 @@ func TestValidEmailMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// inc and array add/remove update values in place; the results are those of a
+// fresh computation (boxing shortcuts, skipped re-stores of unchanged arrays).
+func TestAttributeUpdatesInPlace(t *testing.T) {
+	tests := []struct {
+		steps []string
+		want  string
+	}{
+		{[]string{`{"n":{"inc":1023}}`, `{"n":{"inc":1}}`, `{"n":{"inc":0.5}}`}, `{"n":1024.5}`},
+		{[]string{`{"n":{"inc":-0}}`}, `{"n":0}`},
+		{[]string{`{"n":{"inc":-2}}`, `{"n":{"inc":2}}`}, `{"n":0}`},
+		{[]string{`{"n":"text"}`, `{"n":{"inc":3}}`}, `{"n":3}`},
+		{[]string{`{"n":7}`, `{"n":{"inc":3}}`}, `{"n":10}`},
+		{[]string{`{"t":{"add":["a","b"]}}`, `{"t":{"add":["a","b"]}}`, `{"t":{"add":["b"]}}`}, `{"t":["a","b"]}`},
+		{[]string{`{"t":"x"}`, `{"t":{"add":["x"]}}`}, `{"t":["x"]}`},
+		{[]string{`{"t":"x"}`, `{"t":{"remove":["x"]}}`}, `{"t":[]}`},
+		{[]string{`{"t":["a"]}`, `{"t":{"remove":["zzz"]}}`, `{"t":{"add":["a"]}}`}, `{"t":["a"]}`},
+	}
+	for _, tc := range tests {
+		s := newSim(t, nil)
+		for _, st := range tc.steps {
+			mustTrack(t, s, `{"attributes":[{"external_id":"u",`+st[1:]+`]}`)
+		}
+		u, _ := s.User("external_id", "u")
+		jsonEq(t, u.Attributes, tc.want)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash/maphash"
+	"math"
 	"reflect"
 	"sort"
 	"strings"
@@ -325,14 +326,25 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		// null removes the attribute (braze-api.md §1 "Attributes object").
 		u.attrs.del(op.key)
 	case opInc:
-		cur, _ := u.attrs.get(op.key)
-		u.attrs.set(op.key, aval{x: cur.num() + op.n})
+		if p := u.attrs.ref(op.key); p != nil {
+			*p = aval{x: boxFloat(p.num() + op.n)}
+		} else {
+			var none aval // 0 + n, as for a missing value (-0 becomes 0)
+			u.attrs.set(op.key, aval{x: boxFloat(none.num() + op.n)})
+		}
 	case opArr:
-		cv, _ := u.attrs.get(op.key)
-		cur := cv.arr() // owned by u; changed in place
+		p := u.attrs.ref(op.key)
+		var cur []any // owned by u; changed in place
+		wasArr := false
+		if p != nil {
+			cur, wasArr = p.x.([]any)
+			wasArr = wasArr && p.raw == nil
+		}
+		changed := false
 		for _, v := range op.add(vals) {
 			if indexOf(cur, v) < 0 {
 				cur = append(cur, v)
+				changed = true
 			}
 		}
 		if len(cur) > maxSimpleArray {
@@ -341,9 +353,15 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		for _, v := range op.rem(vals) {
 			for i := indexOf(cur, v); i >= 0; i = indexOf(cur, v) {
 				cur = append(cur[:i], cur[i+1:]...)
+				changed = true
 			}
 		}
-		u.attrs.set(op.key, aval{x: cur})
+		switch {
+		case p == nil:
+			u.attrs.set(op.key, aval{x: cur})
+		case changed || !wasArr: // unchanged arrays are not boxed again
+			*p = aval{x: cur}
+		}
 	case opNested:
 		if dropNested {
 			return false
@@ -392,6 +410,14 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		u.attrs.set(op.key, aval{x: cur})
 	}
 	return true
+}
+
+// boxFloat boxes f without allocating for the small integers counters usually hold.
+func boxFloat(f float64) any {
+	if f >= 0 && f < float64(len(smallInts)) && f == float64(int(f)) && !(f == 0 && math.Signbit(f)) {
+		return smallInts[int(f)]
+	}
+	return f
 }
 
 func isScalarArray(a []any) bool {
