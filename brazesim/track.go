@@ -548,29 +548,38 @@ func validEmail(e string) bool {
 	}
 	at, lastDot := -1, -1
 	for i := 0; i < len(e); i++ {
-		switch c := e[i]; c {
-		case '@':
+		switch emailClass[e[i]] {
+		case 0:
+		case 1: // '@'
 			if at >= 0 {
 				return false
 			}
 			at = i
-		case '.':
+		case 2: // '.'
 			if at >= 0 {
 				if e[i-1] == '.' || i == at+1 { // ".." in, or '.' leading, the domain
 					return false
 				}
 				lastDot = i
 			}
-		case 0x7f, ',', ';', '<', '>', '"', '(', ')':
-			return false
 		default:
-			if c <= ' ' {
-				return false
-			}
+			return false
 		}
 	}
 	return at > 0 && lastDot > at+1 && lastDot != len(e)-1
 }
+
+// emailClass: 0 plain, 1 '@', 2 '.', 3 not allowed in an address.
+var emailClass = func() (t [256]uint8) {
+	for c := 0; c <= ' '; c++ {
+		t[c] = 3
+	}
+	for _, c := range []byte{0x7f, ',', ';', '<', '>', '"', '(', ')'} {
+		t[c] = 3
+	}
+	t['@'], t['.'] = 1, 2
+	return
+}()
 
 // validPhone accepts E.164 and common punctuation: 7..15 digits (braze-api.md §1 "Identifiers").
 func validPhone(p string) bool {
@@ -625,19 +634,20 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			continue
 		}
 		key := attrKey(k, esc)
-		op := attrOp{key: key, dp: 1}
+		a.ops = append(a.ops, attrOp{key: key, dp: 1}) // filled in place
+		op := &a.ops[len(a.ops)-1]
 		if freeAttr(key) {
 			op.dp = 0
 		}
-		switch s.peek() {
+		switch c := s.peek(); c {
 		case 'n':
 			s.lit("null")
 			op.kind = opNull
 		case '{':
-			if !opObject(s, r, &op) {
+			if !opObject(s, r, op) {
 				st := s.i
 				v, _ := s.value(0).(map[string]any)
-				classifyObjectOp(r, &op, v, a)
+				classifyObjectOp(r, op, v, a)
 				if (op.kind == opNested || op.kind == opObjArr) && s.i-st > maxNestedBytes {
 					// Over 100 KB: the update is dropped and the attribute stays
 					// unchanged; the API still answers success (braze-api.md §1
@@ -657,7 +667,18 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			}
 			// Scalars stay JSON text: no decoding or boxing on the hot path.
 			st := s.i
-			s.skipDepth(0)
+			switch {
+			case c == '"':
+				if end, _, ok := scanStr(s.b, st+1); ok {
+					s.i = end
+				} else {
+					s.fail()
+				}
+			case c == '-' || c >= '0' && c <= '9':
+				s.number()
+			default:
+				s.skipDepth(0)
+			}
 			op.kind = opSetRaw
 			op.rawOff, op.rawLen = int32(st-objStart), int32(s.i-st)
 			nRaw++
@@ -681,7 +702,6 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 				}
 			}
 		}
-		a.ops = append(a.ops, op)
 	}
 	if nRaw > 0 && s.err == nil {
 		a.span = [2]int32{int32(objStart), int32(s.i)}
