@@ -86,6 +86,48 @@ func (s *scanner) more(close byte, first *bool) bool {
 	return true
 }
 
+// member is more('}', first) followed by key() in one call: it reads the next
+// member's key and colon, or the closing brace (ok false).
+func (s *scanner) member(first *bool) (raw []byte, esc, ok bool) {
+	if s.err != nil {
+		return nil, false, false
+	}
+	b := s.b
+	i := skipWS(b, s.i)
+	if i >= len(b) {
+		s.fail()
+		return nil, false, false
+	}
+	if b[i] == '}' {
+		s.i = i + 1
+		return nil, false, false
+	}
+	if !*first {
+		if b[i] != ',' {
+			s.fail()
+			return nil, false, false
+		}
+		i = skipWS(b, i+1)
+	}
+	*first = false
+	if i >= len(b) || b[i] != '"' {
+		s.fail()
+		return nil, false, true
+	}
+	end, esc, ok := scanStr(b, i+1)
+	if !ok {
+		s.fail()
+		return nil, false, true
+	}
+	raw = b[i+1 : end-1]
+	if end = skipWS(b, end); end >= len(b) || b[end] != ':' {
+		s.fail()
+		return raw, esc, true
+	}
+	s.i = end + 1
+	return raw, esc, true
+}
+
 // key reads an object key and the following colon. The returned bytes are the raw
 // (still escaped) key; esc reports whether it contains escapes.
 func (s *scanner) key() (raw []byte, esc bool) {

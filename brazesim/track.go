@@ -199,8 +199,11 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 		return "invalid JSON"
 	}
 	first := true
-	for s.more('}', &first) {
-		k, _ := s.key()
+	for {
+		k, _, ok := s.member(&first)
+		if !ok {
+			break
+		}
 		var which int
 		switch string(k) {
 		case "attributes":
@@ -618,8 +621,11 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 	s.i++
 	f := true
 	nRaw := 0
-	for s.more('}', &f) {
-		k, esc := s.key()
+	for {
+		k, esc, ok := s.member(&f)
+		if !ok {
+			break
+		}
 		if commonField(s, k, &a.objCommon, o) {
 			continue
 		}
@@ -943,8 +949,11 @@ func parseEvent(s *scanner, e *eventObj, o *parseOpts) {
 	s.i++
 	f := true
 	var hasName, hasTime bool
-	for s.more('}', &f) {
-		k, _ := s.key()
+	for {
+		k, _, ok := s.member(&f)
+		if !ok {
+			break
+		}
 		if commonField(s, k, &e.objCommon, o) {
 			continue
 		}
@@ -998,8 +1007,11 @@ func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
 	f := true
 	var hasTime, hasPrice, hasCur bool
 	p.quantity = 1 // default 1 (braze-api.md §1 "Purchase object")
-	for s.more('}', &f) {
-		k, _ := s.key()
+	for {
+		k, _, ok := s.member(&f)
+		if !ok {
+			break
+		}
 		if commonField(s, k, &p.objCommon, o) {
 			continue
 		}
@@ -1088,8 +1100,11 @@ func opObject(s *scanner, r *trackReq, op *attrOp) bool {
 	s.i++ // '{'
 	f := true
 	var inc, add, rem bool
-	for s.more('}', &f) {
-		k, _ := s.key()
+	for {
+		k, _, ok := s.member(&f)
+		if !ok {
+			break
+		}
 		switch string(k) {
 		case "inc":
 			c := s.peek()
