@@ -143,12 +143,22 @@ type Object interface {
 // Encode appends the /users/track body for objs to dst: attributes, then events, then
 // purchases, each array in the order of objs. The objects' bytes are copied as they are.
 func Encode[T Object](dst []byte, objs []T) []byte {
+	// Each object's kind is asked once, not once per array: through a generic method call
+	// it costs more than the check (measured at ~2% of the worker's CPU).
+	var small [128]schemas.Kind
+	kinds := small[:0]
+	if len(objs) > len(small) {
+		kinds = make([]schemas.Kind, 0, len(objs))
+	}
+	for i := range objs {
+		kinds = append(kinds, objs[i].ObjectKind())
+	}
 	dst = append(dst, '{')
 	first := true
 	for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
 		open := false
-		for i := range objs {
-			if objs[i].ObjectKind() != k {
+		for i, kind := range kinds {
+			if kind != k {
 				continue
 			}
 			if !open {

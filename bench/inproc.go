@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -43,6 +44,9 @@ type InprocOptions struct {
 func RunInproc(o InprocOptions, stderr io.Writer) error {
 	if o.MemRate > 0 {
 		runtime.MemProfileRate = o.MemRate
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200) // as cmd/ingestor's main does, so the profile matches the binary
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

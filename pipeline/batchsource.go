@@ -21,7 +21,7 @@ type batchSource struct {
 	offset    int64 // next offset to fetch (kafka.FirstOffset / LastOffset until resolved)
 	conn      *kafka.Conn
 	buf       []kafka.Message
-	next      int
+	pos       int // index of the next message in buf
 	failures  int
 }
 
@@ -29,12 +29,15 @@ type batchSource struct {
 // being handed out (12 partitions × 1 MiB), independent of KAFKA_FETCH_MAX_BYTES.
 const batchMaxBytes = 1 << 20
 
-// FetchMessage returns the next message, fetching a new batch when the last one is used up.
-// It returns ctx's error once ctx ends.
-func (s *batchSource) FetchMessage(ctx context.Context) (kafka.Message, error) {
-	for s.next >= len(s.buf) {
+// next returns the next message, fetching a new batch when the last one is used up. It
+// returns ctx's error once ctx ends.
+func (s *batchSource) next(ctx context.Context) (*kafka.Message, error) {
+	if s.pos > 0 {
+		s.buf[s.pos-1] = kafka.Message{} // handed out before; the tracker keeps what it needs
+	}
+	for s.pos >= len(s.buf) {
 		if err := ctx.Err(); err != nil {
-			return kafka.Message{}, err
+			return nil, err
 		}
 		if err := s.fill(ctx); err != nil {
 			s.failures++
@@ -42,16 +45,14 @@ func (s *batchSource) FetchMessage(ctx context.Context) (kafka.Message, error) {
 				s.p.log.Warn("fetch failed, retrying", "topic", s.topic, "partition", s.partition, "offset", s.offset, "attempt", s.failures, "error", err)
 			}
 			if !sleepCtx(ctx, backoff(100*time.Millisecond, 5*time.Second, s.failures)+50*time.Millisecond) {
-				return kafka.Message{}, ctx.Err()
+				return nil, ctx.Err()
 			}
 			continue
 		}
 		s.failures = 0
 	}
-	m := s.buf[s.next]
-	s.buf[s.next] = kafka.Message{} // the tracker keeps what it needs
-	s.next++
-	return m, nil
+	s.pos++
+	return &s.buf[s.pos-1], nil
 }
 
 func (s *batchSource) fill(ctx context.Context) error {
@@ -62,9 +63,10 @@ func (s *batchSource) fill(ctx context.Context) error {
 	}
 	maxBytes := min(s.p.cfg.MaxBytes, batchMaxBytes)
 	// The broker answers within MaxWait; the rest of the deadline is for reading the answer.
-	_ = s.conn.SetReadDeadline(time.Now().Add(s.p.cfg.MaxWait + 10*time.Second))
+	start := time.Now()
+	_ = s.conn.SetReadDeadline(start.Add(s.p.cfg.MaxWait + 10*time.Second))
 	batch := s.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: min(s.p.cfg.MinBytes, maxBytes), MaxBytes: maxBytes, MaxWait: s.p.cfg.MaxWait})
-	s.buf, s.next = s.buf[:0], 0
+	s.buf, s.pos = s.buf[:0], 0
 	for {
 		m, err := batch.ReadMessage()
 		if err != nil {
@@ -81,6 +83,16 @@ func (s *batchSource) fill(ctx context.Context) error {
 		s.offset = s.buf[n-1].Offset + 1
 	}
 	if err == nil {
+		return nil
+	}
+	if len(s.buf) == 0 && errors.Is(err, kafka.RequestTimedOut) {
+		// Caught up: kafka-go reports a fetch at the high watermark, which the broker held
+		// for MaxWait without new data, as RequestTimedOut. That is no failure: keep the
+		// connection, log nothing, and ask again at once (closing and backing off here
+		// cost a reconnect per idle partition per MaxWait and delayed the next records).
+		if el := time.Since(start); el < s.p.cfg.MaxWait/2 {
+			sleepCtx(ctx, s.p.cfg.MaxWait/2-el) // a broker that answers at once must not make this spin
+		}
 		return nil
 	}
 	if len(s.buf) > 0 {

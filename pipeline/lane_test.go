@@ -84,7 +84,7 @@ func laneHarness(t *testing.T, braze *fakeBraze, limits batcher.Limits) (*Pipeli
 func feed(p *Pipeline, ps *partitionState, objs [][]byte) []*msgAck {
 	acks := make([]*msgAck, len(objs))
 	for i, o := range objs {
-		acks[i] = ps.track(kafka.Message{Topic: "t", Offset: int64(i)}, 1)
+		acks[i] = ps.track(&kafka.Message{Topic: "t", Offset: int64(i)}, 1)
 		ps.outstanding.Add(1)
 		p.lanes[0].in <- item{kind: schemas.KindEvent, raw: o, ack: acks[i]}
 	}

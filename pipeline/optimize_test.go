@@ -72,7 +72,7 @@ func (h *optHarness) send(recs ...string) {
 			kind = schemas.KindEvent
 		}
 		r = strings.TrimPrefix(strings.TrimPrefix(r, "A:"), "E:")
-		ack := h.ps.track(kafka.Message{Topic: "t", Offset: h.off}, 1)
+		ack := h.ps.track(&kafka.Message{Topic: "t", Offset: h.off}, 1)
 		h.off++
 		h.ps.outstanding.Add(1)
 		h.p.stats.InFlightRecords.Add(1)
@@ -326,7 +326,7 @@ func BenchmarkDeliverOptimized(b *testing.B) {
 			b.ResetTimer()
 			for n := 0; n < b.N; n++ {
 				for i := range batch {
-					batch[i] = item{kind: schemas.KindAttributes, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(kafka.Message{}, 1)}
+					batch[i] = item{kind: schemas.KindAttributes, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(&kafka.Message{}, 1)}
 				}
 				if p.opt == nil {
 					p.deliver(ctx, batch, batcher.Encode(nil, batch))
@@ -397,7 +397,7 @@ func TestCoalescedErrorMapping(t *testing.T) {
 				`{"external_id":"b","z":3}`,
 			}
 			for i, r := range recs {
-				ack := ps.track(kafka.Message{Topic: "t", Offset: int64(i)}, 1)
+				ack := ps.track(&kafka.Message{Topic: "t", Offset: int64(i)}, 1)
 				ps.outstanding.Add(1)
 				p.stats.InFlightRecords.Add(1)
 				p.lanes[0].in <- item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack}

@@ -486,9 +486,23 @@ func (p *Pipeline) fetchAllowed(ctx context.Context) bool {
 }
 
 // messageSource is a partition's stream of messages: a kafka-go Reader, or a batchSource.
+// next returns a message that stays valid until the following call; returning it by
+// pointer spares copying the 150-byte struct several times per message.
 type messageSource interface {
-	FetchMessage(ctx context.Context) (kafka.Message, error)
+	next(ctx context.Context) (*kafka.Message, error)
 	Close() error
+}
+
+// readerSource adapts a kafka-go Reader to messageSource.
+type readerSource struct {
+	*kafka.Reader
+	m kafka.Message
+}
+
+func (r *readerSource) next(ctx context.Context) (*kafka.Message, error) {
+	var err error
+	r.m, err = r.FetchMessage(ctx)
+	return &r.m, err
 }
 
 // Fetch modes (Config.FetchMode).
@@ -515,7 +529,7 @@ func (p *Pipeline) newSource(ps *partitionState, offset int64) (messageSource, e
 			r.Close()
 			return nil, err
 		}
-		return r, nil
+		return &readerSource{Reader: r}, nil
 	}
 	return &batchSource{p: p, topic: ps.topic, partition: ps.partition, offset: offset}, nil
 }
@@ -573,7 +587,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		if !p.fetchAllowed(gctx) {
 			return
 		}
-		m, err := r.FetchMessage(gctx)
+		m, err := r.next(gctx)
 		if err != nil {
 			if gctx.Err() != nil {
 				return

@@ -67,7 +67,7 @@ type msgAck struct {
 }
 
 // track registers a fetched message; its records must then each be resolved once.
-func (ps *partitionState) track(m kafka.Message, records int) *msgAck {
+func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 	if len(ps.slab) == 0 {
 		ps.slab = make([]msgAck, ackSlabSize)
 	}

@@ -27,7 +27,7 @@ func TestWatermarkContiguous(t *testing.T) {
 			ps := newPartitionState("t", 0)
 			acks := make([]*msgAck, len(tc.offsets))
 			for i, off := range tc.offsets {
-				acks[i] = ps.track(kafka.Message{Offset: off}, int(tc.records[i]))
+				acks[i] = ps.track(&kafka.Message{Offset: off}, int(tc.records[i]))
 				ps.outstanding.Add(int64(tc.records[i]))
 			}
 			for step, i := range tc.ackSeq {
@@ -52,7 +52,7 @@ func TestWatermarkRandomLarge(t *testing.T) {
 	const n = 5000
 	acks := make([]*msgAck, n)
 	for i := range acks {
-		acks[i] = ps.track(kafka.Message{Offset: int64(i * 2)}, 1)
+		acks[i] = ps.track(&kafka.Message{Offset: int64(i * 2)}, 1)
 	}
 	order := r.Perm(n)
 	doneSet := make([]bool, n)
