@@ -217,3 +217,42 @@ func TestAttributeUpdatesInPlace(t *testing.T) {
 		jsonEq(t, u.Attributes, tc.want)
 	}
 }
+
+// History slots reuse the properties buffer of the event they displace: after
+// the history wraps, every kept event still has its own properties.
+func TestHistoryWrapKeepsOwnProperties(t *testing.T) {
+	s := newSim(t, func(c *Config) { c.MaxHistoryPerUser = 3 })
+	ev := func(i int) string {
+		props := `{"i":` + fmt.Sprint(i) + `,"pad":"` + strings.Repeat("x", (i*7)%23) + `"}`
+		if i%4 == 3 {
+			props = `null`
+		}
+		return `{"external_id":"u","name":"e","time":"2026-01-01T00:00:00Z","properties":` + props + `}`
+	}
+	pu := func(i int) string {
+		return `{"external_id":"u","product_id":"p","currency":"USD","price":1,"time":"2026-01-01T00:00:00Z",` +
+			`"properties":{"i":` + fmt.Sprint(i) + `,"pad":"` + strings.Repeat("y", (i*5)%17) + `"}}`
+	}
+	for i := 0; i < 10; i++ {
+		mustTrack(t, s, `{"events":[`+ev(i)+`],"purchases":[`+pu(i)+`]}`)
+	}
+	mustTrack(t, s, `{"events":[`+ev(10)+`,`+ev(11)+`],"purchases":[`+pu(10)+`,`+pu(11)+`]}`)
+	u, _ := s.User("external_id", "u")
+	if len(u.Events) != 3 || len(u.Purchases) != 3 {
+		t.Fatalf("%d events, %d purchases", len(u.Events), len(u.Purchases))
+	}
+	for k, i := range []int{9, 10, 11} {
+		e := u.Events[k]
+		if i%4 == 3 {
+			if e.Properties != nil {
+				t.Errorf("event %d: properties %v, want none", i, e.Properties)
+			}
+		} else if e.Properties["i"] != float64(i) || e.Properties["pad"] != strings.Repeat("x", (i*7)%23) {
+			t.Errorf("event %d: properties %v", i, e.Properties)
+		}
+		p := u.Purchases[k]
+		if p.Properties["i"] != float64(i) || p.Properties["pad"] != strings.Repeat("y", (i*5)%17) {
+			t.Errorf("purchase %d: properties %v", i, p.Properties)
+		}
+	}
+}

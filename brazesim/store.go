@@ -42,6 +42,7 @@ type event struct {
 	appID string
 	props []byte
 	seq   uint64
+	own   bool // props is this slot's own buffer (reused when the slot is overwritten)
 }
 
 type purchase struct {
@@ -52,6 +53,7 @@ type purchase struct {
 	appID               string
 	props               []byte
 	seq                 uint64
+	own                 bool // as event.own
 }
 
 // aval is a stored attribute value: the JSON text of a scalar as it arrived (no
@@ -494,15 +496,23 @@ type history[T any] struct {
 }
 
 func (h *history[T]) push(v T, limit int) {
+	*h.slot(limit) = v
+}
+
+// slot returns the place of the next item: a new zero item, or (when full) the
+// oldest one, which the caller overwrites.
+func (h *history[T]) slot(limit int) *T {
 	if limit <= 0 || len(h.buf) < limit {
-		h.buf = append(h.buf, v)
-		return
+		var zero T
+		h.buf = append(h.buf, zero)
+		return &h.buf[len(h.buf)-1]
 	}
-	h.buf[h.start] = v
+	p := &h.buf[h.start]
 	h.start++
 	if h.start == len(h.buf) {
 		h.start = 0
 	}
+	return p
 }
 
 // each calls f on the items, oldest first.

@@ -138,8 +138,8 @@ type eventObj struct {
 	name  string
 	t     time.Time
 	appID string
-	props []byte   // raw JSON object, in the request arena
-	span  [2]int32 // props in the body, before the arena copy
+	props []byte   // raw JSON object when cut to 256 properties (else in the body at span)
+	span  [2]int32 // props in the body
 }
 
 type purchaseObj struct {
@@ -161,7 +161,27 @@ type trackReq struct {
 	events           []eventObj
 	purchases        []purchaseObj
 	nA, nE, nP       int
-	vals             []any // list values of attribute ops (attrOp.add/rem)
+	vals             []any  // list values of attribute ops (attrOp.add/rem)
+	body             []byte // the request body (valid until the request ends)
+}
+
+// keepProps returns the buffer in which a history slot keeps an event's or
+// purchase's properties (cut, or at span in the body): prev, the buffer of the
+// item the slot held, when the slot owns it (own), else a new one. Once users
+// have full histories, properties are copied without allocating, and no
+// request-wide arena stays pinned by a few surviving events.
+func (r *trackReq) keepProps(prev []byte, own bool, cut []byte, span [2]int32) ([]byte, bool) {
+	src := cut
+	if src == nil && span[1] != 0 {
+		src = r.body[span[0]:span[1]]
+	}
+	if own {
+		return append(prev[:0], src...), true
+	}
+	if len(src) == 0 {
+		return nil, false
+	}
+	return append([]byte(nil), src...), true
 }
 
 // nextAttr appends a zeroed attrObj, reusing the ops storage of a pooled request.
@@ -273,23 +293,18 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	if s.err != nil {
 		return "invalid JSON"
 	}
+	r.body = body
 	r.toArena(body)
 	return ""
 }
 
-// toArena copies every byte range the store keeps (raw attribute values, event and
-// purchase properties) into one allocation per request: the body buffer is reused,
-// and one arena costs far less than a copy per object.
+// toArena copies the attribute objects whose raw values the store keeps into one
+// allocation per request (the body buffer is reused). Event and purchase
+// properties are copied by apply into their history slots instead.
 func (r *trackReq) toArena(body []byte) {
 	n := 0
 	for i := range r.attrs {
 		n += int(r.attrs[i].span[1] - r.attrs[i].span[0])
-	}
-	for i := range r.events {
-		n += int(r.events[i].span[1] - r.events[i].span[0])
-	}
-	for i := range r.purchases {
-		n += int(r.purchases[i].span[1] - r.purchases[i].span[0])
 	}
 	if n == 0 {
 		return
@@ -302,37 +317,13 @@ func (r *trackReq) toArena(body []byte) {
 			sb.Write(body[sp[0]:sp[1]])
 		}
 	}
-	for i := range r.events {
-		if sp := r.events[i].span; sp[1] != 0 {
-			sb.Write(body[sp[0]:sp[1]])
-		}
-	}
-	for i := range r.purchases {
-		if sp := r.purchases[i].span; sp[1] != 0 {
-			sb.Write(body[sp[0]:sp[1]])
-		}
-	}
 	arena := unsafe.Slice(unsafe.StringData(sb.String()), n)
 	off := 0
-	take := func(sp [2]int32) []byte {
-		end := off + int(sp[1]-sp[0])
-		b := arena[off:end:end]
-		off = end
-		return b
-	}
 	for i := range r.attrs {
 		if a := &r.attrs[i]; a.span[1] != 0 {
-			a.own = take(a.span)
-		}
-	}
-	for i := range r.events {
-		if e := &r.events[i]; e.span[1] != 0 {
-			e.props = take(e.span)
-		}
-	}
-	for i := range r.purchases {
-		if p := &r.purchases[i]; p.span[1] != 0 {
-			p.props = take(p.span)
+			end := off + int(a.span[1]-a.span[0])
+			a.own = arena[off:end:end]
+			off = end
 		}
 	}
 }

@@ -287,7 +287,11 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		if u == nil {
 			continue
 		}
-		u.events.push(event{name: e.name, t: e.t, appID: e.appID, props: e.props, seq: seq}, limit)
+		// The slot lends the buffer of the event it held (history full).
+		sl := u.events.slot(limit)
+		prev, own := sl.props, sl.own
+		*sl = event{name: e.name, t: e.t, appID: e.appID, seq: seq}
+		sl.props, sl.own = tr.keepProps(prev, own, e.props, e.span)
 		u.dp++ // each custom event = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)
@@ -303,8 +307,11 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		if u == nil {
 			continue
 		}
-		u.purchases.push(purchase{productID: p.productID, currency: p.currency,
-			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, props: p.props, seq: seq}, limit)
+		sl := u.purchases.slot(limit)
+		prev, own := sl.props, sl.own
+		*sl = purchase{productID: p.productID, currency: p.currency,
+			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, seq: seq}
+		sl.props, sl.own = tr.keepProps(prev, own, p.props, p.span)
 		u.dp++ // each purchase = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)

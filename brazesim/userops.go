@@ -265,8 +265,18 @@ func (s *Sim) mergeData(st *store, src, dst *user) {
 			dst.attrs.set(kv.k, kv.v)
 		}
 	}
-	src.events.each(func(e *event) { dst.events.push(*e, s.cfg.MaxHistoryPerUser) })
-	src.purchases.each(func(p *purchase) { dst.purchases.push(*p, s.cfg.MaxHistoryPerUser) })
+	// A properties buffer may be owned by its history slot (event.own): the copy
+	// does not own it.
+	src.events.each(func(e *event) {
+		c := *e
+		c.own = false
+		dst.events.push(c, s.cfg.MaxHistoryPerUser)
+	})
+	src.purchases.each(func(p *purchase) {
+		c := *p
+		c.own = false
+		dst.purchases.push(c, s.cfg.MaxHistoryPerUser)
+	})
 	dst.dp += src.dp
 	if dst.email == "" && src.email != "" {
 		st.setEmail(dst, src.email)
