@@ -287,25 +287,26 @@ func (st *store) setPhone(u *user, p string) {
 const maxSimpleArray = 500 // default and maximum simple-array length (braze-api.md §1 "Attributes object")
 
 // applyOp applies one attribute operation (caller holds u.mu). It reports whether the op was applied.
-// own is the object's arena copy (opSetRaw), vals the request's list values.
-func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dropNested bool) bool {
+// own is the object's arena copy (opSetRaw), r the request (keys, opExt, list values).
+func (st *store) applyOp(u *user, op *attrOp, own []byte, r *trackReq, merge, dropNested bool) bool {
+	key, x, vals := r.key(op), r.extOf(op), r.vals
 	switch op.kind {
 	case opSet:
-		switch op.key {
+		switch key {
 		case "email":
-			e, _ := op.v.(string)
+			e, _ := x.v.(string)
 			st.setEmail(u, e)
 			return true
 		case "phone":
-			p, _ := op.v.(string)
+			p, _ := x.v.(string)
 			st.setPhone(u, p)
 			return true
 		}
-		if op.v == nil {
-			u.attrs.del(op.key)
+		if x.v == nil {
+			u.attrs.del(key)
 			return true
 		}
-		if arr, ok := op.v.([]any); ok && isScalarArray(arr) {
+		if arr, ok := x.v.([]any); ok && isScalarArray(arr) {
 			// Simple arrays keep unique values only, at most 500 (the oldest dropped).
 			out := make([]any, 0, len(arr))
 			for _, v := range arr {
@@ -316,26 +317,26 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 			if len(out) > maxSimpleArray {
 				out = out[len(out)-maxSimpleArray:]
 			}
-			u.attrs.set(op.key, aval{x: out})
+			u.attrs.set(key, aval{x: out})
 			return true
 		}
-		u.attrs.set(op.key, aval{x: op.v})
+		u.attrs.set(key, aval{x: x.v})
 	case opDropped:
 		return false
 	case opSetRaw:
-		u.attrs.set(op.key, aval{raw: op.raw(own)})
+		u.attrs.set(key, aval{raw: op.raw(own)})
 	case opNull:
 		// null removes the attribute (braze-api.md §1 "Attributes object").
-		u.attrs.del(op.key)
+		u.attrs.del(key)
 	case opInc:
-		if p := u.attrs.ref(op.key); p != nil {
-			*p = aval{x: boxFloat(p.num() + op.n)}
+		if p := u.attrs.ref(key); p != nil {
+			*p = aval{x: boxFloat(p.num() + x.n)}
 		} else {
 			var none aval // 0 + n, as for a missing value (-0 becomes 0)
-			u.attrs.set(op.key, aval{x: boxFloat(none.num() + op.n)})
+			u.attrs.set(key, aval{x: boxFloat(none.num() + x.n)})
 		}
 	case opArr:
-		p := u.attrs.ref(op.key)
+		p := u.attrs.ref(key)
 		var cur []any // owned by u; changed in place
 		wasArr := false
 		if p != nil {
@@ -343,7 +344,7 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 			wasArr = wasArr && p.raw == nil
 		}
 		changed := false
-		for _, v := range op.add(vals) {
+		for _, v := range x.add(vals) {
 			if indexOf(cur, v) < 0 {
 				cur = append(cur, v)
 				changed = true
@@ -352,7 +353,7 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		if len(cur) > maxSimpleArray {
 			cur = cur[len(cur)-maxSimpleArray:]
 		}
-		for _, v := range op.rem(vals) {
+		for _, v := range x.rem(vals) {
 			for i := indexOf(cur, v); i >= 0; i = indexOf(cur, v) {
 				cur = append(cur[:i], cur[i+1:]...)
 				changed = true
@@ -360,7 +361,7 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		}
 		switch {
 		case p == nil:
-			u.attrs.set(op.key, aval{x: cur})
+			u.attrs.set(key, aval{x: cur})
 		case changed || !wasArr: // unchanged arrays are not boxed again
 			*p = aval{x: cur}
 		}
@@ -368,22 +369,22 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 		if dropNested {
 			return false
 		}
-		m := op.v.(map[string]any)
-		cv, _ := u.attrs.get(op.key)
+		m := x.v.(map[string]any)
+		cv, _ := u.attrs.get(key)
 		if cur, ok := cv.x.(map[string]any); ok && merge {
 			deepMerge(cur, m)
 		} else {
-			u.attrs.set(op.key, aval{x: m})
+			u.attrs.set(key, aval{x: m})
 		}
 	case opObjArr:
 		if dropNested {
 			return false
 		}
-		cv, _ := u.attrs.get(op.key)
+		cv, _ := u.attrs.get(key)
 		cur := append([]any(nil), cv.arr()...)
 		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
-		cur = append(cur, op.add(vals)...)
-		for _, r := range op.rem(vals) {
+		cur = append(cur, x.add(vals)...)
+		for _, r := range x.rem(vals) {
 			rm, _ := r.(map[string]any)
 			k, _ := rm["$identifier_key"].(string)
 			val := rm["$identifier_value"]
@@ -397,7 +398,7 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 			cur = out
 		}
 		if merge { // $update requires _merge_objects: true
-			for _, up := range op.upd() {
+			for _, up := range x.upd() {
 				um, _ := up.(map[string]any)
 				k, _ := um["$identifier_key"].(string)
 				val := um["$identifier_value"]
@@ -409,7 +410,7 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, vals []any, merge, dro
 				}
 			}
 		}
-		u.attrs.set(op.key, aval{x: cur})
+		u.attrs.set(key, aval{x: cur})
 	}
 	return true
 }

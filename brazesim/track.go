@@ -90,30 +90,78 @@ const (
 
 const maxNestedBytes = 100 * 1024
 
-// attrOp is one attribute update. It holds no slices of its own (ops are reused
-// across pooled requests and cleared): raw JSON text is located in the object's
-// arena copy (attrObj.own), list values in trackReq.vals.
+// attrOp is one attribute update, small and without pointers (ops of pooled
+// requests are rewritten, not cleared, and cost the GC nothing): the key is in the
+// body (or trackReq.strs), raw JSON text in the object's arena copy (attrObj.own),
+// anything else in an opExt.
 type attrOp struct {
-	key            string
+	keyOff, keyLen int32 // body[keyOff:+keyLen]; keyLen < 0: trackReq.strs[keyOff]
+	rawOff, rawLen int32 // opSetRaw: JSON text within attrObj.own
+	x              int32 // index+1 of the op's opExt in trackReq.ext (0: none)
+	dp             int32 // data points this op bills (braze-api.md §6)
+	kind           opKind
+}
+
+// opExt holds what ops other than raw scalar sets and null need.
+type opExt struct {
 	v              any     // opSet, opNested; opObjArr: $update ([]any)
 	n              float64 // opInc
-	dp             int64   // data points this op bills (braze-api.md §6)
-	rawOff, rawLen int32   // opSetRaw: JSON text within attrObj.own
 	addOff, addLen int32   // opArr add, opObjArr $add: in trackReq.vals
 	remOff, remLen int32   // opArr remove, opObjArr $remove: in trackReq.vals
-	kind           opKind
 }
 
 func (op *attrOp) raw(own []byte) []byte {
 	return own[op.rawOff : op.rawOff+op.rawLen : op.rawOff+op.rawLen]
 }
 
-func (op *attrOp) add(vals []any) []any { return vals[op.addOff : op.addOff+op.addLen] }
-func (op *attrOp) rem(vals []any) []any { return vals[op.remOff : op.remOff+op.remLen] }
+func (x *opExt) add(vals []any) []any { return vals[x.addOff : x.addOff+x.addLen] }
+func (x *opExt) rem(vals []any) []any { return vals[x.remOff : x.remOff+x.remLen] }
 
-func (op *attrOp) upd() []any {
-	u, _ := op.v.([]any)
+func (x *opExt) upd() []any {
+	u, _ := x.v.([]any)
 	return u
+}
+
+// key returns the op's key; it may point into the body (valid during the request).
+func (r *trackReq) key(op *attrOp) string {
+	if op.keyLen < 0 {
+		return r.strs[op.keyOff]
+	}
+	return bodyStr(r.body[op.keyOff : op.keyOff+op.keyLen])
+}
+
+// setKey records k as op's key: by position when k lies in the body.
+func (r *trackReq) setKey(op *attrOp, k string) {
+	if len(k) == 0 {
+		op.keyOff, op.keyLen = 0, 0
+		return
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.body)))
+	if p := uintptr(unsafe.Pointer(unsafe.StringData(k))); p >= base && p+uintptr(len(k)) <= base+uintptr(len(r.body)) {
+		op.keyOff, op.keyLen = int32(p-base), int32(len(k))
+		return
+	}
+	r.strs = append(r.strs, k)
+	op.keyOff, op.keyLen = int32(len(r.strs)-1), -1
+}
+
+// ext returns op's opExt, adding one if it has none.
+func (r *trackReq) ext(op *attrOp) *opExt {
+	if op.x == 0 {
+		r.exts = append(r.exts, opExt{})
+		op.x = int32(len(r.exts))
+	}
+	return &r.exts[op.x-1]
+}
+
+var noExt opExt
+
+// extOf returns op's opExt, or an empty one (read only).
+func (r *trackReq) extOf(op *attrOp) *opExt {
+	if op.x == 0 {
+		return &noExt
+	}
+	return &r.exts[op.x-1]
 }
 
 // putVals appends list values to the request's pool and returns their place.
@@ -161,8 +209,10 @@ type trackReq struct {
 	events           []eventObj
 	purchases        []purchaseObj
 	nA, nE, nP       int
-	vals             []any  // list values of attribute ops (attrOp.add/rem)
-	body             []byte // the request body (valid until the request ends)
+	vals             []any    // list values of attribute ops (opExt.add/rem)
+	exts             []opExt  // see attrOp.x
+	strs             []string // keys not found verbatim in the body
+	body             []byte   // the request body (valid until the request ends)
 }
 
 // keepProps returns the buffer in which a history slot keeps an event's or
@@ -190,9 +240,7 @@ func (r *trackReq) nextAttr() *attrObj {
 	if n < cap(r.attrs) {
 		r.attrs = r.attrs[:n+1]
 		a := &r.attrs[n]
-		ops := a.ops[:0]
-		clear(a.ops)
-		*a = attrObj{ops: ops}
+		*a = attrObj{ops: a.ops[:0]} // ops hold no pointers: nothing to clear
 		return a
 	}
 	r.attrs = append(r.attrs, attrObj{ops: make([]attrOp, 0, 16)})
@@ -201,7 +249,10 @@ func (r *trackReq) nextAttr() *attrObj {
 
 func (r *trackReq) reset() {
 	clear(r.vals)
-	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0], vals: r.vals[:0]}
+	clear(r.exts)
+	clear(r.strs)
+	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0],
+		vals: r.vals[:0], exts: r.exts[:0], strs: r.strs[:0]}
 }
 
 type parseOpts struct {
@@ -215,6 +266,7 @@ type parseOpts struct {
 // parseTrack parses the body. It returns a fatal error text ("" if none).
 func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	s := scanner{b: body}
+	r.body = body
 	if !s.consume('{') {
 		return "invalid JSON"
 	}
@@ -293,7 +345,6 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	if s.err != nil {
 		return "invalid JSON"
 	}
-	r.body = body
 	r.toArena(body)
 	return ""
 }
@@ -631,8 +682,9 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			continue
 		}
 		key := attrKey(k, esc)
-		a.ops = append(a.ops, attrOp{key: key, dp: 1}) // filled in place
+		a.ops = append(a.ops, attrOp{dp: 1}) // filled in place
 		op := &a.ops[len(a.ops)-1]
+		r.setKey(op, key)
 		if freeAttr(key) {
 			op.dp = 0
 		}
@@ -641,10 +693,10 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			s.lit("null")
 			op.kind = opNull
 		case '{':
-			if !opObject(s, r, op) {
+			if !opObject(s, r, op, r.ext(op)) {
 				st := s.i
 				v, _ := s.value(0).(map[string]any)
-				classifyObjectOp(r, op, v, a)
+				classifyObjectOp(r, op, r.ext(op), v, a)
 				if (op.kind == opNested || op.kind == opObjArr) && s.i-st > maxNestedBytes {
 					// Over 100 KB: the update is dropped and the attribute stays
 					// unchanged; the API still answers success (braze-api.md §1
@@ -655,11 +707,11 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 		case '[':
 			arr, _ := s.value(0).([]any)
 			op.kind = opSet
-			op.v = arr
+			r.ext(op).v = arr
 		default:
 			if key == "email_subscribe" || key == "push_subscribe" {
 				op.kind = opSet
-				op.v = s.value(0)
+				r.ext(op).v = s.value(0)
 				break
 			}
 			// Scalars stay JSON text: no decoding or boxing on the hot path.
@@ -686,15 +738,15 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 		if o.validate {
 			switch key {
 			case "email_subscribe":
-				if str, ok := op.v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
+				if str, ok := r.extOf(op).v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
 					a.setErr(ErrEmailSubscribe)
 				}
 			case "push_subscribe":
-				if str, ok := op.v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
+				if str, ok := r.extOf(op).v.(string); op.kind != opNull && (!ok || !subscribeStates[str]) {
 					a.setErr(ErrPushSubscribe)
 				}
 			case "subscription_groups":
-				if !validSubGroups(op.v) {
+				if !validSubGroups(r.extOf(op).v) {
 					a.setErr(ErrSubscriptionGroups)
 				}
 			}
@@ -731,10 +783,10 @@ func validSubGroups(v any) bool {
 
 // classifyObjectOp decides what an object-valued attribute means
 // (braze-api.md §1 "Attributes object", "Nested custom attributes", "Arrays of objects").
-func classifyObjectOp(r *trackReq, op *attrOp, v map[string]any, a *attrObj) {
+func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *attrObj) {
 	if len(v) == 1 {
 		if n, ok := v["inc"].(float64); ok {
-			op.kind, op.n = opInc, n
+			op.kind, x.n = opInc, n
 			return
 		}
 	}
@@ -745,9 +797,9 @@ func classifyObjectOp(r *trackReq, op *attrOp, v map[string]any, a *attrObj) {
 		rem, okR := v["remove"].([]any)
 		if (okA || !hasAdd) && (okR || !hasRem) {
 			op.kind = opArr
-			op.addOff, op.addLen = r.putVals(add)
-			op.remOff, op.remLen = r.putVals(rem)
-			op.dp = int64(len(add) + len(rem)) // 1 per value (braze-api.md §6)
+			x.addOff, x.addLen = r.putVals(add)
+			x.remOff, x.remLen = r.putVals(rem)
+			op.dp = int32(len(add) + len(rem)) // 1 per value (braze-api.md §6)
 			if op.dp == 0 {
 				op.dp = 1
 			}
@@ -762,10 +814,10 @@ func classifyObjectOp(r *trackReq, op *attrOp, v map[string]any, a *attrObj) {
 		add, _ := v["$add"].([]any)
 		rem, _ := v["$remove"].([]any)
 		upd, _ := v["$update"].([]any)
-		op.addOff, op.addLen = r.putVals(add)
-		op.remOff, op.remLen = r.putVals(rem)
+		x.addOff, x.addLen = r.putVals(add)
+		x.remOff, x.remLen = r.putVals(rem)
 		if upd != nil {
-			op.v = upd
+			x.v = upd
 		}
 		// Arrays of objects: 1 data point per key updated (braze-api.md §6).
 		var dp int64
@@ -788,13 +840,13 @@ func classifyObjectOp(r *trackReq, op *attrOp, v map[string]any, a *attrObj) {
 				}
 			}
 		}
-		op.dp = max(dp, 1)
+		op.dp = int32(max(dp, 1))
 		a.nested = true
 		return
 	}
-	op.kind, op.v = opNested, v
+	op.kind, x.v = opNested, v
 	// Nested objects: every key sent = 1 data point (braze-api.md §6).
-	op.dp = max(countKeys(v), 1)
+	op.dp = int32(max(countKeys(v), 1))
 	a.nested = true
 	if invalidNested(v) {
 		a.bad = true
@@ -1078,12 +1130,12 @@ func validCurrency(c string) bool {
 
 // opObject is the fast path for {"inc": n} and {"add": […], "remove": […]}: it
 // decodes them without building a map. On any other shape it rewinds and returns false.
-func opObject(s *scanner, r *trackReq, op *attrOp) bool {
+func opObject(s *scanner, r *trackReq, op *attrOp, x *opExt) bool {
 	start := s.i
 	n0 := len(r.vals)
 	rewind := func() bool {
 		s.i = start
-		op.addOff, op.addLen, op.remOff, op.remLen = 0, 0, 0, 0
+		x.addOff, x.addLen, x.remOff, x.remLen = 0, 0, 0, 0
 		clear(r.vals[n0:])
 		r.vals = r.vals[:n0]
 		return false
@@ -1102,7 +1154,7 @@ func opObject(s *scanner, r *trackReq, op *attrOp) bool {
 			if inc || add || rem || !(c == '-' || c >= '0' && c <= '9') {
 				return rewind()
 			}
-			op.n = parseFloat(s.number())
+			x.n = parseFloat(s.number())
 			inc = true
 		case "add", "remove":
 			if inc || s.peek() != '[' {
@@ -1115,9 +1167,9 @@ func opObject(s *scanner, r *trackReq, op *attrOp) bool {
 			off := int32(len(r.vals))
 			r.vals = s.arrayInto(r.vals)
 			if isAdd {
-				op.addOff, op.addLen, add = off, int32(len(r.vals))-off, true
+				x.addOff, x.addLen, add = off, int32(len(r.vals))-off, true
 			} else {
-				op.remOff, op.remLen, rem = off, int32(len(r.vals))-off, true
+				x.remOff, x.remLen, rem = off, int32(len(r.vals))-off, true
 			}
 		default:
 			return rewind()
@@ -1131,7 +1183,7 @@ func opObject(s *scanner, r *trackReq, op *attrOp) bool {
 		op.kind = opInc
 	case add || rem:
 		op.kind = opArr
-		op.dp = max(int64(op.addLen+op.remLen), 1) // 1 per value (braze-api.md §6)
+		op.dp = max(x.addLen+x.remLen, 1) // 1 per value (braze-api.md §6)
 	default:
 		return rewind()
 	}

@@ -257,8 +257,8 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		var dp int64
 		for j := range a.ops {
 			op := &a.ops[j]
-			if st.applyOp(u, op, a.own, tr.vals, a.merge, dropNested) {
-				dp += op.dp
+			if st.applyOp(u, op, a.own, tr, a.merge, dropNested) {
+				dp += int64(op.dp)
 			}
 		}
 		// email/phone in an attributes object are profile fields too; with a primary
