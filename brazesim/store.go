@@ -504,6 +504,12 @@ func (h *history[T]) push(v T, limit int) {
 // oldest one, which the caller overwrites.
 func (h *history[T]) slot(limit int) *T {
 	if limit <= 0 || len(h.buf) < limit {
+		if c := cap(h.buf); len(h.buf) == c && limit > 0 && 2*c > limit {
+			// The last growth: exactly to the limit, not past it as append would.
+			nb := make([]T, len(h.buf), limit)
+			copy(nb, h.buf)
+			h.buf = nb
+		}
 		var zero T
 		h.buf = append(h.buf, zero)
 		return &h.buf[len(h.buf)-1]
