@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -103,6 +104,9 @@ func TestClientTransportErrorIsRetryWithoutSecret(t *testing.T) {
 	r := c.Track(context.Background(), []byte(`{}`))
 	if r.Class != Retry || r.Err == nil || r.Status != 0 {
 		t.Fatalf("want Retry with error, got %+v", r)
+	}
+	if !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Fatalf("want the client's timeout, got %v", r.Err)
 	}
 	if strings.Contains(r.Describe(), "very-secret") || strings.Contains(r.Err.Error(), "very-secret") {
 		t.Fatalf("secret leaked: %s", r.Describe())
