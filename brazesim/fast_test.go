@@ -256,3 +256,20 @@ func TestHistoryWrapKeepsOwnProperties(t *testing.T) {
 		}
 	}
 }
+
+// Raw attribute values are rewritten in place in their own buffers: shorter,
+// longer and differently typed values in turn, on two users with the same values.
+func TestAttributeValueBuffersReused(t *testing.T) {
+	s := newSim(t, nil)
+	steps := []string{`"a fairly long string value"`, `"s"`, `12.5`, `{"inc":1}`, `"x\"y"`, `true`, `"back to a longer string value!"`}
+	for _, v := range steps {
+		mustTrack(t, s, `{"attributes":[{"external_id":"u1","a":`+v+`,"b":"b1"},{"external_id":"u2","a":`+v+`,"b":"b2"}]}`)
+	}
+	for _, id := range []string{"u1", "u2"} {
+		u, _ := s.User("external_id", id)
+		jsonEq(t, u.Attributes, `{"a":"back to a longer string value!","b":"b`+id[1:]+`"}`)
+	}
+	mustTrack(t, s, `{"attributes":[{"external_id":"u1","a":"z"}]}`)
+	u2, _ := s.User("external_id", "u2")
+	jsonEq(t, u2.Attributes, `{"a":"back to a longer string value!","b":"b2"}`)
+}

@@ -57,7 +57,8 @@ type purchase struct {
 }
 
 // aval is a stored attribute value: the JSON text of a scalar as it arrived (no
-// decoding, no boxing on the hot path) or a decoded value.
+// decoding, no boxing on the hot path) or a decoded value. raw is owned by the
+// attribute (never shared), so it can be rewritten in place.
 type aval struct {
 	raw []byte // JSON scalar (string with quotes, number, true/false); nil when x is used
 	x   any
@@ -287,8 +288,8 @@ func (st *store) setPhone(u *user, p string) {
 const maxSimpleArray = 500 // default and maximum simple-array length (braze-api.md §1 "Attributes object")
 
 // applyOp applies one attribute operation (caller holds u.mu). It reports whether the op was applied.
-// own is the object's arena copy (opSetRaw), r the request (keys, opExt, list values).
-func (st *store) applyOp(u *user, op *attrOp, own []byte, r *trackReq, merge, dropNested bool) bool {
+// r is the request (body, keys, opExt, list values).
+func (st *store) applyOp(u *user, op *attrOp, r *trackReq, merge, dropNested bool) bool {
 	key, x, vals := r.key(op), r.extOf(op), r.vals
 	switch op.kind {
 	case opSet:
@@ -324,7 +325,14 @@ func (st *store) applyOp(u *user, op *attrOp, own []byte, r *trackReq, merge, dr
 	case opDropped:
 		return false
 	case opSetRaw:
-		u.attrs.set(key, aval{raw: op.raw(own)})
+		// The value's own buffer is rewritten in place when it is large enough:
+		// updating a user's attributes allocates nothing once they exist.
+		src := op.raw(r.body)
+		if p := u.attrs.ref(key); p != nil {
+			*p = aval{raw: append(p.raw[:0], src...)}
+		} else {
+			u.attrs.set(key, aval{raw: append([]byte(nil), src...)})
+		}
 	case opNull:
 		// null removes the attribute (braze-api.md §1 "Attributes object").
 		u.attrs.del(key)

@@ -92,11 +92,11 @@ const maxNestedBytes = 100 * 1024
 
 // attrOp is one attribute update, small and without pointers (ops of pooled
 // requests are rewritten, not cleared, and cost the GC nothing): the key is in the
-// body (or trackReq.strs), raw JSON text in the object's arena copy (attrObj.own),
+// body (or trackReq.strs), raw JSON text in the body too (the store copies it),
 // anything else in an opExt.
 type attrOp struct {
 	keyOff, keyLen int32 // body[keyOff:+keyLen]; keyLen < 0: trackReq.strs[keyOff]
-	rawOff, rawLen int32 // opSetRaw: JSON text within attrObj.own
+	rawOff, rawLen int32 // opSetRaw: JSON text in the body
 	x              int32 // index+1 of the op's opExt in trackReq.ext (0: none)
 	dp             int32 // data points this op bills (braze-api.md §6)
 	kind           opKind
@@ -110,8 +110,8 @@ type opExt struct {
 	remOff, remLen int32   // opArr remove, opObjArr $remove: in trackReq.vals
 }
 
-func (op *attrOp) raw(own []byte) []byte {
-	return own[op.rawOff : op.rawOff+op.rawLen : op.rawOff+op.rawLen]
+func (op *attrOp) raw(body []byte) []byte {
+	return body[op.rawOff : op.rawOff+op.rawLen : op.rawOff+op.rawLen]
 }
 
 func (x *opExt) add(vals []any) []any { return vals[x.addOff : x.addOff+x.addLen] }
@@ -175,10 +175,8 @@ type attrObj struct {
 	objCommon
 	merge  bool
 	ops    []attrOp
-	nested bool     // has nested-object / array-of-object ops
-	bad    bool     // a nested value is invalid (null or bad $time) -> drop nested updates of the request
-	span   [2]int32 // object bytes in the body when raw values must be kept
-	own    []byte   // those bytes, in the request arena
+	nested bool // has nested-object / array-of-object ops
+	bad    bool // a nested value is invalid (null or bad $time) -> drop nested updates of the request
 }
 
 type eventObj struct {
@@ -345,38 +343,7 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	if s.err != nil {
 		return "invalid JSON"
 	}
-	r.toArena(body)
 	return ""
-}
-
-// toArena copies the attribute objects whose raw values the store keeps into one
-// allocation per request (the body buffer is reused). Event and purchase
-// properties are copied by apply into their history slots instead.
-func (r *trackReq) toArena(body []byte) {
-	n := 0
-	for i := range r.attrs {
-		n += int(r.attrs[i].span[1] - r.attrs[i].span[0])
-	}
-	if n == 0 {
-		return
-	}
-	// strings.Builder allocates without zeroing; the arena is only read afterwards.
-	var sb strings.Builder
-	sb.Grow(n)
-	for i := range r.attrs {
-		if sp := r.attrs[i].span; sp[1] != 0 {
-			sb.Write(body[sp[0]:sp[1]])
-		}
-	}
-	arena := unsafe.Slice(unsafe.StringData(sb.String()), n)
-	off := 0
-	for i := range r.attrs {
-		if a := &r.attrs[i]; a.span[1] != 0 {
-			end := off + int(a.span[1]-a.span[0])
-			a.own = arena[off:end:end]
-			off = end
-		}
-	}
 }
 
 // strOrBody returns a string value without copying unless it has escapes. The
@@ -659,10 +626,8 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 		a.setErr(ErrNotObject)
 		return
 	}
-	objStart := s.i
 	s.i++
 	f := true
-	nRaw := 0
 	for {
 		k, esc, ok := s.member(&f)
 		if !ok {
@@ -729,8 +694,7 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 				s.skipDepth(0)
 			}
 			op.kind = opSetRaw
-			op.rawOff, op.rawLen = int32(st-objStart), int32(s.i-st)
-			nRaw++
+			op.rawOff, op.rawLen = int32(st), int32(s.i-st)
 		}
 		if s.err != nil {
 			return
@@ -751,9 +715,6 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 				}
 			}
 		}
-	}
-	if nRaw > 0 && s.err == nil {
-		a.span = [2]int32{int32(objStart), int32(s.i)}
 	}
 	a.resolveIdent(o)
 	// email/phone in an attributes object are profile fields too; with a primary

@@ -257,7 +257,7 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		var dp int64
 		for j := range a.ops {
 			op := &a.ops[j]
-			if st.applyOp(u, op, a.own, tr, a.merge, dropNested) {
+			if st.applyOp(u, op, tr, a.merge, dropNested) {
 				dp += int64(op.dp)
 			}
 		}

@@ -262,7 +262,9 @@ func (s *Sim) identify(st *store, src *user, ext string, merge bool) {
 func (s *Sim) mergeData(st *store, src, dst *user) {
 	for _, kv := range src.attrs.kv {
 		if _, ok := dst.attrs.get(kv.k); !ok {
-			dst.attrs.set(kv.k, kv.v)
+			v := kv.v
+			v.raw = bytes.Clone(v.raw) // raw is owned by one attribute
+			dst.attrs.set(kv.k, v)
 		}
 	}
 	// A properties buffer may be owned by its history slot (event.own): the copy
