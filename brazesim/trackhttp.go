@@ -77,7 +77,9 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 			okP++
 		}
 	}
-	s.ctr.objErrors.Add(int64(len(errs)))
+	if len(errs) > 0 {
+		s.ctr.objErrors.Add(int64(len(errs)))
+	}
 	if okA+okE+okP == 0 {
 		// Nothing valid left: fatal 400 with the per-object errors (braze-api.md §2
 		// "Fatal errors"; nothing is processed).
@@ -102,11 +104,19 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	s.writeJSON(w, http.StatusCreated, rs.out)
 }
 
+// count adds to the shared counters; zero adds are skipped (each add is an
+// atomic operation on a cache line that all cores write).
 func (s *Sim) count(a, e, p int, dp int64) {
 	s.ctr.objects.Add(int64(a + e + p))
-	s.ctr.attrs.Add(int64(a))
-	s.ctr.events.Add(int64(e))
-	s.ctr.purchases.Add(int64(p))
+	if a != 0 {
+		s.ctr.attrs.Add(int64(a))
+	}
+	if e != 0 {
+		s.ctr.events.Add(int64(e))
+	}
+	if p != 0 {
+		s.ctr.purchases.Add(int64(p))
+	}
 	if dp != 0 {
 		s.ctr.dataPoints.Add(dp)
 	}
