@@ -107,11 +107,16 @@ func TestParseUTCSecondsMatchesTimeParse(t *testing.T) {
 		cases = append(cases, fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02dZ",
 			r.IntN(10000), r.IntN(14), r.IntN(33), r.IntN(25), r.IntN(61), r.IntN(61)))
 	}
+	for n := 0; n < 20000; n++ { // same dates, other times: the day cache hits
+		cases = append(cases, fmt.Sprintf("2024-02-%02dT%02d:%02d:%02dZ", 28+n/5000, r.IntN(25), r.IntN(61), r.IntN(61)))
+	}
+	var dc dayCache
 	for _, s := range cases {
 		got, ok := parseUTCSeconds([]byte(s))
+		got2, ok2 := parseUTCSecondsCached([]byte(s), &dc)
 		want, err := time.Parse(time.RFC3339, s)
-		if ok != (err == nil) || ok && got != want {
-			t.Fatalf("%s: fast %v %v, time.Parse %v %v", s, got, ok, want, err)
+		if ok != (err == nil) || ok && got != want || ok2 != ok || got2 != got {
+			t.Fatalf("%s: fast %v %v, cached %v %v, time.Parse %v %v", s, got, ok, got2, ok2, want, err)
 		}
 	}
 }

@@ -54,6 +54,18 @@ func parseBrazeTime(raw []byte) (time.Time, bool) {
 // parseUTCSeconds parses exactly yyyy-MM-ddTHH:mm:ssZ with the range checks of
 // time.Parse(time.RFC3339, …); anything else is left to time.Parse.
 func parseUTCSeconds(b []byte) (time.Time, bool) {
+	return parseUTCSecondsCached(b, nil)
+}
+
+// dayCache remembers the last date parsed: the events of a request usually share it.
+type dayCache struct {
+	key  [10]byte
+	days int64
+	ok   bool
+}
+
+// parseUTCSecondsCached is parseUTCSeconds with the date part looked up in c first.
+func parseUTCSecondsCached(b []byte, c *dayCache) (time.Time, bool) {
 	if len(b) != 20 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[19] != 'Z' {
 		return time.Time{}, false
 	}
@@ -64,28 +76,41 @@ func parseUTCSeconds(b []byte) (time.Time, bool) {
 		}
 		return x*10 + y
 	}
-	hy, ly, mo, dd, hh, mi, ss := d(0), d(2), d(5), d(8), d(11), d(14), d(17)
-	if hy < 0 || ly < 0 || mo < 1 || mo > 12 || dd < 1 || hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59 {
+	hh, mi, ss := d(11), d(14), d(17)
+	if hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59 {
 		return time.Time{}, false
 	}
-	y := hy*100 + ly
-	leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
-	if dd > 28 && (dd > daysInMonth[mo] || mo == 2 && (dd > 29 || !leap)) {
-		return time.Time{}, false
+	var days int64
+	if c != nil && c.ok && string(b[:10]) == string(c.key[:]) {
+		days = c.days
+	} else {
+		hy, ly, mo, dd := d(0), d(2), d(5), d(8)
+		if hy < 0 || ly < 0 || mo < 1 || mo > 12 || dd < 1 {
+			return time.Time{}, false
+		}
+		y := hy*100 + ly
+		leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
+		if dd > 28 && (dd > daysInMonth[mo] || mo == 2 && (dd > 29 || !leap)) {
+			return time.Time{}, false
+		}
+		// Days since 1970-01-01 (proleptic Gregorian, days-from-civil).
+		if mo <= 2 {
+			y--
+		}
+		era := y / 400 // y >= -1
+		if y < 0 {
+			era = -1
+		}
+		yoe := y - era*400
+		mp := (mo + 9) % 12
+		doy := (153*mp+2)/5 + dd - 1
+		doe := yoe*365 + yoe/4 - yoe/100 + doy
+		days = int64(era)*146097 + int64(doe) - 719468
+		if c != nil {
+			copy(c.key[:], b[:10])
+			c.days, c.ok = days, true
+		}
 	}
-	// Days since 1970-01-01 (proleptic Gregorian, days-from-civil).
-	if mo <= 2 {
-		y--
-	}
-	era := y / 400 // y >= -1
-	if y < 0 {
-		era = -1
-	}
-	yoe := y - era*400
-	mp := (mo + 9) % 12
-	doy := (153*mp+2)/5 + dd - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	days := int64(era)*146097 + int64(doe) - 719468
 	return time.Unix(days*86400+int64(hh*3600+mi*60+ss), 0).UTC(), true
 }
 

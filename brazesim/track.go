@@ -259,6 +259,7 @@ type parseOpts struct {
 	now       time.Time
 	blackList map[string]bool
 	blackPfx  string
+	days      dayCache
 }
 
 // parseTrack parses the body. It returns a fatal error text ("" if none).
@@ -933,7 +934,10 @@ func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
 		return time.Time{}, true
 	}
 	raw, _ := s.str()
-	t, ok := parseBrazeTime(raw)
+	t, ok := parseUTCSecondsCached(raw, &o.days)
+	if !ok {
+		t, ok = parseBrazeTime(raw)
+	}
 	if !ok {
 		c.setErr(ErrInvalidTime)
 	}
