@@ -105,23 +105,29 @@
 //
 // # Performance
 //
-// /users/track is parsed by a small validating scanner (json.go, SWAR string
-// scanning) without encoding/json maps: scalar attribute values are kept as JSON
-// text, keys/names/IDs are interned, and everything a request leaves in the store
-// (raw values, event/purchase properties) is copied into one arena per request.
-// Per-user attributes are a small slice with interned keys.
+// /users/track is parsed by a small validating scanner (json.go): strings are
+// scanned 8 bytes at a time, nested values are walked in one loop, scalar
+// attribute values stay JSON text, and identifiers, emails and attribute keys are
+// read in place from the body (the store clones or interns what it keeps). The
+// store copies what it keeps into buffers it owns and reuses: a raw attribute
+// value is rewritten in place, and a history slot reuses the properties buffer of
+// the event or purchase it replaces, so users with full histories cost no
+// allocation. Per-user attributes are a small slice with interned keys, probed
+// first where the previous lookup ended.
 //
-//	go test ./brazesim -run XXX -bench Track75 -benchtime 30000x
+//	go test ./brazesim -run XXX -bench Track75 -benchtime 20000x
 //
 // BenchmarkTrack75 (75 events of ~400 bytes, the peers' {"events":[…]} shape) and
 // BenchmarkTrack75Mixed (40 attribute objects of 16 attributes, 25 events, 10
 // purchases) drive ServeHTTP in process with httptest (no network) on all cores and
-// report req/s and process CPU per request (cpu-µs/req). The shared 2-core dev box
-// was busy with other work (load average 6-13) while these were taken, so wall
-// req/s varied 5x between runs; cpu-µs/req is steadier, and 2 cores / cpu-µs/req
-// is the rate with both cores free. Best runs: events 20.8k req/s wall, 74-83
-// cpu-µs/req (about 25k req/s); mixed 14.6k req/s wall, 110-124 cpu-µs/req (about
-// 17k req/s); CountOnly 55k req/s wall, 33 cpu-µs/req. BenchmarkTrack75TCP adds a
-// loopback HTTP client on the same cores (about 150 cpu-µs/req for both sides).
-// Config.CountOnly skips validation and state to isolate a client's own cost.
+// report req/s and process CPU per request (cpu-µs/req; 2 cores / cpu-µs/req is
+// the rate with both cores free). On the shared 2-core box, with other benchmarks
+// running: events 59-61 cpu-µs/req (31-32k req/s wall), mixed 67-74 cpu-µs/req
+// (26-29k req/s), CountOnly 22 cpu-µs/req; BenchmarkTrack75TCP, which adds a
+// loopback HTTP client on the same cores, about 120-128 cpu-µs/req for both sides.
+// At 20000 requests the store is still growing to its size (a fifth of the CPU
+// time is page faults); longer runs are cheaper per request. BenchmarkTrackCore
+// and BenchmarkTrackCoreEvents run parse, resolve and apply without net/http on
+// one goroutine. Config.CountOnly skips validation and state to isolate a client's
+// own cost.
 package brazesim
