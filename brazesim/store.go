@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // user is a stored profile. externalID, brazeID and aliases change only under the
@@ -36,13 +37,32 @@ type user struct {
 	mark     atomic.Uint64
 }
 
+// event is one history slot: 64 bytes, one cache line. props is the slot's own
+// buffer (never shared), reused when the slot is overwritten.
 type event struct {
-	name  string
+	names *evNames
 	t     time.Time
-	appID string
 	props []byte
 	seq   uint64
-	own   bool // props is this slot's own buffer (reused when the slot is overwritten)
+}
+
+// evNames is an event's name and app_id, shared by the events that have both.
+type evNames struct{ name, appID string }
+
+var namesTab [1 << 12]atomic.Pointer[evNames]
+
+// namesOf returns the shared evNames for an (interned) name and app_id: a
+// lock-free direct-mapped cache keyed by the strings' addresses.
+func namesOf(name, appID string) *evNames {
+	h := uint64(uintptr(unsafe.Pointer(unsafe.StringData(name))))*0x9E3779B97F4A7C15 ^
+		uint64(uintptr(unsafe.Pointer(unsafe.StringData(appID))))*0xBF58476D1CE4E5B9 ^ uint64(len(name)+len(appID))
+	slot := &namesTab[h>>52]
+	if p := slot.Load(); p != nil && p.name == name && p.appID == appID {
+		return p
+	}
+	p := &evNames{name, appID}
+	slot.Store(p)
+	return p
 }
 
 type purchase struct {
@@ -51,9 +71,8 @@ type purchase struct {
 	quantity            int
 	t                   time.Time
 	appID               string
-	props               []byte
+	props               []byte // as event.props
 	seq                 uint64
-	own                 bool // as event.own
 }
 
 // aval is a stored attribute value: the JSON text of a scalar as it arrived (no
@@ -561,7 +580,7 @@ func (s *Sim) snapshot(u *user) User {
 		out.Attributes[kv.k] = kv.v.value()
 	}
 	u.events.each(func(e *event) {
-		out.Events = append(out.Events, Event{Name: e.name, Time: e.t, AppID: e.appID, Properties: decodeProps(e.props), Seq: e.seq})
+		out.Events = append(out.Events, Event{Name: e.names.name, Time: e.t, AppID: e.names.appID, Properties: decodeProps(e.props), Seq: e.seq})
 	})
 	u.purchases.each(func(p *purchase) {
 		out.Purchases = append(out.Purchases, Purchase{ProductID: p.productID, Currency: p.currency, Price: p.price,

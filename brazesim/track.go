@@ -213,23 +213,15 @@ type trackReq struct {
 	body             []byte   // the request body (valid until the request ends)
 }
 
-// keepProps returns the buffer in which a history slot keeps an event's or
-// purchase's properties (cut, or at span in the body): prev, the buffer of the
-// item the slot held, when the slot owns it (own), else a new one. Once users
-// have full histories, properties are copied without allocating, and no
-// request-wide arena stays pinned by a few surviving events.
-func (r *trackReq) keepProps(prev []byte, own bool, cut []byte, span [2]int32) ([]byte, bool) {
+// keepProps copies an event's or purchase's properties (cut, or at span in the
+// body) into prev, the buffer of the item the history slot held (a new one if it
+// is too small): once users have full histories, this allocates nothing.
+func (r *trackReq) keepProps(prev, cut []byte, span [2]int32) []byte {
 	src := cut
 	if src == nil && span[1] != 0 {
 		src = r.body[span[0]:span[1]]
 	}
-	if own {
-		return append(prev[:0], src...), true
-	}
-	if len(src) == 0 {
-		return nil, false
-	}
-	return append([]byte(nil), src...), true
+	return append(prev[:0], src...)
 }
 
 // nextAttr appends a zeroed attrObj, reusing the ops storage of a pooled request.

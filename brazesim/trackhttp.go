@@ -299,9 +299,9 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		}
 		// The slot lends the buffer of the event it held (history full).
 		sl := u.events.slot(limit)
-		prev, own := sl.props, sl.own
-		*sl = event{name: e.name, t: e.t, appID: e.appID, seq: seq}
-		sl.props, sl.own = tr.keepProps(prev, own, e.props, e.span)
+		prev := sl.props
+		*sl = event{names: namesOf(e.name, e.appID), t: e.t, seq: seq}
+		sl.props = tr.keepProps(prev, e.props, e.span)
 		u.dp++ // each custom event = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)
@@ -318,10 +318,10 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 			continue
 		}
 		sl := u.purchases.slot(limit)
-		prev, own := sl.props, sl.own
+		prev := sl.props
 		*sl = purchase{productID: p.productID, currency: p.currency,
 			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, seq: seq}
-		sl.props, sl.own = tr.keepProps(prev, own, p.props, p.span)
+		sl.props = tr.keepProps(prev, p.props, p.span)
 		u.dp++ // each purchase = 1 data point (braze-api.md §6)
 		upd++
 		u.updated.Store(upd)

@@ -267,16 +267,15 @@ func (s *Sim) mergeData(st *store, src, dst *user) {
 			dst.attrs.set(kv.k, v)
 		}
 	}
-	// A properties buffer may be owned by its history slot (event.own): the copy
-	// does not own it.
+	// A properties buffer belongs to one history slot (it is reused in place): copy it.
 	src.events.each(func(e *event) {
 		c := *e
-		c.own = false
+		c.props = bytes.Clone(e.props)
 		dst.events.push(c, s.cfg.MaxHistoryPerUser)
 	})
 	src.purchases.each(func(p *purchase) {
 		c := *p
-		c.own = false
+		c.props = bytes.Clone(p.props)
 		dst.purchases.push(c, s.cfg.MaxHistoryPerUser)
 	})
 	dst.dp += src.dp
