@@ -287,19 +287,21 @@ func (p *Pipeline) delivered(items []item) {
 	}
 	var kinds [3]int64
 	var n int64
+	var done settled
 	for _, it := range items {
 		if it.grp != nil {
 			for _, s := range it.grp.srcs {
 				kinds[s.kind]++
 				n++
-				s.ack.resolve()
+				done.add(s.ack)
 			}
 			continue
 		}
 		kinds[it.kind]++
 		n++
-		it.ack.resolve()
+		done.add(it.ack)
 	}
+	done.flush()
 	for k, c := range kinds {
 		if c > 0 {
 			p.stats.RecordsDelivered[k].Add(c)

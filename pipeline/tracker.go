@@ -88,10 +88,41 @@ func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 // resolve marks one record of the message delivered or dead-lettered. Records of a revoked
 // partition still count down, but their completion is never committed.
 func (a *msgAck) resolve() {
+	a.settle()
 	a.ps.outstanding.Add(-1)
+}
+
+// settle is resolve without the partition's outstanding count, which the caller lowers
+// afterwards, once for many records (the count is shared by every lane: one atomic per
+// record on it was ~2% of the CPU). Lowering it after the completion also means a drain
+// that sees zero outstanding sees every message completed.
+func (a *msgAck) settle() {
 	if a.remaining.Add(-1) == 0 {
 		a.ps.complete(a)
 	}
+}
+
+// settled lowers partitions' outstanding counts for records settled in a row: runs of
+// records of one partition cost one atomic.
+type settled struct {
+	ps *partitionState
+	n  int64
+}
+
+func (s *settled) add(a *msgAck) {
+	a.settle()
+	if a.ps != s.ps {
+		s.flush()
+		s.ps = a.ps
+	}
+	s.n++
+}
+
+func (s *settled) flush() {
+	if s.n > 0 {
+		s.ps.outstanding.Add(-s.n)
+	}
+	s.ps, s.n = nil, 0
 }
 
 func (ps *partitionState) complete(a *msgAck) {
