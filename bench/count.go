@@ -36,17 +36,11 @@ func countTrack(body []byte) (int, error) {
 		}
 		switch c {
 		case '"':
-			// Skip the string: stop at its closing quote, step over escapes.
-			for i++; ; i++ {
-				if i >= len(body) {
-					return 0, errCountSyntax
-				}
-				if b := body[i]; b == '"' {
-					break
-				} else if b == '\\' {
-					i++
-				}
+			end, ok := stringEnd(body, i+1)
+			if !ok {
+				return 0, errCountSyntax
 			}
+			i = end
 		case '{', '[':
 			if c == '{' && depth == 2 {
 				objects++
@@ -64,6 +58,41 @@ func countTrack(body []byte) (int, error) {
 		return 0, errCountSyntax
 	}
 	return objects, nil
+}
+
+// stringEnd returns the index of the quote closing the string whose contents start at i.
+// Short strings (keys) are walked byte by byte; past 16 bytes the rest is searched with
+// bytes.IndexByte, which is vectorised: long values are most of a body's bytes.
+func stringEnd(b []byte, i int) (int, bool) {
+	for n := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			return i, true
+		case '\\':
+			i++
+			continue
+		}
+		if n++; n == 16 {
+			break
+		}
+	}
+	for i < len(b) {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return 0, false
+		}
+		q := i + j
+		// The quote is escaped when an odd number of backslashes precede it.
+		bs := 0
+		for k := q - 1; k >= i && b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return q, true
+		}
+		i = q + 1
+	}
+	return 0, false
 }
 
 // countClass marks the bytes countTrack acts on outside strings. (Eight-bytes-at-a-time

@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
 func TestCountTrack(t *testing.T) {
@@ -21,6 +23,8 @@ func TestCountTrack(t *testing.T) {
 		{"nested objects are not counted", `{"attributes":[{"external_id":"a","o":{"p":{"q":[{"r":1}]}}}]}`, 1, false},
 		{"brackets in strings", `{"events":[{"name":"{[{\"}"}, {"name":"]}]"}]}`, 2, false},
 		{"escaped backslash before quote", `{"events":[{"name":"a\\"},{"name":"b\\\\"}]}`, 2, false},
+		{"long strings with escapes", `{"events":[{"name":"` + strings.Repeat("x", 40) + `\"]}` + strings.Repeat("y", 20) + `\\\\"},{"n":"` + strings.Repeat("z", 30) + `\\"}]}`, 2, false},
+		{"long unterminated string", `{"events":[{"name":"` + strings.Repeat("x", 40) + `\"}]}`, 0, true},
 		{"whitespace", " {\n \"events\" : [ { \"name\" : \"x\" } ] }\n", 1, false},
 		{"empty arrays", `{"events":[]}`, 0, false},
 		{"unterminated string", `{"events":[{"name":"x}]}`, 0, true},
@@ -100,17 +104,21 @@ func TestServeCount(t *testing.T) {
 	}
 }
 
+// BenchmarkCountTrack counts bodies of 75 synth records, as the worker sends them.
 func BenchmarkCountTrack(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString(`{"events":[`)
-	for i := range 75 {
-		if i > 0 {
-			sb.WriteByte(',')
+	msgs, _ := corpus(b, 200)
+	var dec schemas.Decoder
+	var objs []obj
+	for _, m := range msgs {
+		recs, err := dec.Decode(m, nil)
+		if err != nil {
+			b.Fatal(err)
 		}
-		sb.WriteString(`{"external_id":"user-12345","name":"page_view","time":"2026-11-26T01:02:03.456Z","properties":{"path":"/products/some/long/path?x=1","referrer":"https://example.com/a/b/c","count":12,"ok":true,"tags":["a","b","c"],"nested":{"k":"v \"quoted\" text"}}}`)
+		for _, r := range recs {
+			objs = append(objs, obj{kind: r.Kind, raw: r.Raw})
+		}
 	}
-	sb.WriteString(`]}`)
-	body := []byte(sb.String())
+	body := batcher.Encode(nil, objs[:75])
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
 		if n, err := countTrack(body); err != nil || n != 75 {

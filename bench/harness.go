@@ -228,6 +228,35 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// collectBetweenPhases runs the broker child's and the harness's garbage collections now, so
+// that they do not land inside the next phase.
+func (h *harness) collectBetweenPhases() {
+	runtime.GC()
+	if h.broker == nil {
+		return
+	}
+	for len(h.broker.lines) > 0 {
+		<-h.broker.lines
+	}
+	if _, err := fmt.Fprintln(h.broker.stdin, "gc"); err != nil {
+		return
+	}
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case line := <-h.broker.lines:
+			if line == "gc done" {
+				return
+			}
+		case <-h.broker.done:
+			return
+		case <-timeout:
+			h.logf("broker did not report its collection within 60s")
+			return
+		}
+	}
+}
+
 func (h *harness) brokerCPU() time.Duration {
 	if h.broker == nil {
 		return 0
@@ -393,6 +422,7 @@ func (h *harness) runThroughput(ctx context.Context, name string) *Result {
 	h.sink.state.Store(st)
 	off := newOffsets(h.brokers, h.srcTopic, h.o.Partitions)
 
+	h.collectBetweenPhases()
 	r.LoadBefore = loadavg()
 	b0, s0 := h.brokerCPU(), selfCPU()
 	c, err := startChild(name, argv, env, logPath, capture)
@@ -573,6 +603,7 @@ func (h *harness) runLatency(ctx context.Context) *Result {
 		return r
 	}
 	logPath := filepath.Join(h.o.OutDir, "latency-worker-"+topic+".log")
+	h.collectBetweenPhases()
 	r.LoadBefore = loadavg()
 	b0, s0 := h.brokerCPU(), selfCPU()
 	c, err := startChild("latency-worker", []string{h.ingestor, "run"}, h.workerEnv(topic, group, addr), logPath, false)
