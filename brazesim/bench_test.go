@@ -154,13 +154,18 @@ func cpuTime() time.Duration {
 
 // BenchmarkTrackCore measures parse + validate + apply of one full body on one
 // goroutine, without net/http (for profiling the simulator's own cost).
-func BenchmarkTrackCore(b *testing.B) {
+func BenchmarkTrackCore(b *testing.B) { benchCore(b, fullBody) }
+
+// BenchmarkTrackCoreEvents is BenchmarkTrackCore for the 75-event body.
+func BenchmarkTrackCoreEvents(b *testing.B) { benchCore(b, eventsBody) }
+
+func benchCore(b *testing.B, body func(first int) []byte) {
 	cfg := DefaultConfig()
 	cfg.MaxHistoryPerUser = 100
 	s, _ := New(cfg)
 	bodies := make([][]byte, 64)
 	for i := range bodies {
-		bodies[i] = fullBody((i * 75) % 5000)
+		bodies[i] = body((i * 75) % 5000)
 	}
 	var tr trackReq
 	b.ReportAllocs()
