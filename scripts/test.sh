@@ -21,6 +21,9 @@ if [[ -n "$unformatted" ]]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+if ! go mod tidy -diff >/dev/null; then
+  echo "go mod tidy would change go.mod/go.sum: run it and commit the result"; go mod tidy -diff || true; exit 1
+fi
 
 step "unit tests with the race detector"
 lib_pkgs=$(go list ./... | grep -v -e /cmd/ -e /bench)
