@@ -8,12 +8,12 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
-// This file holds the attribute coalescing of DESIGN.md §1: within one request, a user's plain
+// This file holds the attribute coalescing of docs/design.md §1: within one request, a user's plain
 // attribute updates become one attributes object (last write per key wins; null is a value).
 // It works on the raw object bytes with a small scanner of the top level: keys and value spans,
 // never a decode of the values.
 //
-// What is "plain" and what is kept apart (braze-api.md §1 "Attributes object"):
+// What is "plain" and what is kept apart (docs/braze-rules.md §1 "Attributes object"):
 //   - a plain value is a string, number, true/false, null, or an array of those (a whole-array
 //     set);
 //   - any JSON object value is kept as written: the operators inc, add/remove, $add/$remove/$update
@@ -37,7 +37,7 @@ import (
 // AttrField is one top-level attribute write of an attributes object.
 type AttrField struct {
 	// Key is the attribute name as Braze sees it: unescaped, leading and trailing spaces
-	// stripped (braze-api.md §1: custom attribute keys are trimmed).
+	// stripped (docs/braze-rules.md §1: custom attribute keys are trimmed).
 	Key string
 	// RawKey is the key as written, between its quotes.
 	RawKey []byte
@@ -92,7 +92,7 @@ func (a *AttrObject) Plain() bool {
 	return true
 }
 
-// FreeAttribute reports the standard fields Braze does not bill (braze-api.md §6 "Not billed"):
+// FreeAttribute reports the standard fields Braze does not bill (docs/braze-rules.md §6 "Not billed"):
 // subscription states and push tokens.
 func FreeAttribute(key string) bool {
 	switch key {
@@ -103,7 +103,7 @@ func FreeAttribute(key string) bool {
 }
 
 // validatedAttribute reports the plain fields Braze validates per object (an invalid value
-// rejects the whole object: braze-api.md §2 "Errors documented per object").
+// rejects the whole object: docs/braze-rules.md §2 "Errors documented per object").
 func validatedAttribute(key string) bool {
 	switch key {
 	case "email", "phone", "email_subscribe", "push_subscribe":
@@ -191,7 +191,7 @@ func ParseAttributes(raw []byte, dst *AttrObject) bool {
 	if !s.end() {
 		return false
 	}
-	// The identifier: the one primary identifier, else email, else phone (braze-api.md §1).
+	// The identifier: the one primary identifier, else email, else phone (docs/braze-rules.md §1).
 	idx := -1
 	switch {
 	case ext[1] > 0:

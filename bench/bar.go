@@ -53,7 +53,7 @@ func median(results []*Result) (map[string]*Result, map[string]int) {
 	return out, n
 }
 
-// PrintBar checks the results against the bar of issue 8, on the medians over the rounds.
+// PrintBar checks the results against the performance bar (BENCHMARKS.md), on the medians over the rounds.
 func PrintBar(w io.Writer, results []*Result) {
 	by, n := median(results)
 	fmt.Fprintln(w, "\n== medians over rounds ==")
@@ -71,7 +71,7 @@ func PrintBar(w io.Writer, results []*Result) {
 			name, n[name], m.RecordsPerSecStart, m.RecordsPerSecDeliv, m.RecordsPerSecFirst, m.RecordsPerSecBody, m.ObjectsPerReq, m.ObjectsPerReqMid,
 			m.CPUPerMRecords, float64(m.PeakRSS)/(1<<20))
 	}
-	fmt.Fprintln(w, "\n== the bar (issue 8), on the medians ==")
+	fmt.Fprintln(w, "\n== the performance bar, on the medians ==")
 	mark := func(ok bool) string {
 		if ok {
 			return "PASS"

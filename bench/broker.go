@@ -1,4 +1,4 @@
-// Package bench is the benchmark harness of issue 8: it loads synthetic records into a
+// Package bench is the benchmark harness (BENCHMARKS.md): it loads synthetic records into a
 // 12-partition topic, runs the real ingestor binary (and, for comparison, a plain kafka-go
 // consumer group and the Benthos peers) against counting Braze endpoints, and reports
 // throughput, request packing, CPU, peak RSS and produce-to-acknowledged latency.

@@ -16,7 +16,7 @@ import (
 // the worker-validate phase), so that the endpoint's CPU, which shares the two cores with
 // the worker, is about the same for every contender.
 
-// maxTrackBody and maxTrackObjects are Braze's per-request limits (braze-api.md §1).
+// maxTrackBody and maxTrackObjects are Braze's per-request limits (docs/braze-rules.md §1).
 const (
 	maxTrackBody    = 4 << 20
 	maxTrackObjects = 75

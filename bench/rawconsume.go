@@ -19,7 +19,7 @@ type RawConsumeOptions struct {
 	Expect  int64 // messages; prints "consumed <n> first <ns> last <ns>" when reached
 }
 
-// RunRawConsume reads the topic with a kafka-go group Reader configured as issue 8 says
+// RunRawConsume reads the topic with a kafka-go group Reader configured as the BENCHMARKS.md method says
 // (CommitInterval 1s, MinBytes 64 KiB, MaxBytes 10 MiB, MaxWait 100ms, QueueCapacity 10000),
 // doing nothing with the messages, until SIGTERM. Closing the reader commits.
 func RunRawConsume(o RawConsumeOptions, stdout io.Writer) error {

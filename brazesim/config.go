@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Mode selects how the /users/track object limit is counted (braze-api.md §1 "Per-request object limits").
+// Mode selects how the /users/track object limit is counted (docs/braze-rules.md §1 "Per-request object limits").
 type Mode string
 
 const (
@@ -18,7 +18,7 @@ const (
 	ModePerArray Mode = "per_array"
 )
 
-// Permission names of Braze REST API keys (braze-api.md §4).
+// Permission names of Braze REST API keys (docs/braze-rules.md §4).
 const (
 	PermUsersTrack    = "users.track"
 	PermUsersDelete   = "users.delete"
@@ -27,7 +27,7 @@ const (
 	PermUsersMerge    = "users.merge"
 )
 
-// Key is one REST API key of the simulated workspace (braze-api.md §4).
+// Key is one REST API key of the simulated workspace (docs/braze-rules.md §4).
 type Key struct {
 	Name   string `json:"name"`
 	Secret string `json:"secret"`
@@ -48,7 +48,7 @@ type Config struct {
 	Keys []Key
 
 	// Rate limits, per workspace (shared by all keys), fixed windows aligned to the
-	// Unix epoch (so an hourly window resets on the clock hour, braze-api.md §3).
+	// Unix epoch (so an hourly window resets on the clock hour, docs/braze-rules.md §3).
 	TrackLimit    int           // /users/track requests per TrackWindow (default 3000)
 	TrackWindow   time.Duration // default 3s
 	OtherLimit    int           // other endpoints (default 250000)
@@ -70,7 +70,7 @@ type Config struct {
 	// spent inside the per-user concurrency window (see Stats.SameUserConcurrency).
 	Latency time.Duration
 
-	// BlacklistedExternalIDs answer BLACKLISTED_EXTERNAL_USER_ID (braze-api.md §1
+	// BlacklistedExternalIDs answer BLACKLISTED_EXTERNAL_USER_ID (docs/braze-rules.md §1
 	// "Identifiers"). In addition any external_id starting with BlacklistedPrefix is
 	// blacklisted (DefaultConfig: "blacklisted-"; empty = no prefix rule).
 	BlacklistedExternalIDs []string

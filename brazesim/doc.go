@@ -1,6 +1,6 @@
 // Package brazesim is a local simulator of the Braze REST API endpoints a
-// Kafka → /users/track worker uses. It follows /work/shared/braze-api.md (cited as
-// "braze-api.md §N" in code and tests) and is meant for tests (in process, like
+// Kafka → /users/track worker uses. It follows /work/docs/braze-rules.md (cited as
+// "docs/braze-rules.md §N" in code and tests) and is meant for tests (in process, like
 // net/http/httptest), for `ingestor dev`, for benchmarks and as a standalone server.
 //
 // # Use in tests
@@ -36,7 +36,7 @@
 // the errors when no object is valid), then the valid objects are applied in the
 // order attributes → events → purchases.
 //
-// Choices where Braze publishes nothing (braze-api.md marks them UNCONFIRMED): a
+// Choices where Braze publishes nothing (docs/braze-rules.md marks them UNCONFIRMED): a
 // non-allowlisted IP gets 401 {"message":"IP address not allowed for this API key"};
 // a 401 echoes only the first 4 characters of the key; the 429 body is
 // {"message":"API rate limit exceeded"}; non-POST methods get 404; the error texts
@@ -99,7 +99,7 @@
 // handler. Profiles are resolved (and created) when the request enters;
 // Config.Latency and Faults.ExtraLatency are spent inside the window before the
 // objects are applied, so overlapping requests are visible. Braze gives no ordering across
-// requests (braze-api.md §1 "Processing order"), so a worker that keeps one request
+// requests (docs/braze-rules.md §1 "Processing order"), so a worker that keeps one request
 // per user in flight should keep this at zero. User.Events are in the order applied,
 // each with the sequence number of its request.
 //

@@ -156,7 +156,7 @@ func (s *Sim) Stats() Stats {
 	return st
 }
 
-// ---- rate limiting (braze-api.md §3) ----
+// ---- rate limiting (docs/braze-rules.md §3) ----
 
 // limiter is a fixed-window counter; windows are aligned to the Unix epoch.
 type limiter struct {
@@ -233,7 +233,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if epIdx < 0 {
 		s.ctr.byEndpoint[len(endpoints)].Add(1)
-		// Unknown path: 404 (braze-api.md §2 status table, "Invalid URL").
+		// Unknown path: 404 (docs/braze-rules.md §2 status table, "Invalid URL").
 		s.writeMsg(w, http.StatusNotFound, "Not Found")
 		return
 	}
@@ -265,7 +265,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if trailing {
-		// A trailing slash is listed under 403 Access Denied causes (braze-api.md §1 "Body shape and headers", §2).
+		// A trailing slash is listed under 403 Access Denied causes (docs/braze-rules.md §1 "Body shape and headers", §2).
 		s.writeMsg(w, http.StatusForbidden, "Access Denied")
 		return
 	}
@@ -277,7 +277,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.auth(w, r, ep, f) {
 		return
 	}
-	// Rate limits (braze-api.md §3): per workspace, fixed windows.
+	// Rate limits (docs/braze-rules.md §3): per workspace, fixed windows.
 	lim := &s.limits[ep.class]
 	ok, remaining, end := lim.take(now)
 	if !ok || (f.Rate429 > 0 && mrand.Float64() < f.Rate429) {
@@ -286,7 +286,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			retry = ceilSeconds(end.Sub(now))
 		}
 		s.ctr.rateLimited.Add(1)
-		// On 429 no X-RateLimit-* headers, X-Ratelimit-Retry-After instead (braze-api.md §3).
+		// On 429 no X-RateLimit-* headers, X-Ratelimit-Retry-After instead (docs/braze-rules.md §3).
 		w.Header()["X-Ratelimit-Retry-After"] = []string{strconv.FormatInt(retry, 10)}
 		s.writeMsg(w, http.StatusTooManyRequests, "API rate limit exceeded")
 		return
@@ -297,12 +297,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(remaining)}
 		h["X-Ratelimit-Reset"] = []string{strconv.FormatInt((end.UnixNano()+int64(time.Second)-1)/int64(time.Second), 10)}
 	}
-	// Content type (braze-api.md §1 "Body shape and headers": missing or wrong -> 415).
+	// Content type (docs/braze-rules.md §1 "Body shape and headers": missing or wrong -> 415).
 	if !isJSON(r.Header.Get("Content-Type")) {
 		s.writeMsg(w, http.StatusUnsupportedMediaType, "Unsupported Media Type: Content-Type must be application/json")
 		return
 	}
-	// Payload limit (braze-api.md §1 "Payload size": 4 MB, 413).
+	// Payload limit (docs/braze-rules.md §1 "Payload size": 4 MB, 413).
 	if r.ContentLength > int64(s.cfg.MaxBodyBytes) {
 		s.ctr.limitRejected.Add(1)
 		s.writeMsg(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
@@ -356,7 +356,7 @@ func isJSON(ct string) bool {
 	return strings.EqualFold(strings.TrimSpace(ct), "application/json")
 }
 
-// auth checks the Bearer key, its IP allowlist and its permission (braze-api.md §4).
+// auth checks the Bearer key, its IP allowlist and its permission (docs/braze-rules.md §4).
 func (s *Sim) auth(w http.ResponseWriter, r *http.Request, ep *endpoint, f *Faults) bool {
 	h := r.Header.Get("Authorization")
 	scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
@@ -372,7 +372,7 @@ func (s *Sim) auth(w http.ResponseWriter, r *http.Request, ep *endpoint, f *Faul
 	if len(k.nets) > 0 {
 		ip, ok := remoteIP(r)
 		if !ok || !k.ipAllowed(ip) {
-			// Not documented by Braze (braze-api.md §4 "IP allowlisting": UNCONFIRMED);
+			// Not documented by Braze (docs/braze-rules.md §4 "IP allowlisting": UNCONFIRMED);
 			// the simulator answers 401 with a distinct message.
 			s.writeMsg(w, http.StatusUnauthorized, "IP address not allowed for this API key")
 			return false

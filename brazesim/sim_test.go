@@ -106,7 +106,7 @@ func body(nA, nE, nP int) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
-// braze-api.md §4 "Authentication, permissions, IP allowlisting" and §1/§2 (routing).
+// docs/braze-rules.md §4 "Authentication, permissions, IP allowlisting" and §1/§2 (routing).
 func TestAuthAndRouting(t *testing.T) {
 	s := newSim(t, func(c *Config) {
 		c.Keys = []Key{
@@ -117,7 +117,7 @@ func TestAuthAndRouting(t *testing.T) {
 	})
 	ok := body(1, -1, -1)
 	tests := []struct {
-		name   string // braze-api.md section
+		name   string // docs/braze-rules.md section
 		r      req
 		code   int
 		msgHas string
@@ -149,7 +149,7 @@ func TestAuthAndRouting(t *testing.T) {
 	}
 }
 
-// braze-api.md §1 "Body shape and headers", "Payload size", "Per-request object limits"; §2 status table.
+// docs/braze-rules.md §1 "Body shape and headers", "Payload size", "Per-request object limits"; §2 status table.
 func TestTrackFatalErrors(t *testing.T) {
 	small := newSim(t, func(c *Config) { c.MaxBodyBytes = 2048 })
 	comb := newSim(t, nil)
@@ -193,7 +193,7 @@ func TestTrackFatalErrors(t *testing.T) {
 	}
 }
 
-// braze-api.md §2 "Success body": each *_processed count only when that array was sent.
+// docs/braze-rules.md §2 "Success body": each *_processed count only when that array was sent.
 func TestSuccessBody(t *testing.T) {
 	s := newSim(t, nil)
 	tests := []struct {
@@ -216,7 +216,7 @@ func TestSuccessBody(t *testing.T) {
 	}
 }
 
-// Per-object validation: minor errors in a 201 body, braze-api.md §1 "Identifiers",
+// Per-object validation: minor errors in a 201 body, docs/braze-rules.md §1 "Identifiers",
 // "Event object", "Purchase object", §2 "Partial success"/"Errors documented per object".
 func TestTrackObjectValidation(t *testing.T) {
 	const okT = `"time":"2026-01-01T00:00:00Z"`
@@ -312,7 +312,7 @@ func TestTrackObjectValidation(t *testing.T) {
 	}
 }
 
-// braze-api.md §2 "Fatal errors": when no object is valid nothing is processed; the
+// docs/braze-rules.md §2 "Fatal errors": when no object is valid nothing is processed; the
 // answer is 400 "Valid data must be provided…" carrying the per-object errors.
 // Objects with errors are not applied; the others are (§2 "Partial success").
 func TestTrackPartialAndAllInvalid(t *testing.T) {
@@ -339,7 +339,7 @@ func TestTrackPartialAndAllInvalid(t *testing.T) {
 	}
 }
 
-// braze-api.md §3 "Rate limits": per-workspace fixed windows, X-RateLimit-* headers,
+// docs/braze-rules.md §3 "Rate limits": per-workspace fixed windows, X-RateLimit-* headers,
 // 429 with X-Ratelimit-Retry-After and no X-RateLimit-* headers.
 func TestRateLimits(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 10, 0, 1, 500e6, time.UTC) // 1.5 s into a 3 s window [10:00:00, 10:00:03)
@@ -432,7 +432,7 @@ func jsonEq(t *testing.T, got any, want string) {
 	}
 }
 
-// State application, braze-api.md §1 "Attributes object", "Nested custom attributes",
+// State application, docs/braze-rules.md §1 "Attributes object", "Nested custom attributes",
 // "Arrays of objects", "_update_existing_only", "Processing order".
 func TestAttributeState(t *testing.T) {
 	tests := []struct {
@@ -478,7 +478,7 @@ func TestAttributeState(t *testing.T) {
 	}
 }
 
-// braze-api.md §1 "Identifiers" and "_update_existing_only": which objects create profiles.
+// docs/braze-rules.md §1 "Identifiers" and "_update_existing_only": which objects create profiles.
 func TestProfileCreation(t *testing.T) {
 	const tm = `"time":"2026-01-01T00:00:00Z"`
 	tests := []struct {
@@ -508,7 +508,7 @@ func TestProfileCreation(t *testing.T) {
 	}
 }
 
-// braze-api.md §1 "Identifiers": email lookup picks the most recently updated profile
+// docs/braze-rules.md §1 "Identifiers": email lookup picks the most recently updated profile
 // with an external_id; with a primary identifier, email is written as an attribute.
 func TestEmailResolution(t *testing.T) {
 	s := newSim(t, nil)
@@ -529,7 +529,7 @@ func TestEmailResolution(t *testing.T) {
 	}
 }
 
-// braze-api.md §1 "Processing order": attributes -> events -> purchases within a
+// docs/braze-rules.md §1 "Processing order": attributes -> events -> purchases within a
 // request; events kept in arrival order with the request sequence; quantity kept.
 func TestEventsPurchasesOrder(t *testing.T) {
 	s := newSim(t, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC) } })
@@ -562,7 +562,7 @@ func TestEventsPurchasesOrder(t *testing.T) {
 	}
 }
 
-// braze-api.md §6 "Data points".
+// docs/braze-rules.md §6 "Data points".
 func TestDataPoints(t *testing.T) {
 	tests := []struct {
 		name string
@@ -601,7 +601,7 @@ func TestDataPoints(t *testing.T) {
 	}
 }
 
-// Faults: braze-api.md §2 status table (5XX, 429) and §4 (401); sim-only behaviour otherwise.
+// Faults: docs/braze-rules.md §2 status table (5XX, 429) and §4 (401); sim-only behaviour otherwise.
 func TestFaults(t *testing.T) {
 	clk := newClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := newSim(t, func(c *Config) { c.Now = clk.Now })
@@ -684,7 +684,7 @@ func TestFaultsOverTCP(t *testing.T) {
 	setFaults(`{}`)
 }
 
-// Ordering/concurrency observation (braze-api.md §1 "Processing order and ordering
+// Ordering/concurrency observation (docs/braze-rules.md §1 "Processing order and ordering
 // guarantees": no ordering across requests, so overlapping requests for one user are flagged).
 func TestSameUserConcurrency(t *testing.T) {
 	s := newSim(t, func(c *Config) { c.Latency = 150 * time.Millisecond })
@@ -725,7 +725,7 @@ func TestSameUserConcurrency(t *testing.T) {
 	}
 }
 
-// braze-api.md §7: /users/alias/new, /users/identify, /users/delete.
+// docs/braze-rules.md §7: /users/alias/new, /users/identify, /users/delete.
 func TestUserOps(t *testing.T) {
 	s := newSim(t, nil)
 	op := func(path, b string, code int, want string) {
@@ -920,7 +920,7 @@ func jsonEqAny(t *testing.T, got, want any) {
 	}
 }
 
-// braze-api.md §7 "/users/merge": up to 50 merge_updates, 202 {"message":"success"}.
+// docs/braze-rules.md §7 "/users/merge": up to 50 merge_updates, 202 {"message":"success"}.
 func TestUsersMerge(t *testing.T) {
 	s := newSim(t, nil)
 	mustTrack(t, s, `{"attributes":[{"external_id":"old","a":1,"b":1},{"external_id":"keep","b":2}],`+

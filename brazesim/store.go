@@ -166,7 +166,7 @@ func (s *Sim) publish(st *store, u *user) {
 }
 
 // pick chooses among profiles sharing an email/phone: the most recently updated one
-// with an external_id, else the most recently updated (braze-api.md §1 "Identifiers" FAQ).
+// with an external_id, else the most recently updated (docs/braze-rules.md §1 "Identifiers" FAQ).
 func pick(list []*user) *user {
 	var best, bestExt *user
 	for _, u := range list {
@@ -304,7 +304,7 @@ func (st *store) setPhone(u *user, p string) {
 	listAdd(st.byPhone, normPhone(p), u)
 }
 
-const maxSimpleArray = 500 // default and maximum simple-array length (braze-api.md §1 "Attributes object")
+const maxSimpleArray = 500 // default and maximum simple-array length (docs/braze-rules.md §1 "Attributes object")
 
 // applyOp applies one attribute operation (caller holds u.mu). It reports whether the op was applied.
 // r is the request (body, keys, opExt, list values).
@@ -353,7 +353,7 @@ func (st *store) applyOp(u *user, op *attrOp, r *trackReq, merge, dropNested boo
 			u.attrs.set(key, aval{raw: append([]byte(nil), src...)})
 		}
 	case opNull:
-		// null removes the attribute (braze-api.md §1 "Attributes object").
+		// null removes the attribute (docs/braze-rules.md §1 "Attributes object").
 		u.attrs.del(key)
 	case opInc:
 		if p := u.attrs.ref(key); p != nil {
@@ -409,7 +409,7 @@ func (st *store) applyOp(u *user, op *attrOp, r *trackReq, merge, dropNested boo
 		}
 		cv, _ := u.attrs.get(key)
 		cur := append([]any(nil), cv.arr()...)
-		// Processing order: $add -> $remove -> $update (braze-api.md §1 "Arrays of objects").
+		// Processing order: $add -> $remove -> $update (docs/braze-rules.md §1 "Arrays of objects").
 		cur = append(cur, x.add(vals)...)
 		for _, r := range x.rem(vals) {
 			rm, _ := r.(map[string]any)

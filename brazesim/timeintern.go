@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// Layouts accepted for event/purchase/date values (braze-api.md §1 "Attributes object"
+// Layouts accepted for event/purchase/date values (docs/braze-rules.md §1 "Attributes object"
 // Dates and "Event object": ISO 8601 or yyyy-MM-dd'T'HH:mm:ss:SSSZ; without an offset
 // the value is UTC).
 var timeLayouts = []string{
@@ -210,7 +210,7 @@ func internKey(raw []byte, esc bool) string {
 }
 
 // attrKey applies the custom-attribute key rule: leading and trailing spaces are
-// stripped (braze-api.md §1 "Attributes object").
+// stripped (docs/braze-rules.md §1 "Attributes object").
 // The key points into the body unless it has escapes (attrSet.set interns it).
 func attrKey(raw []byte, esc bool) string {
 	var k string

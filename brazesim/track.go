@@ -8,11 +8,11 @@ import (
 )
 
 // Minor (per-object) error types returned in the "errors" array of a /users/track answer
-// (braze-api.md §2 "Partial success" and "Errors documented per object"). Texts quoted from
-// braze-api.md are Braze's; the others are the simulator's own wording (Braze does not
+// (docs/braze-rules.md §2 "Partial success" and "Errors documented per object"). Texts quoted from
+// docs/braze-rules.md are Braze's; the others are the simulator's own wording (Braze does not
 // publish them) and are marked "sim".
 const (
-	ErrIdentifierRequired = "'external_id' or 'braze_id' or 'user_alias' is required"               // braze-api.md §2 (3P wire text)
+	ErrIdentifierRequired = "'external_id' or 'braze_id' or 'user_alias' is required"               // docs/braze-rules.md §2 (3P wire text)
 	ErrMultiplePrimary    = "only one of 'external_id', 'braze_id' or 'user_alias' is allowed"      // sim; rule from §1 "Identifiers"
 	ErrExternalIDTooLarge = "EXTERNAL_USER_ID_TOO_LARGE"                                            // §1 "Identifiers", §2
 	ErrBlacklisted        = "BLACKLISTED_EXTERNAL_USER_ID"                                          // §1 "Identifiers", §2
@@ -36,7 +36,7 @@ const (
 	ErrUpdateExistingOnly = "'_update_existing_only' must be a boolean"                             // sim
 )
 
-// Fatal messages (braze-api.md §2, §1).
+// Fatal messages (docs/braze-rules.md §2, §1).
 const (
 	msgMaxInput  = "Max Input Length Exceeded"
 	msgValidData = "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
@@ -98,7 +98,7 @@ type attrOp struct {
 	keyOff, keyLen int32 // body[keyOff:+keyLen]; keyLen < 0: trackReq.strs[keyOff]
 	rawOff, rawLen int32 // opSetRaw: JSON text in the body
 	x              int32 // index+1 of the op's opExt in trackReq.ext (0: none)
-	dp             int32 // data points this op bills (braze-api.md §6)
+	dp             int32 // data points this op bills (docs/braze-rules.md §6)
 	kind           opKind
 }
 
@@ -477,7 +477,7 @@ func (c *objCommon) setErr(e string) {
 	}
 }
 
-// resolveIdent applies the identifier rules of braze-api.md §1 "Identifiers":
+// resolveIdent applies the identifier rules of docs/braze-rules.md §1 "Identifiers":
 // exactly one primary identifier (external_id, user_alias, braze_id); else email,
 // which wins over phone; external_id at most 987 bytes; blacklisted external IDs.
 func (c *objCommon) resolveIdent(o *parseOpts) {
@@ -586,7 +586,7 @@ var emailClass = func() (t [256]uint8) {
 	return
 }()
 
-// validPhone accepts E.164 and common punctuation: 7..15 digits (braze-api.md §1 "Identifiers").
+// validPhone accepts E.164 and common punctuation: 7..15 digits (docs/braze-rules.md §1 "Identifiers").
 func validPhone(p string) bool {
 	d := 0
 	for i := 0; i < len(p); i++ {
@@ -602,7 +602,7 @@ func validPhone(p string) bool {
 	return d >= 7 && d <= 15
 }
 
-// freeAttr: subscription fields and push tokens are not billed (braze-api.md §6 "Not billed").
+// freeAttr: subscription fields and push tokens are not billed (docs/braze-rules.md §6 "Not billed").
 func freeAttr(k string) bool {
 	switch k {
 	case "email_subscribe", "push_subscribe", "subscription_groups", "push_tokens":
@@ -657,7 +657,7 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 				classifyObjectOp(r, op, r.ext(op), v, a)
 				if (op.kind == opNested || op.kind == opObjArr) && s.i-st > maxNestedBytes {
 					// Over 100 KB: the update is dropped and the attribute stays
-					// unchanged; the API still answers success (braze-api.md §1
+					// unchanged; the API still answers success (docs/braze-rules.md §1
 					// "Nested custom attributes", "Arrays of objects").
 					op.kind, op.dp = opDropped, 0
 				}
@@ -711,7 +711,7 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 	}
 	a.resolveIdent(o)
 	// email/phone in an attributes object are profile fields too; with a primary
-	// identifier they are written, not used for lookup (braze-api.md §1 "Identifiers").
+	// identifier they are written, not used for lookup (docs/braze-rules.md §1 "Identifiers").
 	a.relax(o)
 }
 
@@ -736,7 +736,7 @@ func validSubGroups(v any) bool {
 }
 
 // classifyObjectOp decides what an object-valued attribute means
-// (braze-api.md §1 "Attributes object", "Nested custom attributes", "Arrays of objects").
+// (docs/braze-rules.md §1 "Attributes object", "Nested custom attributes", "Arrays of objects").
 func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *attrObj) {
 	if len(v) == 1 {
 		if n, ok := v["inc"].(float64); ok {
@@ -753,7 +753,7 @@ func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *at
 			op.kind = opArr
 			x.addOff, x.addLen = r.putVals(add)
 			x.remOff, x.remLen = r.putVals(rem)
-			op.dp = int32(len(add) + len(rem)) // 1 per value (braze-api.md §6)
+			op.dp = int32(len(add) + len(rem)) // 1 per value (docs/braze-rules.md §6)
 			if op.dp == 0 {
 				op.dp = 1
 			}
@@ -773,7 +773,7 @@ func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *at
 		if upd != nil {
 			x.v = upd
 		}
-		// Arrays of objects: 1 data point per key updated (braze-api.md §6).
+		// Arrays of objects: 1 data point per key updated (docs/braze-rules.md §6).
 		var dp int64
 		for _, e := range add {
 			if m, ok := e.(map[string]any); ok {
@@ -799,7 +799,7 @@ func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *at
 		return
 	}
 	op.kind, x.v = opNested, v
-	// Nested objects: every key sent = 1 data point (braze-api.md §6).
+	// Nested objects: every key sent = 1 data point (docs/braze-rules.md §6).
 	op.dp = int32(max(countKeys(v), 1))
 	a.nested = true
 	if invalidNested(v) {
@@ -831,7 +831,7 @@ func isTimeObj(m map[string]any) bool {
 }
 
 // invalidNested reports a null or malformed {"$time": …} anywhere in a nested
-// attribute (braze-api.md §1 "Nested custom attributes").
+// attribute (docs/braze-rules.md §1 "Nested custom attributes").
 func invalidNested(v any) bool {
 	switch x := v.(type) {
 	case nil:
@@ -860,7 +860,7 @@ func invalidNested(v any) bool {
 	return false
 }
 
-// reservedProp: reserved property keys (braze-api.md §1 "Event object", "Purchase object").
+// reservedProp: reserved property keys (docs/braze-rules.md §1 "Event object", "Purchase object").
 func reservedProp(k []byte, purchase bool) bool {
 	switch string(k) {
 	case "time", "event_name":
@@ -871,7 +871,7 @@ func reservedProp(k []byte, purchase bool) bool {
 	return false
 }
 
-// props reads a properties object, checks its keys (braze-api.md §1 "Event object"
+// props reads a properties object, checks its keys (docs/braze-rules.md §1 "Event object"
 // Properties) and returns a copy of its bytes limited to the first 256 properties.
 // The common case returns no bytes but the span (start, end) in the body, copied
 // later into the request's arena.
@@ -911,7 +911,7 @@ func props(s *scanner, c *objCommon, purchase bool, o *parseOpts) ([]byte, [2]in
 }
 
 // validPropKey: not empty, no leading '$', at most 255 characters, not reserved
-// (braze-api.md §1 "Event object" Properties).
+// (docs/braze-rules.md §1 "Event object" Properties).
 func validPropKey(k []byte, esc, purchase bool) bool {
 	if esc {
 		k = []byte(unescape(k))
@@ -933,7 +933,7 @@ func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
 	if !ok {
 		c.setErr(ErrInvalidTime)
 	}
-	// Future timestamps are set to the current time (braze-api.md §1 "Attributes object" Dates).
+	// Future timestamps are set to the current time (docs/braze-rules.md §1 "Attributes object" Dates).
 	if t.After(o.now) {
 		t = o.now
 	}
@@ -1006,7 +1006,7 @@ func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
 	s.i++
 	f := true
 	var hasTime, hasPrice, hasCur bool
-	p.quantity = 1 // default 1 (braze-api.md §1 "Purchase object")
+	p.quantity = 1 // default 1 (docs/braze-rules.md §1 "Purchase object")
 	for {
 		k, _, ok := s.member(&f)
 		if !ok {
@@ -1140,7 +1140,7 @@ func opObject(s *scanner, r *trackReq, op *attrOp, x *opExt) bool {
 		op.kind = opInc
 	case add || rem:
 		op.kind = opArr
-		op.dp = max(x.addLen+x.remLen, 1) // 1 per value (braze-api.md §6)
+		op.dp = max(x.addLen+x.remLen, 1) // 1 per value (docs/braze-rules.md §6)
 	default:
 		return rewind()
 	}

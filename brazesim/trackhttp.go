@@ -22,7 +22,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	o := parseOpts{countOnly: s.cfg.CountOnly, validate: s.cfg.Validate, now: now, blackList: s.blacklist, blackPfx: s.cfg.BlacklistedPrefix}
 	tr := &rs.tr
 	if fatal := parseTrack(body, tr, &o); fatal != "" {
-		// Invalid JSON -> 400 (braze-api.md §2 status table).
+		// Invalid JSON -> 400 (docs/braze-rules.md §2 status table).
 		s.writeMsg(w, http.StatusBadRequest, fatal)
 		return
 	}
@@ -33,7 +33,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 			break
 		}
 	}
-	// Object limits (braze-api.md §1 "Per-request object limits"): 75 in total
+	// Object limits (docs/braze-rules.md §1 "Per-request object limits"): 75 in total
 	// (combined) or 75 per array (per_array) -> 400 "Max Input Length Exceeded".
 	max := s.cfg.MaxObjects
 	if (s.cfg.Mode == ModeCombined && total > max) ||
@@ -43,7 +43,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 		return
 	}
 	if total == 0 {
-		// braze-api.md §2 "Fatal errors" (3P fixture text).
+		// docs/braze-rules.md §2 "Fatal errors" (3P fixture text).
 		s.writeMsg(w, http.StatusBadRequest, msgValidData)
 		return
 	}
@@ -81,7 +81,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 		s.ctr.objErrors.Add(int64(len(errs)))
 	}
 	if okA+okE+okP == 0 {
-		// Nothing valid left: fatal 400 with the per-object errors (braze-api.md §2
+		// Nothing valid left: fatal 400 with the per-object errors (docs/braze-rules.md §2
 		// "Fatal errors"; nothing is processed).
 		b := append(rs.out[:0], `{"message":`...)
 		b = appendJSONString(b, msgValidData)
@@ -123,7 +123,7 @@ func (s *Sim) count(a, e, p int, dp int64) {
 }
 
 // appendSuccess writes the 201 body: message, the *_processed count of each array
-// that was sent, and the minor errors (braze-api.md §2 "Success body", "Partial success").
+// that was sent, and the minor errors (docs/braze-rules.md §2 "Success body", "Partial success").
 func appendSuccess(b []byte, tr *trackReq, a, e, p int, errs []objErr) []byte {
 	b = append(b, `{"message":"success"`...)
 	if tr.hasA {
@@ -169,7 +169,7 @@ func (s *Sim) resolveAll(st *store, tr *trackReq) {
 		if a.err != "" {
 			continue
 		}
-		// _update_existing_only: default false, but true for user_alias (braze-api.md §1).
+		// _update_existing_only: default false, but true for user_alias (docs/braze-rules.md §1).
 		only := a.updateOnly
 		if !a.updateOnlySet && a.id.kind == idAlias {
 			only = true
@@ -177,7 +177,7 @@ func (s *Sim) resolveAll(st *store, tr *trackReq) {
 		a.u = s.resolveFor(st, &a.objCommon, only)
 	}
 	for i := range tr.events {
-		// With user_alias, events are always update-only (braze-api.md §1 "_update_existing_only").
+		// With user_alias, events are always update-only (docs/braze-rules.md §1 "_update_existing_only").
 		if e := &tr.events[i]; e.err == "" {
 			e.u = s.resolveFor(st, &e.objCommon, e.updateOnly || e.id.kind == idAlias)
 		}
@@ -239,12 +239,12 @@ func (s *Sim) exit(rs *reqState) {
 }
 
 // apply writes the valid objects to the store in Braze's order, attributes ->
-// events -> purchases (braze-api.md §1 "Processing order"). It returns the data points billed.
+// events -> purchases (docs/braze-rules.md §1 "Processing order"). It returns the data points billed.
 func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 	s.smu.RLock()
 	defer s.smu.RUnlock()
 	// Any invalid value inside a nested attribute drops all nested-attribute updates
-	// of the request (braze-api.md §1 "Nested custom attributes").
+	// of the request (docs/braze-rules.md §1 "Nested custom attributes").
 	dropNested := false
 	for i := range tr.attrs {
 		if tr.attrs[i].err == "" && tr.attrs[i].bad {
@@ -272,7 +272,7 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 			}
 		}
 		// email/phone in an attributes object are profile fields too; with a primary
-		// identifier they are written, not used for lookup (braze-api.md §1
+		// identifier they are written, not used for lookup (docs/braze-rules.md §1
 		// "Identifiers"). As the lookup identifier they are not an update (not billed, §6).
 		if a.hasEmail || a.emailNull {
 			st.setEmail(u, a.email)
@@ -302,7 +302,7 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		prev := sl.props
 		*sl = event{names: namesOf(e.name, e.appID), t: e.t, seq: seq}
 		sl.props = tr.keepProps(prev, e.props, e.span)
-		u.dp++ // each custom event = 1 data point (braze-api.md §6)
+		u.dp++ // each custom event = 1 data point (docs/braze-rules.md §6)
 		upd++
 		u.updated.Store(upd)
 		u.mu.Unlock()
@@ -322,7 +322,7 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		*sl = purchase{productID: p.productID, currency: p.currency,
 			price: p.price, quantity: p.quantity, t: p.t, appID: p.appID, seq: seq}
 		sl.props = tr.keepProps(prev, p.props, p.span)
-		u.dp++ // each purchase = 1 data point (braze-api.md §6)
+		u.dp++ // each purchase = 1 data point (docs/braze-rules.md §6)
 		upd++
 		u.updated.Store(upd)
 		u.mu.Unlock()

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Alias is a user alias (braze-api.md §1 "Identifiers": user_alias {alias_name, alias_label}).
+// Alias is a user alias (docs/braze-rules.md §1 "Identifiers": user_alias {alias_name, alias_label}).
 type Alias struct {
 	Name  string `json:"alias_name"`
 	Label string `json:"alias_label"`
@@ -23,7 +23,7 @@ type User struct {
 	// Events in arrival order (the order the simulator applied them).
 	Events    []Event    `json:"events"`
 	Purchases []Purchase `json:"purchases"`
-	// DataPoints billed to this user (braze-api.md §6).
+	// DataPoints billed to this user (docs/braze-rules.md §6).
 	DataPoints int64 `json:"data_points"`
 }
 
@@ -127,7 +127,7 @@ type Stats struct {
 	Purchases  int64 `json:"purchases"`
 	// ObjectErrors counts objects rejected with a minor error inside a 2xx/400 body.
 	ObjectErrors int64 `json:"object_errors"`
-	// DataPoints billed (braze-api.md §6).
+	// DataPoints billed (docs/braze-rules.md §6).
 	DataPoints int64 `json:"data_points"`
 
 	RateLimited int64 `json:"rate_limited"` // 429 answers (limiter and Rate429 fault)
@@ -141,7 +141,7 @@ type Stats struct {
 	// the handler (counted once per profile and request).
 	SameUserConcurrency int64 `json:"same_user_concurrency"`
 
-	// BulkHeader counts /users/track requests carrying X-Braze-Bulk (braze-api.md §1:
+	// BulkHeader counts /users/track requests carrying X-Braze-Bulk (docs/braze-rules.md §1:
 	// meant for backfills, not real-time traffic).
 	BulkHeader int64 `json:"bulk_header"`
 

@@ -7,7 +7,7 @@ import (
 	"strconv"
 )
 
-const maxUserOps = 50 // per-request limit of /users/delete, /users/alias/new, /users/identify (braze-api.md §7)
+const maxUserOps = 50 // per-request limit of /users/delete, /users/alias/new, /users/identify (docs/braze-rules.md §7)
 
 type aliasJSON struct {
 	Name  *string `json:"alias_name"`
@@ -28,7 +28,7 @@ type emailJSON struct {
 	Prioritization []string `json:"prioritization"`
 }
 
-// serveUserOp handles /users/delete, /users/alias/new and /users/identify (braze-api.md §7).
+// serveUserOp handles /users/delete, /users/alias/new and /users/identify (docs/braze-rules.md §7).
 func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	switch path {
@@ -52,7 +52,7 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 			}
 		}
 		if kinds != 1 {
-			// One identifier type per request (braze-api.md §7); sim wording.
+			// One identifier type per request (docs/braze-rules.md §7); sim wording.
 			s.writeMsg(w, http.StatusBadRequest, "exactly one of 'external_ids', 'user_aliases', 'braze_ids', 'email_addresses' or 'phone_numbers' must be provided")
 			return
 		}
@@ -92,7 +92,7 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 			}
 		}
 		s.smu.Unlock()
-		// {"deleted": n} counts the identifiers queued for deletion (braze-api.md §7).
+		// {"deleted": n} counts the identifiers queued for deletion (docs/braze-rules.md §7).
 		s.writeJSON(w, http.StatusCreated, []byte(`{"deleted":`+strconv.Itoa(n)+`,"message":"success"}`))
 	case PathAliasNew:
 		var req struct {
@@ -126,7 +126,7 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 			al, _ := a.alias()
 			k := ident{kind: idAlias, id: aliasKey(al), alias: al}
 			if s.resolve(st, k, false, "", "") != nil {
-				continue // an existing label/name pair changes nothing (braze-api.md §7)
+				continue // an existing label/name pair changes nothing (docs/braze-rules.md §7)
 			}
 			if a.ExternalID != nil && *a.ExternalID != "" {
 				// Add the alias to an existing identified user; an unknown external_id
@@ -162,7 +162,7 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 			return
 		}
 		if len(req.Updates) > maxUserOps {
-			// Braze's text (braze-api.md §7).
+			// Braze's text (docs/braze-rules.md §7).
 			s.ctr.limitRejected.Add(1)
 			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 merge updates")
 			return
@@ -178,7 +178,7 @@ func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
 			s.absorb(st, src, dst)
 		}
 		s.smu.Unlock()
-		// Asynchronous in Braze: 202 {"message":"success"} (braze-api.md §7).
+		// Asynchronous in Braze: 202 {"message":"success"} (docs/braze-rules.md §7).
 		s.writeJSON(w, http.StatusAccepted, []byte(`{"message":"success"}`))
 	case PathIdentify:
 		var req struct {
@@ -240,7 +240,7 @@ func anonymous(ix *index[[]*user], k string) *user {
 // identify gives the anonymous profile src the external ID ext. If a profile with
 // ext exists, src's aliases move to it, src's data is merged into it when merge is
 // set (merge_behavior "merge"), and src is removed. An unmatched alias is a silent
-// no-op (braze-api.md §2 "Silent drops", §7). Caller holds the exclusive lock.
+// no-op (docs/braze-rules.md §2 "Silent drops", §7). Caller holds the exclusive lock.
 func (s *Sim) identify(st *store, src *user, ext string, merge bool) {
 	if src == nil || ext == "" || src.externalID != "" {
 		return

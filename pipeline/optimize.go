@@ -14,7 +14,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
-// Optimize configures the request optimizations (issue 9). All are off by default; with all
+// Optimize configures the request optimizations (docs/optimizations.md). All are off by default; with all
 // off the lanes take the plain path and nothing here runs.
 //
 //   - Coalesce merges a user's plain attribute updates within one request (batcher/coalesce.go).

@@ -89,7 +89,7 @@ var kindRuleKeys = [...]uint32{
 	KindPurchase:   idRuleKeys | 1<<kTime | 1<<kProperties | 1<<kProductID | 1<<kCurrency | 1<<kPrice | 1<<kQuantity,
 }
 
-// Limits from braze-api.md §1.
+// Limits from docs/braze-rules.md §1.
 const (
 	maxExternalIDBytes = 987
 	maxProductIDChars  = 255
@@ -196,7 +196,7 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 	}
 	r.Raw = s.buf[start:s.pos]
 
-	// Identifier resolution (braze-api.md §1 "Identifiers").
+	// Identifier resolution (docs/braze-rules.md §1 "Identifiers").
 	switch {
 	case nPrimary > 1:
 		bad(r, l, "only one primary identifier (external_id, user_alias, braze_id) is allowed", ruleKeyNames[secondPrimary])

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Class is the one action a Braze answer maps to (DESIGN.md §3).
+// Class is the one action a Braze answer maps to (docs/design.md §3).
 type Class int
 
 const (
@@ -214,7 +214,7 @@ func (c *Client) Track(ctx context.Context, body []byte) Response {
 
 var errorsKey = []byte(`"errors"`)
 
-// Classify maps a Braze answer to its action (DESIGN.md §3).
+// Classify maps a Braze answer to its action (docs/design.md §3).
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	r := Response{Status: status, RateLimit: parseRateLimit(h, now)}
 	if status/100 == 2 && !bytes.Contains(body, errorsKey) {

@@ -15,7 +15,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
-// Each row is a row of DESIGN.md §3.
+// Each row is a row of docs/design.md §3.
 func TestClassify(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	tests := []struct {

@@ -13,7 +13,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
-// DLQ header names (DESIGN.md §4).
+// DLQ header names (docs/design.md §4).
 const (
 	HeaderReason          = "dlq.reason"
 	HeaderError           = "dlq.error"

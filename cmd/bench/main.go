@@ -1,4 +1,4 @@
-// Command bench is the benchmark harness of issue 8 (see BENCHMARKS.md).
+// Command bench is the benchmark harness (see BENCHMARKS.md).
 //
 //	go run ./cmd/bench [flags]             full run: load, contenders, latency
 //	go run ./cmd/bench broker [flags]      the kfake broker child

@@ -17,7 +17,7 @@ import (
 )
 
 // Config is the worker's whole configuration, read from the environment. The first six names
-// are fixed by DESIGN.md §5; every other setting has a default and is listed in the README.
+// are fixed by docs/design.md §5; every other setting has a default and is listed in the README.
 type Config struct {
 	KafkaBrokers    []string `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated (required)"`
 	KafkaTopics     []string `envconfig:"KAFKA_TOPICS" desc:"source topics, comma-separated (required)"`

@@ -139,7 +139,7 @@ func TestEndToEnd(t *testing.T) {
 	if s.Commits == 0 {
 		t.Errorf("no offset commits")
 	}
-	// Data points as Braze bills them (braze-api.md §6): each attribute sent (the generator's
+	// Data points as Braze bills them (docs/braze-rules.md §6): each attribute sent (the generator's
 	// attributes objects carry email, country, seq, loyalty_points and bio), each event and
 	// each purchase. The identifier itself is not billed.
 	if want := int64(5*exp.byKind["attributes"] + exp.byKind["event"] + exp.byKind["purchase"]); st.DataPoints != want {

@@ -200,7 +200,7 @@ func coalesceOn(c *Config) { c.CoalesceAttributes = true }
 func suppressOn(c *Config) { c.SuppressUnchanged = true }
 func bothOn(c *Config)     { coalesceOn(c); suppressOn(c) }
 
-// TestOptimizedProfilesUnchanged is the bar of issue 9: on a realistic attribute stream,
+// TestOptimizedProfilesUnchanged is the optimization bar (docs/optimizations.md): on a realistic attribute stream,
 // coalescing and suppression together cut attribute data points by at least half, and the
 // final user profiles in the simulator are exactly those of a run without them.
 func TestOptimizedProfilesUnchanged(t *testing.T) {
