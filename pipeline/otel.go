@@ -119,10 +119,6 @@ func (p *Pipeline) initTelemetry() error {
 	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the last fetched and the last committed offset (in flight, not yet committable)."))
 
-	classStatus := []struct {
-		class sink.Class
-		name  string
-	}{{sink.Delivered, "delivered"}, {sink.Partial, "partial"}, {sink.Split, "split"}, {sink.Halt, "halt"}, {sink.Retry, "retry"}}
 	statusNames := [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 	group := attribute.String("messaging.consumer.group.name", p.cfg.GroupID)
 
@@ -146,8 +142,8 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
-		for _, cs := range classStatus {
-			o.ObserveInt64(requests, s.Requests[cs.class].Load(), metric.WithAttributes(attribute.String("outcome", cs.name)))
+		for c := range s.Requests {
+			o.ObserveInt64(requests, s.Requests[c].Load(), metric.WithAttributes(attribute.String("outcome", sink.Class(c).String())))
 		}
 		for i, name := range statusNames {
 			o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
@@ -302,7 +298,7 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 		attribute.String("braze.outcome", outcome),
 		attribute.Float64("braze.limiter_wait_seconds", wait.Seconds()),
 	)
-	if resp.Status != 0 {
+	if resp.Answered() {
 		span.SetAttributes(attribute.Int("http.response.status_code", resp.Status))
 	}
 	if len(resp.Errors) > 0 {
@@ -310,9 +306,9 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 	}
 	switch resp.Class {
 	case sink.Retry, sink.Halt:
-		et := "http_" + strconv.Itoa(resp.Status)
-		if resp.Status == 0 {
-			et = "transport"
+		et := "transport"
+		if resp.Answered() {
+			et = "http_" + strconv.Itoa(resp.Status)
 		}
 		span.SetAttributes(attribute.String("error.type", et))
 		span.SetStatus(codes.Error, resp.Describe())

@@ -160,8 +160,10 @@ type Pipeline struct {
 	halted       atomic.Bool
 	// revokeEpoch counts generation ends; see item.epoch.
 	revokeEpoch atomic.Int64
-	haltLog     rate.Sometimes
 	recordLog   rate.Sometimes
+	// chain sends a lane's requests (chain.go); halt is the worker-wide halt gate.
+	chain sendLayer
+	halt  *haltGate
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).
@@ -197,9 +199,10 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		dlq:       dlq,
 		log:       cfg.Logger,
 		dlqCh:     make(chan dlqEntry, 4096),
-		haltLog:   rate.Sometimes{Interval: time.Minute},
 		recordLog: rate.Sometimes{Interval: time.Second},
 	}
+	p.halt = newHaltGate(p)
+	p.chain = p.newChain()
 	var err error
 	if p.opt, err = newOptimizer(cfg.Optimize); err != nil {
 		return nil, err

@@ -28,7 +28,12 @@ func TestClassify(t *testing.T) {
 		retryWait time.Duration
 	}{
 		{"201 success", 201, nil, `{"message":"success","events_processed":2}`, Delivered, 0, 0},
-		{"200 empty body", 200, nil, ``, Delivered, 0, 0},
+		{"200 empty body is not Braze's confirmation", 200, nil, ``, Halt, 0, 0},
+		{"201 queued (historical) delivered", 201, nil, `{"message":"queued"}`, Delivered, 0, 0},
+		{"201 success with spaces", 201, nil, `{"message": "success"}`, Delivered, 0, 0},
+		{"201 fatal message is a whole-request failure", 201, nil, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`, Split, 0, 0},
+		{"200 html page is not Braze", 200, nil, `<html>ok</html>`, Halt, 0, 0},
+		{"400 html WAF page is not Braze's verdict", 400, nil, `<html><body>Request blocked by WAF</body></html>`, Halt, 0, 0},
 		{"201 with errors is partial", 201, nil, `{"message":"success","errors":[{"type":"bad email","input_array":"attributes","index":1}]}`, Partial, 1, 0},
 		{"400 splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
 		{"413 splits", 413, nil, `Request Entity Too Large`, Split, 0, 0},

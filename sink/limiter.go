@@ -90,7 +90,7 @@ func (l *Limiter) Limit() float64 { return float64(l.lim.Limit()) }
 // Observe adapts the pace to one Braze answer.
 func (l *Limiter) Observe(r Response) {
 	now := l.now()
-	if r.Status == 429 {
+	if r.Cause() == CauseThrottled {
 		wait := r.RetryAfter
 		if wait <= 0 {
 			wait = time.Second
@@ -99,7 +99,7 @@ func (l *Limiter) Observe(r Response) {
 		return
 	}
 	rl := r.RateLimit
-	if r.Status == 0 || rl.Limit <= 0 || rl.Remaining < 0 || rl.Reset.IsZero() {
+	if !r.Answered() || rl.Limit <= 0 || rl.Remaining < 0 || rl.Reset.IsZero() {
 		return
 	}
 	l.mu.Lock()

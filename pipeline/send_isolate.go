@@ -1,0 +1,4 @@
+package pipeline
+
+// newIsolateLayer returns next unchanged until isolation is configured.
+func newIsolateLayer(p *Pipeline, next sendLayer) sendLayer { return next }

@@ -1,0 +1,77 @@
+package pipeline
+
+import (
+	"context"
+
+	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// splitLayer handles fatal answers (400, 413, a 2xx with a fatal message), after which Braze
+// processed nothing. When the answer names objects in errors[], those are rejected (by the
+// answer layer) and the rest is sent again, which spends fewer requests than bisecting;
+// otherwise the request is bisected until the offending object stands alone and is rejected.
+type splitLayer struct {
+	p    *Pipeline
+	next sendLayer
+}
+
+func (s *splitLayer) send(ctx context.Context, r *request) results {
+	res := s.next.send(ctx, r)
+	if res.last.Class != sink.Split || ctx.Err() != nil {
+		return res
+	}
+	rest := res.indexes(sink.OutcomeRetryLater)
+	if len(rest) == 0 {
+		return res
+	}
+	if res.any(sink.OutcomeRejected) {
+		// errors[] named some objects: send the others again.
+		res.place(rest, s.send(ctx, r.subset(rest)))
+		return res
+	}
+	sub := r.subset(rest)
+	sub.attempt = r.attempt
+	res.place(rest, s.bisect(ctx, sub, res.last))
+	return res
+}
+
+// bisect rejects a lone object, or sends the halves.
+func (s *splitLayer) bisect(ctx context.Context, r *request, last sink.Response) results {
+	s.p.stats.Splits.Add(1)
+	if len(r.items) == 1 {
+		reason := schemas.ReasonBrazeRejected
+		if last.Cause() == sink.CauseTooLarge {
+			reason = schemas.ReasonTooLarge
+		}
+		return uniform(1, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: reason, Error: last.Describe(), Attempts: r.attempt}, last)
+	}
+	return s.halves(ctx, r, last)
+}
+
+// halves sends the two halves in order, which keeps the lane's order; each half bisects again
+// on a fatal answer. When the first half is left unsettled (halted, or stopping), the second
+// is not sent and shares that outcome, so it is sent after the first.
+func (s *splitLayer) halves(ctx context.Context, r *request, last sink.Response) results {
+	n := len(r.items)
+	mid := n / 2
+	res := uniform(n, sink.Verdict{Outcome: sink.OutcomeRetryLater}, last)
+	first, second := span(0, mid), span(mid, n)
+	res.place(first, s.send(ctx, r.subset(first)))
+	for _, i := range first {
+		if o := res.at(i).Outcome; !o.Final() {
+			res.mark(second, sink.Verdict{Outcome: o})
+			return res
+		}
+	}
+	res.place(second, s.send(ctx, r.subset(second)))
+	return res
+}
+
+func span(from, to int) []int {
+	idx := make([]int, to-from)
+	for i := range idx {
+		idx[i] = from + i
+	}
+	return idx
+}
