@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
@@ -45,6 +46,7 @@ type laneBatch struct {
 	carry    item // the record that did not fit the previous batch
 	hasCarry bool
 	linger   *time.Timer
+	prog     *progress // liveness.go
 }
 
 // runLane collects, encodes, sends and settles, one request at a time; how a request is sent
@@ -52,6 +54,9 @@ type laneBatch struct {
 func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 	b := &laneBatch{packer: p.newLaneAcct(), items: make([]item, 0, p.cfg.Limits.MaxObjects), linger: time.NewTimer(time.Hour)}
 	b.linger.Stop()
+	b.prog = p.watch.add(fmt.Sprintf("lane %d", l.id))
+	defer p.watch.remove(b.prog)
+	ctx = withProgress(ctx, b.prog)
 	var body []byte
 	for {
 		if !p.collect(ctx, l, b) {
@@ -118,8 +123,10 @@ func (p *Pipeline) nextItem(ctx context.Context, l *lane, b *laneBatch) (it item
 		b.hasCarry = false
 		return b.carry, true
 	case len(b.items) == 0:
+		b.prog.idle() // nothing in hand: waiting for work
 		select {
 		case it = <-l.in:
+			b.prog.work()
 			return it, true
 		case <-ctx.Done():
 			return it, false

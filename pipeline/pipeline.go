@@ -86,6 +86,9 @@ type Config struct {
 	RetryMaxDuration time.Duration
 	// HaltProbeMax caps the back-off between probes while halted.
 	HaltProbeMax time.Duration
+	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
+	// has work before Alive reports false (liveness.go).
+	StuckAfter time.Duration
 
 	Logger *slog.Logger
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
@@ -138,6 +141,7 @@ func (c *Config) Defaults() {
 	def(&c.RetryInitial, 200*time.Millisecond)
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
+	def(&c.StuckAfter, DefaultStuckAfter)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -176,6 +180,7 @@ type Pipeline struct {
 	partitions []*partitionState // of the current generation
 	inGroup    atomic.Bool
 	lastLoop   atomic.Int64 // unix nanos of the last run-loop heartbeat (liveness)
+	watch      watchdog     // progress marks of lanes, fetch loops and committers (liveness.go)
 }
 
 // New validates cfg and returns a pipeline.
@@ -231,11 +236,6 @@ func (p *Pipeline) Paused() bool { return p.senderPaused() }
 func (p *Pipeline) senderPaused() bool {
 	ps, ok := p.sender.(pauser)
 	return ok && ps.Paused()
-}
-
-// Alive reports whether the run loop has shown a sign of life within d.
-func (p *Pipeline) Alive(d time.Duration) bool {
-	return time.Since(time.Unix(0, p.lastLoop.Load())) < d
 }
 
 // Halted reports whether delivery is halted on a configuration or key problem.
@@ -375,6 +375,9 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	p.log.Info("joined group", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 
 	gen.Start(func(gctx context.Context) {
+		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
+		defer p.watch.remove(prog)
+		commit := func() { prog.work(); p.commit(gen, parts); prog.idle() }
 		t := time.NewTicker(p.cfg.CommitInterval)
 		defer t.Stop()
 		// Between ticks, a partition that has settled everything it fetched is committed at
@@ -386,11 +389,11 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 			select {
 			case <-t.C:
 				p.lastLoop.Store(time.Now().UnixNano())
-				p.commit(gen, parts)
+				commit()
 				continue
 			case <-idle.C:
 				if settledUncommitted(parts) {
-					p.commit(gen, parts)
+					commit()
 				}
 				continue
 			case <-gctx.Done():
@@ -402,7 +405,7 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		deadline := time.Now().Add(p.drainBudget())
 		fetchers.Wait()
 		drained := p.drain(parts, time.Until(deadline))
-		p.commit(gen, parts)
+		commit()
 		for _, ps := range parts {
 			ps.revoked.Store(true)
 		}
@@ -586,11 +589,17 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		dec = p.cfg.NewDecoder(ps.topic)
 	}
 	var recs []schemas.Record
+	prog := p.watch.add(fmt.Sprintf("fetch loop %s/%d", ps.topic, ps.partition))
+	defer p.watch.remove(prog)
 	for {
 		if !p.fetchAllowed(gctx) {
 			return
 		}
+		if ps.highWater.Load() > ps.fetched.Load()+1 {
+			prog.work() // unread messages are known: this fetch has work (liveness.go)
+		}
 		m, err := r.next(gctx)
+		prog.idle()
 		if err != nil {
 			if gctx.Err() != nil {
 				return

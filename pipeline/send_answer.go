@@ -17,7 +17,10 @@ type answerLayer struct {
 }
 
 func (a *answerLayer) send(ctx context.Context, r *request) results {
+	// The limiter, the breaker and the HTTP timeout bound the wait: it is not a stall.
+	done := waiting(ctx)
 	resp := a.next.Track(ctx, r.body)
+	done()
 	n := len(r.items)
 	if ctx.Err() != nil {
 		// Shutting down hard: nothing is acknowledged, Kafka keeps the records.

@@ -91,7 +91,7 @@ func (g *haltGate) turn(ctx context.Context) (probe, ok bool) {
 			g.probes++
 			n := g.probes
 			g.mu.Unlock()
-			if !sleepCtx(ctx, backoff(time.Second, g.probeMax, n)+500*time.Millisecond) {
+			if !pause(ctx, backoff(time.Second, g.probeMax, n)+500*time.Millisecond) {
 				g.release()
 				return false, false
 			}
@@ -99,8 +99,10 @@ func (g *haltGate) turn(ctx context.Context) (probe, ok bool) {
 		}
 		ch := g.changed
 		g.mu.Unlock()
+		done := waiting(ctx)
 		select {
 		case <-ch:
+			done()
 		case <-ctx.Done():
 			return false, false
 		}

@@ -36,7 +36,7 @@ func (l *retryLayer) send(ctx context.Context, r *request) results {
 		}
 		wait := l.wait(attempt, res.last)
 		l.p.log.Debug("request will be retried", "lane", cur.items[0].ack.ps.partition, "attempt", attempt, "answer", res.last.Describe(), "wait", wait)
-		if !sleepCtx(ctx, wait) {
+		if !pause(ctx, wait) {
 			return res
 		}
 		// Only what is still pending goes again: dropped records are already released.
