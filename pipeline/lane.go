@@ -66,8 +66,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 		if p.opt != nil {
 			p.deliverOptimized(ctx, b.items)
 		} else {
-			body = batcher.Encode(body[:0], b.items)
-			p.deliver(ctx, b.items, body)
+			body = p.deliverCapped(ctx, b.items, body)
 		}
 		clear(b.items) // drop references to message bytes
 		b.items = b.items[:0]
@@ -76,6 +75,21 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 			return
 		}
 	}
+}
+
+// deliverCapped sends items in requests of at most the current object cap (lowered only by a
+// "too many objects" answer, send_split.go); body is the reusable encoding buffer.
+func (p *Pipeline) deliverCapped(ctx context.Context, items []item, body []byte) []byte {
+	for c := p.objectCap(); len(items) > 0; {
+		n := min(c, len(items))
+		body = batcher.Encode(body[:0], items[:n])
+		p.deliver(ctx, items[:n], body)
+		items = items[n:]
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return body
 }
 
 // collect fills a batch: it blocks for its first record, then takes what comes until the

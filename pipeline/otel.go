@@ -114,6 +114,8 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Failed round trips to the suppression/de-duplication store (the request then goes out unoptimized)."))
 	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
 		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
+	objCap, _ := m.Int64ObservableGauge("ingestor.request.object_cap", metric.WithUnit("{object}"),
+		metric.WithDescription("Most objects a request carries now: BATCH_MAX_OBJECTS, or lower after Braze refused a request for its number of objects."))
 	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the partition end and the last fetched message."))
 	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
@@ -165,6 +167,7 @@ func (p *Pipeline) initTelemetry() error {
 		o.ObserveInt64(optRecords, os.DuplicatesSkipped.Load(), metric.WithAttributes(attribute.String("why", "duplicate")))
 		o.ObserveInt64(coalesced, os.CoalescedObjects.Load())
 		o.ObserveInt64(storeErrors, os.StoreErrors.Load())
+		o.ObserveInt64(objCap, int64(p.objectCap()))
 		if bs, ok := p.sender.(breakerStater); ok {
 			o.ObserveInt64(breaker, int64(bs.State()))
 		}
@@ -183,7 +186,7 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors)
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors, objCap)
 	return err
 }
 

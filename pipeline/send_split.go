@@ -32,8 +32,37 @@ func (s *splitLayer) send(ctx context.Context, r *request) results {
 	}
 	sub := r.subset(rest)
 	sub.attempt = r.attempt
+	if res.last.Cause() == sink.CauseTooMany && len(sub.items) > 1 {
+		s.p.lowerObjectCap(len(sub.items), res.last)
+	}
 	res.place(rest, s.bisect(ctx, sub, res.last))
 	return res
+}
+
+// lowerObjectCap halves the object cap below a request Braze found to hold too many objects
+// (a contract limit lower than configured), so that later batches go out at the new cap
+// instead of each costing a bisection.
+func (p *Pipeline) lowerObjectCap(sent int, last sink.Response) {
+	want := int64(max(1, sent/2))
+	for {
+		cur := p.objCap.Load()
+		if cur != 0 && cur <= want {
+			return
+		}
+		if p.objCap.CompareAndSwap(cur, want) {
+			p.log.Warn("Braze refused a request for its number of objects; lowering the object cap for the rest of this run (set BATCH_MAX_OBJECTS to the contract's limit to avoid this)",
+				"objects_sent", sent, "object_cap", want, "answer", last.Describe())
+			return
+		}
+	}
+}
+
+// objectCap is the most objects a request may carry now.
+func (p *Pipeline) objectCap() int {
+	if c := p.objCap.Load(); c > 0 {
+		return int(c)
+	}
+	return p.cfg.Limits.MaxObjects
 }
 
 // bisect rejects a lone object, or sends the halves.

@@ -95,6 +95,9 @@ const (
 	CauseRejected
 	// CauseTooLarge: 413, the request body is over the size limit.
 	CauseTooLarge
+	// CauseTooMany: 400 "Max Input Length Exceeded", more objects than the contract allows
+	// in one request.
+	CauseTooMany
 	// CauseKey: 401, 403, 404, 415; the key, its permissions or the endpoint are wrong.
 	CauseKey
 	// CauseNotBraze: an answer that is not Braze's JSON (a proxy or WAF page): never Braze's
@@ -110,7 +113,7 @@ const (
 	CauseCanceled
 )
 
-var causeNames = [...]string{"unset", "accepted", "rejected", "too_large", "key", "not_braze", "throttled", "outage", "unexpected", "canceled"}
+var causeNames = [...]string{"unset", "accepted", "rejected", "too_large", "too_many", "key", "not_braze", "throttled", "outage", "unexpected", "canceled"}
 
 func (c Cause) String() string {
 	if int(c) < len(causeNames) {
@@ -154,6 +157,9 @@ func deriveCause(r Response) Cause {
 	case r.Status == http.StatusBadRequest:
 		if r.Class == Halt {
 			return CauseNotBraze
+		}
+		if isTooMany(r.Message) {
+			return CauseTooMany
 		}
 		return CauseRejected
 	case r.Status == http.StatusRequestEntityTooLarge:
@@ -374,6 +380,8 @@ func classifyStatus(status int, isJSON bool, message string, hasErrors bool) (Cl
 		return Split, CauseRejected
 	case status == http.StatusBadRequest && !isJSON:
 		return Halt, CauseNotBraze
+	case status == http.StatusBadRequest && isTooMany(message):
+		return Split, CauseTooMany
 	case status == http.StatusBadRequest:
 		return Split, CauseRejected
 	case status == http.StatusRequestEntityTooLarge:
@@ -389,6 +397,12 @@ func classifyStatus(status int, isJSON bool, message string, hasErrors bool) (Cl
 	}
 	// Anything unexpected (408, 409, 3xx): retrying is the only safe action.
 	return Retry, CauseUnexpected
+}
+
+// isTooMany recognises Braze's answer to a request with more objects than the contract allows
+// (docs/braze-rules.md, object limits).
+func isTooMany(message string) bool {
+	return strings.Contains(strings.ToLower(message), "max input length")
 }
 
 // retryAfter reads X-Ratelimit-Retry-After (seconds), then a plain Retry-After, then the

@@ -35,7 +35,8 @@ func TestClassify(t *testing.T) {
 		{"200 html page is not Braze", 200, nil, `<html>ok</html>`, Halt, 0, 0},
 		{"400 html WAF page is not Braze's verdict", 400, nil, `<html><body>Request blocked by WAF</body></html>`, Halt, 0, 0},
 		{"201 with errors is partial", 201, nil, `{"message":"success","errors":[{"type":"bad email","input_array":"attributes","index":1}]}`, Partial, 1, 0},
-		{"400 splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
+		{"400 splits", 400, nil, `{"message":"Valid data must be provided"}`, Split, 0, 0},
+		{"400 max input length splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
 		{"413 splits", 413, nil, `Request Entity Too Large`, Split, 0, 0},
 		{"401 halts", 401, nil, `{"message":"Invalid API key"}`, Halt, 0, 0},
 		{"403 halts", 403, nil, `{"message":"Access Denied"}`, Halt, 0, 0},
@@ -174,5 +175,64 @@ func TestDeadLetterMessage(t *testing.T) {
 	whole := DeadLetter{Reason: schemas.ReasonInvalidJSON, Original: []byte("{not json"), RecordIndex: -1}
 	if m := whole.Message(); string(m.Value) != "{not json" {
 		t.Errorf("whole-message dead letter value %q", m.Value)
+	}
+}
+
+func TestClassifyCause(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		status int
+		body   string
+		want   Cause
+	}{
+		{201, `{"message":"success"}`, CauseAccepted},
+		{201, `{"message":"queued"}`, CauseAccepted},
+		{201, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`, CauseRejected},
+		{200, ``, CauseNotBraze},
+		{400, `<html>WAF</html>`, CauseNotBraze},
+		{400, `{"message":"Max Input Length Exceeded"}`, CauseTooMany},
+		{400, `{"message":"bad"}`, CauseRejected},
+		{413, `Request Entity Too Large`, CauseTooLarge},
+		{401, `{"message":"Invalid API key"}`, CauseKey},
+		{429, ``, CauseThrottled},
+		{503, ``, CauseOutage},
+		{409, ``, CauseUnexpected},
+	}
+	for _, tc := range tests {
+		r := Classify(tc.status, http.Header{}, []byte(tc.body), now)
+		if r.Cause() != tc.want {
+			t.Errorf("%d %s: cause %v, want %v", tc.status, tc.body, r.Cause(), tc.want)
+		}
+		// An answer built by hand (a test sender) derives the same cause from its fields.
+		if d := (Response{Status: r.Status, Class: r.Class, Message: r.Message}).Cause(); d != tc.want {
+			t.Errorf("%d %s: derived cause %v, want %v", tc.status, tc.body, d, tc.want)
+		}
+	}
+	if c := (Response{Class: Retry, Err: context.Canceled}).Cause(); c != CauseCanceled {
+		t.Errorf("canceled: %v", c)
+	}
+	if c := (Response{Class: Retry, Err: context.DeadlineExceeded}).Cause(); c != CauseOutage {
+		t.Errorf("timeout: %v", c)
+	}
+}
+
+// The key an upstream echoes never leaves the client.
+func TestClientRedactsEchoedKey(t *testing.T) {
+	const key = "sk-secret-0123456789"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(401)
+		_, _ = io.WriteString(w, `{"message":"invalid key `+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+`","errors":[{"type":"key `+key+`"}]}`)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Track(context.Background(), []byte(`{}`))
+	if strings.Contains(r.Message, key) || strings.Contains(r.Describe(), key) || strings.Contains(r.Errors[0].Type, key) {
+		t.Fatalf("key in answer: %q %q", r.Message, r.Errors[0].Type)
+	}
+	if !strings.Contains(r.Message, Redacted) {
+		t.Fatalf("message %q: want the key replaced by %s", r.Message, Redacted)
 	}
 }

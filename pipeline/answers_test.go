@@ -1,0 +1,83 @@
+package pipeline
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+func classify(status int, body string) sink.Response {
+	return sink.Classify(status, http.Header{}, []byte(body), time.Now())
+}
+
+// A contract whose object limit (50) is below the configured 75: Braze's first "Max Input
+// Length Exceeded" lowers the cap, and later batches go out under it instead of each costing
+// a bisection.
+func TestTooManyObjectsLowersTheObjectCap(t *testing.T) {
+	var refused int
+	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
+		if len(b["events"]) > 50 {
+			refused++ // answers are serialised: one lane
+			return classify(400, `{"message":"Max Input Length Exceeded"}`)
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits())
+	defer stop()
+	objs := make([][]byte, 600)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprintf("u%d", i%40), i)
+	}
+	feed(p, ps, objs)
+	waitSettled(t, ps, int64(len(objs)))
+	if refused != 1 {
+		t.Errorf("%d refused requests, want 1 (the cap is lowered after the first)", refused)
+	}
+	if got := p.objectCap(); got != 37 {
+		t.Errorf("object cap %d, want 37", got)
+	}
+	if n := len(dlq.snapshot()); n != 0 || p.stats.Snapshot().RecordsDelivered != int64(len(objs)) {
+		t.Errorf("%d dead letters, %d delivered", n, p.stats.Snapshot().RecordsDelivered)
+	}
+}
+
+// A 2xx whose message is not "success" (Braze's fatal "Valid data must be provided…") is not
+// a delivery: only records in requests Braze answered "success" are counted delivered.
+func TestFatal2xxIsNeverCountedDelivered(t *testing.T) {
+	var mu sync.Mutex
+	accepted := map[string]bool{}
+	n := 0
+	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if n%4 == 1 && len(b["events"]) > 1 {
+			return classify(201, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`)
+		}
+		for _, o := range b["events"] {
+			accepted[fmt.Sprint(o["external_id"], o["properties"])] = true
+		}
+		return classify(201, `{"message":"success","events_processed":1}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits())
+	defer stop()
+	objs := make([][]byte, 400)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprintf("u%d", i%30), i)
+	}
+	feed(p, ps, objs)
+	waitSettled(t, ps, int64(len(objs)))
+	s := p.stats.Snapshot()
+	mu.Lock()
+	defer mu.Unlock()
+	if s.RecordsDelivered != int64(len(accepted)) {
+		t.Errorf("%d records counted delivered, but Braze said success for %d", s.RecordsDelivered, len(accepted))
+	}
+	if s.RecordsDelivered+int64(len(dlq.snapshot())) != int64(len(objs)) {
+		t.Errorf("delivered %d + dead-lettered %d != %d", s.RecordsDelivered, len(dlq.snapshot()), len(objs))
+	}
+}
