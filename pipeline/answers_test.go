@@ -3,10 +3,12 @@ package pipeline
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -79,5 +81,66 @@ func TestFatal2xxIsNeverCountedDelivered(t *testing.T) {
 	}
 	if s.RecordsDelivered+int64(len(dlq.snapshot())) != int64(len(objs)) {
 		t.Errorf("delivered %d + dead-lettered %d != %d", s.RecordsDelivered, len(dlq.snapshot()), len(objs))
+	}
+}
+
+// A record Braze answers only 5xx for while it accepts the others is isolated by splitting and
+// dead-lettered alone as persistent_5xx; the partition does not stall.
+func TestPersistent5xxIsIsolated(t *testing.T) {
+	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
+		for _, o := range b["events"] {
+			if o["external_id"] == "poison" {
+				return classify(503, `{"message":"internal error"}`)
+			}
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 30 * time.Millisecond })
+	defer stop()
+	objs := make([][]byte, 40)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprintf("u%d", i), i)
+	}
+	objs[17] = ev("poison", 17)
+	feed(p, ps, objs)
+	waitSettled(t, ps, int64(len(objs)))
+	letters := dlq.snapshot()
+	if len(letters) != 1 || letters[0].Reason != schemas.ReasonPersistent5xx || !strings.Contains(string(letters[0].Record), "poison") {
+		t.Fatalf("dead letters %+v, want the poison record alone as persistent_5xx", letters)
+	}
+	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)-1) {
+		t.Errorf("delivered %d, want %d", d, len(objs)-1)
+	}
+}
+
+// During an outage (every request 5xx, nothing accepted) isolation splits but dead-letters
+// nothing; everything is delivered once Braze is back.
+func TestOutageIsNotIsolated(t *testing.T) {
+	var mu sync.Mutex
+	var start time.Time
+	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
+		mu.Lock()
+		defer mu.Unlock()
+		if start.IsZero() {
+			start = time.Now()
+		}
+		if time.Since(start) < 300*time.Millisecond {
+			return classify(503, ``)
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 20 * time.Millisecond })
+	defer stop()
+	objs := make([][]byte, 40)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprintf("u%d", i), i)
+	}
+	feed(p, ps, objs)
+	waitSettled(t, ps, int64(len(objs)))
+	if n := len(dlq.snapshot()); n != 0 {
+		t.Fatalf("%d dead letters during an outage, want 0", n)
+	}
+	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) {
+		t.Errorf("delivered %d, want %d", d, len(objs))
 	}
 }

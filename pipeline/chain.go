@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -28,6 +29,10 @@ type request struct {
 	body  []byte
 	// attempt is set by the retry layer: 1 for the first send of these records.
 	attempt int
+	// isolateAfter, suspect and runStart are set by the isolate layer (send_isolate.go).
+	isolateAfter time.Duration
+	suspect      bool
+	runStart     time.Time // when the run of 5xx answers that made this a suspect began
 }
 
 func newRequest(items []item) *request {
@@ -43,7 +48,9 @@ func (r *request) subset(idx []int) *request {
 	for j, i := range idx {
 		items[j] = r.items[i]
 	}
-	return newRequest(items)
+	sub := newRequest(items)
+	sub.isolateAfter, sub.suspect, sub.runStart = r.isolateAfter, r.suspect, r.runStart
+	return sub
 }
 
 // sendLayer is one layer of the chain.
@@ -69,6 +76,10 @@ type results struct {
 	n    int
 	all  sink.Verdict // every record's verdict while per is nil
 	per  []sink.Verdict
+	// isolate: the retry layer hands the request to the isolate layer (send_isolate.go),
+	// after a run of 5xx answers that began at runStart.
+	isolate  bool
+	runStart time.Time
 }
 
 func uniform(n int, v sink.Verdict, last sink.Response) results {

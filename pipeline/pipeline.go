@@ -86,6 +86,10 @@ type Config struct {
 	RetryMaxDuration time.Duration
 	// HaltProbeMax caps the back-off between probes while halted.
 	HaltProbeMax time.Duration
+	// Isolate5xxAfter is how long a request may get only 5xx answers, while other requests
+	// are accepted, before it is split to isolate the payload (send_isolate.go); a lone
+	// record in that state is dead-lettered as persistent_5xx. 0 = 5 minutes; < 0 = never.
+	Isolate5xxAfter time.Duration
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration
@@ -142,6 +146,9 @@ func (c *Config) Defaults() {
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
 	def(&c.StuckAfter, DefaultStuckAfter)
+	if c.Isolate5xxAfter == 0 {
+		c.Isolate5xxAfter = 5 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -171,6 +178,8 @@ type Pipeline struct {
 	// objCap is the object cap lowered by a "too many objects" answer (send_split.go); 0
 	// while the configured limit holds.
 	objCap atomic.Int64
+	// lastAccepted is when Braze last accepted a request (unix nanos; send_observe.go).
+	lastAccepted atomic.Int64
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).

@@ -23,10 +23,15 @@ func (l *retryLayer) send(ctx context.Context, r *request) results {
 	r.attempt = 1
 	res := l.next.send(ctx, r)
 	cur := r
+	var run fiveXXRun
 	for attempt := 1; ; attempt++ {
 		idx := res.indexes(sink.OutcomeRetryLater)
 		if len(idx) == 0 || ctx.Err() != nil || res.last.Class == sink.Split {
 			// Nothing to retry, stopping, or a fatal answer for the split layer.
+			return res
+		}
+		if run.add(res.last); isolating(r, run) {
+			res.isolate, res.runStart = true, run.start
 			return res
 		}
 		l.p.stats.Retries.Add(1)
@@ -62,4 +67,21 @@ func (l *retryLayer) wait(attempt int, last sink.Response) time.Duration {
 		return last.RetryAfter
 	}
 	return backoff(l.p.cfg.RetryInitial, l.p.cfg.RetryMax, attempt)
+}
+
+// fiveXXRun is a request's current run of 5xx answers.
+type fiveXXRun struct {
+	start time.Time
+	n     int
+}
+
+func (f *fiveXXRun) add(last sink.Response) {
+	if last.Cause() != sink.CauseOutage || !last.Answered() {
+		f.n = 0
+		return
+	}
+	if f.n == 0 {
+		f.start = time.Now()
+	}
+	f.n++
 }

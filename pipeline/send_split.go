@@ -75,25 +75,26 @@ func (s *splitLayer) bisect(ctx context.Context, r *request, last sink.Response)
 		}
 		return uniform(1, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: reason, Error: last.Describe(), Attempts: r.attempt}, last)
 	}
-	return s.halves(ctx, r, last)
+	// Each half bisects again on a fatal answer.
+	return halves(ctx, r, last, s.send)
 }
 
-// halves sends the two halves in order, which keeps the lane's order; each half bisects again
-// on a fatal answer. When the first half is left unsettled (halted, or stopping), the second
-// is not sent and shares that outcome, so it is sent after the first.
-func (s *splitLayer) halves(ctx context.Context, r *request, last sink.Response) results {
+// halves sends the two halves of r in order through send, which keeps the lane's order. When
+// the first half is left unsettled (halted, or stopping), the second is not sent and shares
+// that outcome, so it is sent after the first.
+func halves(ctx context.Context, r *request, last sink.Response, send func(context.Context, *request) results) results {
 	n := len(r.items)
 	mid := n / 2
 	res := uniform(n, sink.Verdict{Outcome: sink.OutcomeRetryLater}, last)
 	first, second := span(0, mid), span(mid, n)
-	res.place(first, s.send(ctx, r.subset(first)))
+	res.place(first, send(ctx, r.subset(first)))
 	for _, i := range first {
 		if o := res.at(i).Outcome; !o.Final() {
 			res.mark(second, sink.Verdict{Outcome: o})
 			return res
 		}
 	}
-	res.place(second, s.send(ctx, r.subset(second)))
+	res.place(second, send(ctx, r.subset(second)))
 	return res
 }
 

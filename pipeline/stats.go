@@ -10,7 +10,7 @@ import (
 // Reasons lists the dead-letter reasons in the order Stats indexes them.
 var Reasons = [...]schemas.Reason{
 	schemas.ReasonInvalidJSON, schemas.ReasonInvalidRecord, schemas.ReasonTooLarge,
-	schemas.ReasonBrazeRejected, schemas.ReasonRetriesExhausted,
+	schemas.ReasonBrazeRejected, schemas.ReasonRetriesExhausted, schemas.ReasonPersistent5xx,
 }
 
 func reasonIndex(r schemas.Reason) int {

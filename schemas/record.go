@@ -73,6 +73,9 @@ const (
 	ReasonTooLarge         Reason = "too_large"
 	ReasonBrazeRejected    Reason = "braze_rejected"
 	ReasonRetriesExhausted Reason = "retries_exhausted"
+	// ReasonPersistent5xx: the record alone got only 5xx answers for longer than the
+	// isolation bound while other requests were accepted (docs/architecture.md).
+	ReasonPersistent5xx Reason = "persistent_5xx"
 )
 
 // Record is one Braze object decoded from a Kafka message.
