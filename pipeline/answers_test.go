@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -143,4 +144,44 @@ func TestOutageIsNotIsolated(t *testing.T) {
 	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) {
 		t.Errorf("delivered %d, want %d", d, len(objs))
 	}
+}
+
+// A 429 asking for a wait beyond an hour is treated as no hint: the normal back-off applies,
+// the records are delivered, and the ignored header is logged once.
+func TestOutOfRangeRetryAfterUsesBackoff(t *testing.T) {
+	var logs syncBuffer
+	n := 0
+	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
+		n++
+		if n <= 3 {
+			h := http.Header{}
+			h.Set("X-Ratelimit-Retry-After", "3000000000")
+			return sink.Classify(429, h, nil, time.Now())
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, _, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	defer stop()
+	feed(p, ps, [][]byte{ev("a", 1), ev("b", 2)})
+	waitSettled(t, ps, 2)
+	if c := strings.Count(logs.String(), "ignored a wait header"); c != 1 {
+		t.Errorf("ignored header logged %d times, want once:\n%s", c, logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

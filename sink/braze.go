@@ -76,6 +76,8 @@ type Response struct {
 	// Waited is how long the request waited for the rate limiter, 429 pauses and the
 	// circuit breaker before it was sent.
 	Waited time.Duration
+	// IgnoredHint describes a wait header outside its range that was treated as absent.
+	IgnoredHint string
 	// cause is set by Classify and the client; zero means "derive it from Status" (answers
 	// built by hand, e.g. in tests).
 	cause Cause
@@ -360,7 +362,7 @@ func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	}
 	r.Class, r.cause = classifyStatus(status, isJSON, r.Message, len(r.Errors) > 0)
 	if r.cause == CauseThrottled {
-		r.RetryAfter = retryAfter(h, r.RateLimit, now)
+		r.RetryAfter, r.IgnoredHint = retryAfter(h, r.RateLimit, now)
 	}
 	return r
 }
@@ -405,28 +407,45 @@ func isTooMany(message string) bool {
 	return strings.Contains(strings.ToLower(message), "max input length")
 }
 
-// retryAfter reads X-Ratelimit-Retry-After (seconds), then a plain Retry-After, then the
-// window reset; 0 means "no hint, use back-off".
-func retryAfter(h http.Header, rl RateLimit, now time.Time) time.Duration {
+// MaxRetryAfter bounds a wait an answer asks for: a longer, negative or unparsable value is
+// treated as absent (the normal back-off applies) and reported in Response.IgnoredHint.
+const MaxRetryAfter = time.Hour
+
+// retryAfter reads X-Ratelimit-Retry-After (seconds), then a plain Retry-After (seconds or an
+// HTTP date), then the window reset; 0 means "no hint, use back-off". ignored describes a
+// value outside its range, which is skipped.
+func retryAfter(h http.Header, rl RateLimit, now time.Time) (wait time.Duration, ignored string) {
 	for _, name := range []string{"X-Ratelimit-Retry-After", "Retry-After"} {
-		if v := strings.TrimSpace(h.Get(name)); v != "" {
-			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-				return time.Duration(f * float64(time.Second))
-			}
-			if t, err := http.ParseTime(v); err == nil {
-				if d := t.Sub(now); d > 0 {
-					return d
-				}
-				return 0
-			}
+		v := strings.TrimSpace(h.Get(name))
+		if v == "" {
+			continue
 		}
+		d, ok := parseWait(v, now)
+		if ok && d >= 0 && d <= MaxRetryAfter {
+			return d, ignored
+		}
+		ignored = fmt.Sprintf("%s: %q is not a wait between 0 and %s; using the normal back-off", name, truncate(v, 40), MaxRetryAfter)
 	}
 	if !rl.Reset.IsZero() {
-		if d := rl.Reset.Sub(now); d > 0 {
-			return d
+		if d := rl.Reset.Sub(now); d > 0 && d <= MaxRetryAfter {
+			return d, ignored
 		}
 	}
-	return 0
+	return 0, ignored
+}
+
+// parseWait reads seconds or an HTTP date as a wait from now (a date in the past is 0).
+func parseWait(v string, now time.Time) (time.Duration, bool) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 || f > MaxRetryAfter.Seconds() {
+			return -1, false
+		}
+		return time.Duration(f * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now)), true
+	}
+	return -1, false
 }
 
 // epochThreshold tells epoch seconds from seconds-remaining in X-RateLimit-Reset: Braze's
