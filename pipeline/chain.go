@@ -181,3 +181,28 @@ func (p *Pipeline) settle(ctx context.Context, items []item, res *results) {
 		p.delivered(ok)
 	}
 }
+
+// settleEarly settles the records with a final verdict now and marks them dropped (already
+// released), so that the lane does not settle them again.
+func (p *Pipeline) settleEarly(ctx context.Context, items []item, res *results) {
+	var idx []int
+	for i := range items {
+		if o := res.at(i).Outcome; o == sink.OutcomeDelivered || o == sink.OutcomeRejected {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	sub := make([]item, len(idx))
+	for j, i := range idx {
+		sub[j] = items[i]
+	}
+	var subRes results
+	subRes.n = len(idx)
+	for j, i := range idx {
+		subRes.set(j, res.at(i))
+	}
+	p.settle(ctx, sub, &subRes)
+	res.mark(idx, sink.Verdict{Outcome: sink.OutcomeDropped})
+}

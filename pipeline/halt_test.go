@@ -72,3 +72,76 @@ func TestHaltOneProberForTheWorker(t *testing.T) {
 		t.Errorf("%d requests after recovery, want %d (one per lane)", n, lanes)
 	}
 }
+
+// An endpoint answering every request 400 with an HTML page (a WAF) is not Braze judging
+// records: none of 1,000 valid records is dead-lettered; the worker halts (not ready) and
+// delivers everything once real answers come back.
+func TestWAFAnswersDeadLetterNothing(t *testing.T) {
+	var waf atomic.Bool
+	waf.Store(true)
+	var requests atomic.Int64
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		requests.Add(1)
+		if waf.Load() {
+			return classify(400, `<html><body><h1>Request blocked</h1>WAF</body></html>`)
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
+	defer stop()
+	objs := make([][]byte, 1000)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprint("u", i%100), i)
+	}
+	feed(p, ps, objs)
+	time.Sleep(time.Second)
+	if n := len(dlq.snapshot()); n != 0 {
+		t.Fatalf("%d records dead-lettered on WAF answers, want 0", n)
+	}
+	if !p.Halted() || p.Ready() {
+		t.Fatalf("halted %v ready %v: want halted and not ready", p.Halted(), p.Ready())
+	}
+	t.Logf("%d requests in 1 s of WAF answers", requests.Load())
+	waf.Store(false)
+	waitSettled(t, ps, int64(len(objs)))
+	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) || len(dlq.snapshot()) != 0 {
+		t.Fatalf("delivered %d, dead-lettered %d", d, len(dlq.snapshot()))
+	}
+}
+
+// When most recent requests are rejected as a whole with one and the same Braze answer, the
+// worker halts instead of bisecting every batch into the DLQ.
+func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		if broken.Load() {
+			return classify(400, `{"message":"Something upstream changed"}`)
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
+	defer stop()
+	objs := make([][]byte, 1000)
+	for i := range objs {
+		objs[i] = ev(fmt.Sprint("u", i%100), i)
+	}
+	feed(p, ps, objs)
+	time.Sleep(time.Second)
+	dead := len(dlq.snapshot())
+	if dead > massWindow {
+		t.Fatalf("%d of 1000 records dead-lettered while every request is rejected as a whole; want at most %d (before the guard has seen %d answers)", dead, massWindow, massWindow)
+	}
+	if !p.Halted() {
+		t.Fatal("not halted on mass rejection")
+	}
+	broken.Store(false)
+	waitSettled(t, ps, int64(len(objs)))
+	if n := len(dlq.snapshot()); n != dead {
+		t.Errorf("%d dead letters at the end, %d while halted: verdicts before the halt must settle at once", n, dead)
+	}
+	if d := p.stats.Snapshot().RecordsDelivered; d+int64(dead) != int64(len(objs)) {
+		t.Fatalf("delivered %d + dead %d != 1000", d, dead)
+	}
+	t.Logf("%d dead letters before the guard tripped", dead)
+}

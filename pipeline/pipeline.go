@@ -175,6 +175,7 @@ type Pipeline struct {
 	// chain sends a lane's requests (chain.go); halt is the worker-wide halt gate.
 	chain sendLayer
 	halt  *haltGate
+	mass  massGuard
 	// objCap is the object cap lowered by a "too many objects" answer (send_split.go); 0
 	// while the configured limit holds.
 	objCap atomic.Int64

@@ -36,6 +36,8 @@ func (h *haltLayer) send(ctx context.Context, r *request) results {
 			return res
 		}
 		g.enter(res.last)
+		// What is settled need not wait for the halt to end (its offsets can commit).
+		h.p.settleEarly(ctx, r.items, &res)
 		probe, ok = g.turn(ctx)
 		if !ok {
 			return res
@@ -56,6 +58,7 @@ type haltGate struct {
 
 	mu      sync.Mutex
 	halted  bool
+	mass    bool // halted on mass rejection: only an accepted request ends it
 	prober  bool // a lane holds the probe
 	probes  int  // probes since the halt began
 	changed chan struct{}
@@ -140,14 +143,26 @@ func (g *haltGate) enter(resp sink.Response) {
 	})
 }
 
-// answered ends a halt on any answer that is not a refusal.
+// massRejection marks the coming halt as one on mass rejection.
+func (g *haltGate) massRejection(resp sink.Response) {
+	g.mu.Lock()
+	if !g.halted {
+		g.mass = true
+	}
+	g.mu.Unlock()
+	g.p.stats.MassRejections.Add(1)
+}
+
+// answered ends a halt on any answer that is not a refusal; a halt on mass rejection ends
+// only when a request is accepted.
 func (g *haltGate) answered(resp sink.Response) {
 	if resp.Class == sink.Halt || !resp.Answered() || !g.p.halted.Load() {
 		return
 	}
+	accepted := resp.Class == sink.Delivered || resp.Class == sink.Partial
 	g.mu.Lock()
-	if g.halted {
-		g.halted = false
+	if g.halted && (accepted || !g.mass) {
+		g.halted, g.mass = false, false
 		g.p.halted.Store(false)
 		g.p.stats.Halted.Store(false)
 		g.notifyLocked()

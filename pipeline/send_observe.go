@@ -30,6 +30,7 @@ func (o *observeLayer) send(ctx context.Context, r *request) results {
 		p.stats.ObjectsSent.Add(int64(len(r.items)))
 		p.lastAccepted.Store(time.Now().UnixNano())
 	}
+	p.mass.observe(resp)
 	p.halt.answered(resp)
 	return res
 }

@@ -69,6 +69,12 @@ func (p *Pipeline) objectCap() int {
 func (s *splitLayer) bisect(ctx context.Context, r *request, last sink.Response) results {
 	s.p.stats.Splits.Add(1)
 	if len(r.items) == 1 {
+		if s.p.mass.mass(last) {
+			// Most recent requests are rejected as a whole with this same answer: not a
+			// verdict on this record. Halt; the prober sends it again.
+			s.p.halt.massRejection(last)
+			return uniform(1, sink.Verdict{Outcome: sink.OutcomeHalted}, last)
+		}
 		reason := schemas.ReasonBrazeRejected
 		if last.Cause() == sink.CauseTooLarge {
 			reason = schemas.ReasonTooLarge

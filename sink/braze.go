@@ -487,6 +487,12 @@ func truncate(s string, n int) string {
 
 // HaltCause names the likely cause of a halting status, for the operator.
 func HaltCause(r Response) string {
+	switch r.Cause() {
+	case CauseNotBraze:
+		return "the answer is not Braze's (not its JSON): a proxy, WAF or load balancer between the worker and Braze answers instead; nothing is dead-lettered on such answers"
+	case CauseRejected:
+		return "most recent requests are rejected as a whole with this same answer, so it is not a verdict on the records (a proxy, an API change, or every record breaking one rule); nothing is dead-lettered until a request is accepted"
+	}
 	switch r.Status {
 	case http.StatusUnauthorized:
 		return "the API key is invalid, from another workspace, or the REST endpoint is for another Braze instance (or this IP is not allow-listed for the key)"
