@@ -156,3 +156,16 @@ func TestLimiterWaitHonoursContext(t *testing.T) {
 		t.Fatal("Wait returned nil during an hour-long pause")
 	}
 }
+
+// The guard feeds the limiter typed signals: a throttled answer pauses every lane.
+func TestGuardFeedsLimiterTypedSignals(t *testing.T) {
+	l := NewLimiter(0, 1)
+	s := &scripted{answer: func(int32) Response {
+		return Response{Status: 429, Class: Retry, Throttled: true, RateLimit: RateLimit{Limit: -1, Remaining: -1, RetryAfter: time.Minute}}
+	}}
+	g := NewGuard(s, l, BreakerConfig{}, nil)
+	g.Track(context.Background(), nil)
+	if p := time.Until(l.PausedUntil()); p < 50*time.Second {
+		t.Fatalf("paused %v after a throttled answer asking for a minute", p)
+	}
+}
