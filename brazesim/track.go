@@ -34,6 +34,7 @@ const (
 	ErrPushSubscribe      = "BAD_PUSH_SUBSCRIPTION_STATE"                                           // §2
 	ErrSubscriptionGroups = "BAD_SUBSCRIPTION_GROUP_ARRAY"                                          // §2
 	ErrUpdateExistingOnly = "'_update_existing_only' must be a boolean"                             // sim
+	ErrPushTokenImport    = "BAD_PUSH_TOKEN_IMPORT"                                                 // §1 "Identifiers", §2
 )
 
 // Fatal messages (docs/braze-rules.md §2, §1).
@@ -51,9 +52,10 @@ const (
 	idBraze
 	idEmail
 	idPhone
+	idAnon // anonymous push token import: a new profile (docs/braze-rules.md §1 "Identifiers")
 )
 
-var idKindNames = [...]string{"", "external_id", "alias", "braze_id", "email", "phone"}
+var idKindNames = [...]string{"", "external_id", "alias", "braze_id", "email", "phone", "anonymous"}
 
 // ident is the identifier an object resolves its user with.
 type ident struct {
@@ -70,6 +72,7 @@ type objCommon struct {
 	emailNull, phoneNull       bool // present as null
 	alias                      Alias
 	updateOnly, updateOnlySet  bool
+	pushImport                 bool // attributes with "push_token_import": true
 	err                        string
 	id                         ident
 	u                          *user // resolved before the latency window
@@ -211,6 +214,7 @@ type trackReq struct {
 	exts             []opExt  // see attrOp.x
 	strs             []string // keys not found verbatim in the body
 	body             []byte   // the request body (valid until the request ends)
+	keys             []uint64 // scratch of poisonBody
 }
 
 // keepProps copies an event's or purchase's properties (cut, or at span in the
@@ -242,7 +246,7 @@ func (r *trackReq) reset() {
 	clear(r.exts)
 	clear(r.strs)
 	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0],
-		vals: r.vals[:0], exts: r.exts[:0], strs: r.strs[:0]}
+		vals: r.vals[:0], exts: r.exts[:0], strs: r.strs[:0], keys: r.keys[:0]}
 }
 
 type parseOpts struct {
@@ -335,6 +339,12 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	s.end()
 	if s.err != nil {
 		return "invalid JSON"
+	}
+	if o.validate && !o.countOnly {
+		var msg string
+		if msg, r.keys = poisonBody(body, r.keys); msg != "" {
+			return msg
+		}
 	}
 	return ""
 }
@@ -498,6 +508,9 @@ func (c *objCommon) resolveIdent(o *parseOpts) {
 		if n > 1 {
 			c.setErr(ErrMultiplePrimary)
 		}
+		if c.pushImport && (c.hasExt || c.hasBraze) {
+			c.setErr(ErrPushTokenImport)
+		}
 		if c.hasExt {
 			if len(c.ext) > 987 {
 				c.setErr(ErrExternalIDTooLarge)
@@ -520,6 +533,8 @@ func (c *objCommon) resolveIdent(o *parseOpts) {
 			c.setErr(ErrInvalidPhone)
 		}
 		c.id = ident{kind: idPhone, id: normPhone(c.phone)}
+	case c.pushImport:
+		c.id = ident{kind: idAnon}
 	default:
 		c.setErr(ErrIdentifierRequired)
 	}
@@ -629,6 +644,11 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 		if commonField(s, k, &a.objCommon, o) {
 			continue
 		}
+		if string(k) == "push_token_import" {
+			a.pushImport = s.peek() == 't'
+			s.skipDepth(0)
+			continue
+		}
 		if string(k) == "_merge_objects" {
 			switch s.peek() {
 			case 't':
@@ -666,6 +686,15 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			arr, _ := s.value(0).([]any)
 			op.kind = opSet
 			r.ext(op).v = arr
+			// A whole array of objects is an array-of-objects attribute: nested rules.
+			for _, e := range arr {
+				if m, ok := e.(map[string]any); ok {
+					a.nested = true
+					if invalidNested(m) {
+						a.bad = true
+					}
+				}
+			}
 		default:
 			if key == "email_subscribe" || key == "push_subscribe" {
 				op.kind = opSet
@@ -781,6 +810,8 @@ func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *at
 				if invalidNested(m) {
 					a.bad = true
 				}
+			} else if e == nil {
+				a.bad = true
 			}
 		}
 		dp += int64(len(rem))
@@ -830,8 +861,9 @@ func isTimeObj(m map[string]any) bool {
 	return ok && len(m) == 1
 }
 
-// invalidNested reports a null or malformed {"$time": …} anywhere in a nested
-// attribute (docs/braze-rules.md §1 "Nested custom attributes").
+// invalidNested reports a null, a malformed {"$time": …} or a key Braze does not take
+// (empty, over 255 characters, with a space, '.' or '$') anywhere in a nested attribute
+// (docs/braze-rules.md §1 "Nested custom attributes", §8 nested-1).
 func invalidNested(v any) bool {
 	switch x := v.(type) {
 	case nil:
@@ -845,8 +877,8 @@ func invalidNested(v any) bool {
 			_, ok = parseBrazeTime([]byte(ts))
 			return !ok
 		}
-		for _, e := range x {
-			if invalidNested(e) {
+		for k, e := range x {
+			if badNestedKey(k) || invalidNested(e) {
 				return true
 			}
 		}
@@ -860,13 +892,21 @@ func invalidNested(v any) bool {
 	return false
 }
 
-// reservedProp: reserved property keys (docs/braze-rules.md §1 "Event object", "Purchase object").
-func reservedProp(k []byte, purchase bool) bool {
+// badNestedKey: keys a nested custom attribute may not have (docs/braze-rules.md §1
+// "Nested custom attributes").
+func badNestedKey(k string) bool {
+	if k == "" || len(k) > 255 && utf8.RuneCountInString(k) > 255 {
+		return true
+	}
+	return strings.ContainsAny(k, " .$")
+}
+
+// reservedProp: reserved property keys, the same for events and purchases
+// (docs/braze-rules.md §1 "Event object", "Purchase object", §8 pu-5).
+func reservedProp(k []byte, _ bool) bool {
 	switch string(k) {
 	case "time", "event_name":
 		return true
-	case "product_id", "quantity", "price", "currency":
-		return purchase
 	}
 	return false
 }
