@@ -368,6 +368,9 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 			raw, esc := s.str()
 			c.ext = strOrBody(raw, esc)
 			c.hasExt = true
+			if c.ext == "" {
+				c.setErr(ErrInvalidIdentifier) // an empty id names nobody (docs/braze-rules.md §8 id-3)
+			}
 		case 'n':
 			s.lit("null")
 		default:
@@ -380,6 +383,9 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 			raw, esc := s.str()
 			c.braze = strVal(raw, esc)
 			c.hasBraze = true
+			if c.braze == "" {
+				c.setErr(ErrInvalidIdentifier)
+			}
 		case 'n':
 			s.lit("null")
 		default:
@@ -967,7 +973,10 @@ func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
 	}
 	raw, _ := s.str()
 	t, ok := parseUTCSecondsCached(raw, &o.days)
-	if !ok {
+	if !ok && len(raw) > 4 && raw[4] == '-' {
+		// Event and purchase times are ISO 8601 or yyyy-MM-dd'T'HH:mm:ss:SSSZ; the other
+		// attribute date layouts (MM/dd/yyyy, …) are not documented for them
+		// (docs/braze-rules.md §1 "Event object", "Purchase object").
 		t, ok = parseBrazeTime(raw)
 	}
 	if !ok {
@@ -1084,6 +1093,10 @@ func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
 			}
 		case "quantity":
 			c := s.peek()
+			if c == 'n' {
+				s.lit("null") // null: absent, quantity 1 (docs/braze-rules.md §8 pu-4)
+				continue
+			}
 			if c == '-' || c >= '0' && c <= '9' {
 				q := parseFloat(s.number())
 				if q != float64(int(q)) || q < 1 || q > 100 {
