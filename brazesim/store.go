@@ -570,8 +570,6 @@ func (h *history[T]) each(f func(*T)) {
 	}
 }
 
-func (h *history[T]) len() int { return len(h.buf) }
-
 // snapshot copies a user out (caller holds the structural lock; takes u.mu).
 func (s *Sim) snapshot(u *user) User {
 	u.mu.Lock()

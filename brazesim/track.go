@@ -55,8 +55,6 @@ const (
 	idAnon // anonymous push token import: a new profile (docs/braze-rules.md §1 "Identifiers")
 )
 
-var idKindNames = [...]string{"", "external_id", "alias", "braze_id", "email", "phone", "anonymous"}
-
 // ident is the identifier an object resolves its user with.
 type ident struct {
 	kind  idKind
