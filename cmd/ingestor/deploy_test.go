@@ -743,10 +743,14 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 		t.Errorf("NetworkPolicy policyTypes %v: want Ingress and Egress", np.Spec.PolicyTypes)
 	}
 	httpP := httpPort(t, env)
+	if len(np.Spec.Ingress) == 0 {
+		t.Errorf("NetworkPolicy has no ingress rule: the metrics port would be closed to the scraper")
+	}
 	for _, r := range np.Spec.Ingress {
 		if len(r.Ports) == 0 {
 			t.Errorf("NetworkPolicy ingress rule without ports allows every port")
 		}
+		checkIngressPeers(t, r.From)
 		for _, p := range r.Ports {
 			if p.Port == nil || p.Port.IntValue() != httpP || protocol(p.Protocol) != corev1.ProtocolTCP {
 				t.Errorf("NetworkPolicy ingress port %v: only TCP %d (HTTP_ADDR) is served", p.Port, httpP)
@@ -797,6 +801,30 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 			if _, ok := need[k]; !ok {
 				t.Errorf("NetworkPolicy egress allows %s, which nothing configured uses", k)
 			}
+		}
+	}
+}
+
+// metricsNamespaceLabel selects the namespace allowed to scrape /metrics; the API server sets
+// it on every namespace (deploy/k8s/README.md "Network and security").
+const metricsNamespaceLabel = "kubernetes.io/metadata.name"
+
+// checkIngressPeers: the HTTP port is open only to pods of a label-selected namespace (the
+// monitoring one), never to every source (no from), every namespace (an empty selector) or an
+// address block.
+func checkIngressPeers(t *testing.T, from []networkingv1.NetworkPolicyPeer) {
+	t.Helper()
+	if len(from) == 0 {
+		t.Errorf("NetworkPolicy ingress rule without from: admits the metrics port from anywhere")
+	}
+	for _, peer := range from {
+		switch {
+		case peer.IPBlock != nil:
+			t.Errorf("NetworkPolicy ingress from ipBlock %s: admit the scraper's namespace by label instead", peer.IPBlock.CIDR)
+		case peer.NamespaceSelector == nil:
+			t.Errorf("NetworkPolicy ingress peer %+v: no namespaceSelector, i.e. the worker's own namespace, not the monitoring one", peer)
+		case peer.NamespaceSelector.MatchLabels[metricsNamespaceLabel] == "":
+			t.Errorf("NetworkPolicy ingress namespaceSelector %+v: want matchLabels %s: <monitoring namespace>", peer.NamespaceSelector, metricsNamespaceLabel)
 		}
 	}
 }
