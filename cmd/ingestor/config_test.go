@@ -116,10 +116,10 @@ func TestConfigAPIKeyWhitespace(t *testing.T) {
 	}{
 		{"trailing newline", map[string]string{"BRAZE_API_KEY": key + "\n"}, ""},
 		{"surrounding spaces and CRLF", map[string]string{"BRAZE_API_KEY": "  " + key + "\r\n"}, ""},
-		{"file with trailing newline", map[string]string{"BRAZE_API_KEY": "", "BRAZE_API_KEY_FILE": file("newline", key + "\n")}, ""},
+		{"file with trailing newline", map[string]string{"BRAZE_API_KEY": "", "BRAZE_API_KEY_FILE": file("newline", key+"\n")}, ""},
 		{"interior newline", map[string]string{"BRAZE_API_KEY": key[:8] + "\n" + key[8:]}, "BRAZE_API_KEY: contains a control character (0x0a) at byte 9"},
 		{"interior space", map[string]string{"BRAZE_API_KEY": key[:8] + " " + key[8:]}, "BRAZE_API_KEY: contains whitespace at byte 9"},
-		{"file with interior NUL", map[string]string{"BRAZE_API_KEY": "", "BRAZE_API_KEY_FILE": file("nul", key + "\x00x\n")}, "BRAZE_API_KEY_FILE: contains a control character (0x00)"},
+		{"file with interior NUL", map[string]string{"BRAZE_API_KEY": "", "BRAZE_API_KEY_FILE": file("nul", key+"\x00x\n")}, "BRAZE_API_KEY_FILE: contains a control character (0x00)"},
 		{"non-ASCII", map[string]string{"BRAZE_API_KEY": key + "é"}, "BRAZE_API_KEY: contains a non-ASCII byte"},
 		{"only whitespace", map[string]string{"BRAZE_API_KEY": " \n"}, "BRAZE_API_KEY or BRAZE_API_KEY_FILE is required"},
 	} {
