@@ -162,16 +162,6 @@ func (p *problems) addAll(lines []string) {
 	}
 }
 
-// ok is true when none of vars failed to parse.
-func (p *problems) ok(vars ...string) bool {
-	for _, n := range vars {
-		if p.bad[n] {
-			return false
-		}
-	}
-	return true
-}
-
 // parseEnv fills c from the environment and the fields' defaults. A value that does not parse
 // is reported with the shape wanted; the field keeps its default.
 func (c *Config) parseEnv(p *problems) {
