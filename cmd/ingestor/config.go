@@ -90,6 +90,7 @@ type Config struct {
 	SegmentPageAsEvent         bool   `envconfig:"SEGMENT_PAGE_AS_EVENT" default:"false" desc:"segment topics: send page and screen calls as events named Viewed Page and Viewed Screen"`
 	SegmentGroupAsAttribute    bool   `envconfig:"SEGMENT_GROUP_AS_ATTRIBUTE" default:"false" desc:"segment topics: send group calls as the custom attribute ab_segment_group_<groupId>: true"`
 	SegmentDefaultCurrency     string `envconfig:"SEGMENT_DEFAULT_CURRENCY" default:"USD" desc:"segment topics: purchase currency when neither the product nor the order has one (ISO 4217)"`
+	SegmentOrderCompleted      string `envconfig:"SEGMENT_ORDER_COMPLETED" default:"purchases" desc:"segment topics: what track Order Completed becomes: purchases (one legacy purchase per product) or ecommerce (one ecommerce.order_placed event)"`
 }
 
 // ConfigError lists every configuration problem at once.
@@ -493,6 +494,11 @@ func (c *Config) validateFormats() []string {
 	default:
 		p = append(p, fmt.Sprintf("SEGMENT_UNSUPPORTED %q: want skip or dlq", c.SegmentUnsupported))
 	}
+	switch c.SegmentOrderCompleted {
+	case "", "purchases", "ecommerce":
+	default:
+		p = append(p, fmt.Sprintf("SEGMENT_ORDER_COMPLETED %q: want purchases or ecommerce", c.SegmentOrderCompleted))
+	}
 	if c.SegmentAnonymousAliasLabel == "" {
 		p = append(p, "SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty")
 	}
@@ -512,6 +518,9 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 	}
 	if c.SegmentUnsupported == "dlq" {
 		d.Unsupported = schemas.SegmentDeadLetter
+	}
+	if c.SegmentOrderCompleted == "ecommerce" {
+		d.OrderCompleted = schemas.SegmentOrderEcommerce
 	}
 	return d
 }
