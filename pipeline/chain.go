@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -65,7 +63,7 @@ func (p *Pipeline) newChain() sendLayer {
 	var s sendLayer = &answerLayer{p: p, next: p.sender}
 	s = &observeLayer{p: p, next: s}
 	s = &liveLayer{p: p, next: s}
-	s = &retryLayer{p: p, next: s, hintLog: rate.Sometimes{First: 1}}
+	s = &retryLayer{p: p, next: s}
 	s = newIsolateLayer(p, s)
 	s = &splitLayer{p: p, next: s}
 	return &haltLayer{p: p, next: s}

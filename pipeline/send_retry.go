@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -18,8 +16,6 @@ import (
 type retryLayer struct {
 	p    *Pipeline
 	next sendLayer
-	// hintLog logs the first wait header ignored for being out of range (sink.MaxRetryAfter).
-	hintLog rate.Sometimes
 }
 
 func (l *retryLayer) send(ctx context.Context, r *request) results {
@@ -67,11 +63,6 @@ func (l *retryLayer) exhausted(start time.Time, attempt int, last sink.Response)
 
 // wait is the pause before the next attempt: Braze's hint on a 429, else jittered back-off.
 func (l *retryLayer) wait(attempt int, last sink.Response) time.Duration {
-	if last.IgnoredHint != "" {
-		l.hintLog.Do(func() {
-			l.p.log.Warn("ignored a wait header outside its range (logged once)", "header", last.IgnoredHint)
-		})
-	}
 	if last.Cause() == sink.CauseThrottled && last.RetryAfter > 0 {
 		return last.RetryAfter
 	}

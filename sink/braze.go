@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -56,28 +55,21 @@ type ItemError struct {
 	Index      int    `json:"index"`
 }
 
-// RateLimit is what Braze said about the rate-limit window, when it said it.
-type RateLimit struct {
-	Limit     int       // X-RateLimit-Limit, -1 when absent
-	Remaining int       // X-RateLimit-Remaining, -1 when absent
-	Reset     time.Time // X-RateLimit-Reset as an absolute time, zero when absent
-}
-
 // Response is a classified Braze answer.
 type Response struct {
-	Status     int
-	Class      Class
-	Message    string      // Braze's "message", secrets redacted
-	Errors     []ItemError // errors[] of a 2xx (Partial) or fatal answer
+	Status  int
+	Class   Class
+	Message string      // Braze's "message", secrets redacted
+	Errors  []ItemError // errors[] of a 2xx (Partial) or fatal answer
+	// Throttled: Braze refused the request for its rate limit (429); RetryAfter is its hint.
+	Throttled  bool
 	RetryAfter time.Duration
-	RateLimit  RateLimit
+	RateLimit  RateLimit // bounded rate-limit headers (sink/ratelimit.go)
 	// Err is the transport error behind a Retry without a status (timeout, reset, refused).
 	Err error
 	// Waited is how long the request waited for the rate limiter, 429 pauses and the
 	// circuit breaker before it was sent.
 	Waited time.Duration
-	// IgnoredHint describes a wait header outside its range that was treated as absent.
-	IgnoredHint string
 	// cause is set by Classify and the client; zero means "derive it from Status" (answers
 	// built by hand, e.g. in tests).
 	cause Cause
@@ -346,7 +338,7 @@ type answerBody struct {
 // "Answers"). A 2xx counts as delivered only when its message says so; an answer that is not
 // Braze's JSON is never taken as Braze's verdict on the records in it.
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
-	r := Response{Status: status, RateLimit: parseRateLimit(h, now)}
+	r := Response{Status: status, RateLimit: ParseRateLimit(h, now)}
 	if status/100 == 2 && bytes.Contains(body, successKey) && !bytes.Contains(body, errorsKey) {
 		// The common answer, {"message":"success","events_processed":75}: nothing else in it
 		// changes the outcome, so it is not decoded.
@@ -362,7 +354,8 @@ func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	}
 	r.Class, r.cause = classifyStatus(status, isJSON, r.Message, len(r.Errors) > 0)
 	if r.cause == CauseThrottled {
-		r.RetryAfter, r.IgnoredHint = retryAfter(h, r.RateLimit, now)
+		r.Throttled = true
+		r.RetryAfter = retryAfter(r.RateLimit, now)
 	}
 	return r
 }
@@ -407,75 +400,18 @@ func isTooMany(message string) bool {
 	return strings.Contains(strings.ToLower(message), "max input length")
 }
 
-// MaxRetryAfter bounds a wait an answer asks for: a longer, negative or unparsable value is
-// treated as absent (the normal back-off applies) and reported in Response.IgnoredHint.
-const MaxRetryAfter = time.Hour
-
-// retryAfter reads X-Ratelimit-Retry-After (seconds), then a plain Retry-After (seconds or an
-// HTTP date), then the window reset; 0 means "no hint, use back-off". ignored describes a
-// value outside its range, which is skipped.
-func retryAfter(h http.Header, rl RateLimit, now time.Time) (wait time.Duration, ignored string) {
-	for _, name := range []string{"X-Ratelimit-Retry-After", "Retry-After"} {
-		v := strings.TrimSpace(h.Get(name))
-		if v == "" {
-			continue
-		}
-		d, ok := parseWait(v, now)
-		if ok && d >= 0 && d <= MaxRetryAfter {
-			return d, ignored
-		}
-		ignored = fmt.Sprintf("%s: %q is not a wait between 0 and %s; using the normal back-off", name, truncate(v, 40), MaxRetryAfter)
+// retryAfter is the wait a 429 asks for: the bounded retry hint, else the window reset;
+// 0 means "no hint, use back-off".
+func retryAfter(rl RateLimit, now time.Time) time.Duration {
+	if rl.RetryAfter > 0 {
+		return rl.RetryAfter
 	}
 	if !rl.Reset.IsZero() {
-		if d := rl.Reset.Sub(now); d > 0 && d <= MaxRetryAfter {
-			return d, ignored
+		if d := rl.Reset.Sub(now); d > 0 {
+			return d
 		}
 	}
-	return 0, ignored
-}
-
-// parseWait reads seconds or an HTTP date as a wait from now (a date in the past is 0).
-func parseWait(v string, now time.Time) (time.Duration, bool) {
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if f < 0 || f > MaxRetryAfter.Seconds() {
-			return -1, false
-		}
-		return time.Duration(f * float64(time.Second)), true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(0, t.Sub(now)), true
-	}
-	return -1, false
-}
-
-// epochThreshold tells epoch seconds from seconds-remaining in X-RateLimit-Reset: Braze's
-// pages document both meanings.
-const epochThreshold = 1_000_000_000
-
-func parseRateLimit(h http.Header, now time.Time) RateLimit {
-	rl := RateLimit{Limit: headerInt(h, "X-RateLimit-Limit"), Remaining: headerInt(h, "X-RateLimit-Remaining")}
-	if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-			if f > epochThreshold {
-				rl.Reset = time.Unix(0, int64(f*float64(time.Second)))
-			} else {
-				rl.Reset = now.Add(time.Duration(f * float64(time.Second)))
-			}
-		}
-	}
-	return rl
-}
-
-func headerInt(h http.Header, name string) int {
-	v := strings.TrimSpace(h.Get(name))
-	if v == "" {
-		return -1
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return -1
-	}
-	return n
+	return 0
 }
 
 func truncate(s string, n int) string {
