@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"errors"
@@ -17,7 +17,10 @@ import (
 )
 
 // Config is the worker's whole configuration, read from the environment. The first six names
-// are fixed by docs/design.md §5; every other setting has a default and is listed in the README.
+// are fixed by docs/design.md §5; every other setting is optional and listed in the README.
+// The default tags below are the one home of the worker's defaults: LoadConfig applies them
+// through envconfig and Defaults through reflection, and the libraries' own zero-value
+// fallbacks (pipeline.Config.Defaults) are held equal to them by TestDefaultsOneHome.
 type Config struct {
 	KafkaBrokers    []string `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated (required)"`
 	KafkaTopics     []string `envconfig:"KAFKA_TOPICS" desc:"source topics, comma-separated (required)"`
@@ -95,23 +98,26 @@ func (e *ConfigError) Error() string {
 	return "invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
 }
 
-// LoadConfig reads and validates the environment. Secrets from files are resolved here.
+// LoadConfig reads and validates the environment (unset optional settings take their default
+// tag, as in Defaults). Secrets from files are resolved here.
 func LoadConfig() (*Config, error) {
 	var c Config
 	var problems []string
 	if err := envconfig.Process("", &c); err != nil {
 		// envconfig stops at the first unparsable value; report it and go on validating the
 		// rest so the operator sees every problem in one go.
-		problems = append(problems, cleanEnvconfigError(err))
+		problems = append(problems, EnvconfigProblem(err))
 	}
-	problems = append(problems, c.validate()...)
+	problems = append(problems, c.Validate()...)
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems}
 	}
 	return &c, nil
 }
 
-func cleanEnvconfigError(err error) string {
+// EnvconfigProblem renders an envconfig error as one configuration problem (the variable, the
+// value and the type it should have).
+func EnvconfigProblem(err error) string {
 	var pe *envconfig.ParseError
 	if errors.As(err, &pe) {
 		return fmt.Sprintf("%s: cannot parse %q as %s", pe.KeyName, pe.Value, pe.TypeName)
@@ -119,11 +125,13 @@ func cleanEnvconfigError(err error) string {
 	return err.Error()
 }
 
-func (c *Config) validate() []string {
+// Validate returns every problem of c, as LoadConfig reports them. It also trims the list
+// settings and reads the secret files into their settings.
+func (c *Config) Validate() []string {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	c.KafkaBrokers = trimList(c.KafkaBrokers)
-	c.KafkaTopics = trimList(c.KafkaTopics)
+	c.KafkaBrokers = TrimList(c.KafkaBrokers)
+	c.KafkaTopics = TrimList(c.KafkaTopics)
 	if len(c.KafkaBrokers) == 0 {
 		add("KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
 	}
@@ -227,13 +235,15 @@ func (c *Config) validate() []string {
 	default:
 		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
-	p = append(p, c.validateKafkaSecurity()...)
+	p = append(p, c.ValidateKafkaSecurity()...)
 	p = append(p, c.validateOptimize()...)
 	p = append(p, c.validateFormats()...)
 	return p
 }
 
-func (c *Config) validateKafkaSecurity() []string {
+// ValidateKafkaSecurity returns the problems of the TLS and SASL settings (replay and check
+// need only these).
+func (c *Config) ValidateKafkaSecurity() []string {
 	var p []string
 	switch strings.ToLower(c.KafkaSASLMechanism) {
 	case "":
@@ -284,7 +294,8 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-func trimList(in []string) []string {
+// TrimList drops empty items and the spaces around the others (comma-separated settings).
+func TrimList(in []string) []string {
 	var out []string
 	for _, s := range in {
 		if s = strings.TrimSpace(s); s != "" {
@@ -313,7 +324,7 @@ const (
 func (c *Config) topicFormats() (map[string]string, []string) {
 	var p []string
 	formats := map[string]string{}
-	for _, item := range trimList(strings.Split(c.KafkaTopicFormats, ",")) {
+	for _, item := range TrimList(strings.Split(c.KafkaTopicFormats, ",")) {
 		topic, format, ok := strings.Cut(item, ":")
 		topic, format = strings.TrimSpace(topic), strings.TrimSpace(format)
 		switch {
@@ -323,7 +334,7 @@ func (c *Config) topicFormats() (map[string]string, []string) {
 		case format != formatNative && format != formatSegment:
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS %s: format %q: want native or segment", topic, format))
 			continue
-		case !slices.Contains(trimList(c.KafkaTopics), topic):
+		case !slices.Contains(TrimList(c.KafkaTopics), topic):
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS names topic %q, which is not in KAFKA_TOPICS", topic))
 			continue
 		}
@@ -380,7 +391,7 @@ func (c *Config) newDecoders() (func(topic string) pipeline.Decoder, *schemas.Se
 	formats, _ := c.topicFormats() // validated by LoadConfig
 	maxBytes := c.BatchMaxBytes
 	if maxBytes <= 0 {
-		maxBytes = 3_500_000 // pipeline.Config.Defaults
+		maxBytes = Defaults().BatchMaxBytes
 	}
 	maxRecord := batcher.Limits{MaxBytes: maxBytes}.MaxRecordBytes()
 	var seg *schemas.SegmentDecoder
