@@ -385,7 +385,8 @@ func (c *Coalescer) Add(kind schemas.Kind, user schemas.User, raw []byte) bool {
 	}
 	a, ok := c.parse(raw, user.ID)
 	if !ok || a.ID == 0 {
-		// Cannot happen for decoded records; keep it apart and close every merge.
+		// No identifier (an anonymous push-token import) or not an object: keep it apart and
+		// close every merge.
 		c.outs = append(c.outs, coOut{kind: kind, src: []int{src}, raw: raw})
 		clear(c.users)
 		return false

@@ -288,6 +288,16 @@ func TestParseAttributes(t *testing.T) {
 	if ParseAttributes([]byte(`{"external_id":"u","external_id":"v"}`), schemas.IDExternal, &a) {
 		t.Fatal("identifier named twice parsed")
 	}
+	// A null identifier is absent (docs/braze-rules.md §8 id-6): the decoder names the user by
+	// the braze_id, and the null external_id stays a field.
+	objs := attrs(`{"external_id":null,"braze_id":"b","a":1}`)
+	if objs[0].u.ID != schemas.IDBraze {
+		t.Fatalf("decoder identity %+v, want braze_id", objs[0].u)
+	}
+	ParseAttributes(objs[0].b, objs[0].u.ID, &a)
+	if a.ID != schemas.IDBraze || string(a.Meta[0]) != `"braze_id":"b"` || len(a.Fields) != 2 || a.Fields[0].Key != "external_id" {
+		t.Fatalf("null external_id: %+v", a)
+	}
 }
 
 // The coalescer allocates nothing when no attributes are involved, and the plain packer path

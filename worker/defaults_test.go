@@ -8,28 +8,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 )
 
-// TestDefaults: Defaults reads the same default tags LoadConfig applies through envconfig, and
-// the result with the required settings filled in is a valid configuration.
+// TestDefaults: Defaults is what LoadConfig reads from an environment that sets only the
+// required variables, and a valid configuration once those are filled in.
 func TestDefaults(t *testing.T) {
-	// envconfig applies a default only to an absent variable: t.Setenv restores each one after
-	// the test, os.Unsetenv makes it absent now.
 	for _, env := range envconfigNames() {
-		t.Setenv(env, "")
+		t.Setenv(env, "") // restored after the test
 		os.Unsetenv(env)
 	}
-	var fromEnv Config
-	if err := envconfig.Process("", &fromEnv); err != nil {
+	required := map[string]string{"KAFKA_BROKERS": "b:9092", "KAFKA_TOPICS": "t", "KAFKA_GROUP_ID": "g",
+		"KAFKA_DLQ_TOPIC": "dlq", "BRAZE_REST_ENDPOINT": "https://rest.iad-01.braze.com", "BRAZE_API_KEY": "k"}
+	for k, v := range required {
+		t.Setenv(k, v)
+	}
+	loaded, err := LoadConfig()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d := Defaults()
-	if !reflect.DeepEqual(d, fromEnv) {
-		t.Fatalf("Defaults differs from envconfig's defaults:\n%+v\n%+v", d, fromEnv)
-	}
 	if d.Lanes != 64 || d.BatchMaxBytes != 3_500_000 || d.KafkaCommitInterval != time.Second || d.KafkaStartOffset != "earliest" || d.BrazeRateLimit != 1000 {
 		t.Fatalf("Defaults did not read the tags: %+v", d)
 	}
@@ -37,6 +35,9 @@ func TestDefaults(t *testing.T) {
 	d.BrazeEndpoint, d.BrazeAPIKey = "https://rest.iad-01.braze.com", "k"
 	if p := d.Validate(); len(p) != 0 {
 		t.Fatalf("defaults are not a valid configuration: %q", p)
+	}
+	if !reflect.DeepEqual(&d, loaded) {
+		t.Fatalf("Defaults differs from LoadConfig's defaults:\n%+v\n%+v", d, *loaded)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
+	"github.com/braze-ingestor/braze-ingestor/telemetry"
 )
 
 // serveHTTP listens on addr and serves h until stop is called; it returns the address it
@@ -19,9 +20,10 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger) (string, func(), e
 	if err != nil {
 		return "", nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// Bounded listener: timeouts, header cap, connection cap; its errors go to the JSON log.
+	srv := telemetry.NewServer(ln, h, log, telemetry.ServerOptions{})
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "error", err)
 		}
 	}()
