@@ -52,8 +52,11 @@ type ReplayStats struct {
 	NotReplayable int
 	// TooLarge counts records the target topic refused as too large even alone.
 	TooLarge int
-	ByTarget map[string]int
-	ByReason map[string]int
+	// Requests counts produce requests; SentAlone the records sent again one at a time
+	// after the target refused their batch as too large (the budget was too generous).
+	Requests, SentAlone int
+	ByTarget            map[string]int
+	ByReason            map[string]int
 }
 
 type tpKey struct {
@@ -413,6 +416,7 @@ func (r *replayer) flush(ctx context.Context, k tpKey) error {
 		return nil
 	case tooLarge(err) && len(recs) > 1:
 		// The budget was too generous for this topic: send one record at a time.
+		r.st.SentAlone += len(recs)
 		for _, rec := range recs {
 			if err := r.flushOne(ctx, k, rec); err != nil {
 				return err
@@ -433,6 +437,7 @@ func (r *replayer) flushOne(ctx context.Context, k tpKey, rec replayed) error {
 }
 
 func (r *replayer) produce(ctx context.Context, k tpKey, recs []replayed) error {
+	r.st.Requests++
 	krecs := make([]kafka.Record, len(recs))
 	for i := range recs {
 		krecs[i] = recs[i].record()

@@ -264,6 +264,9 @@ func TestReplayFilters(t *testing.T) {
 		{[]string{"--all", "--until", "2026-01-01T10:00:00.000000001Z"}, "rec-1,rec-5"},
 		{[]string{"--reason", "invalid_json, retries_exhausted"}, "rec-4,rec-5"},
 		{[]string{"--reason", "too_large"}, ""},
+		// rec-4 was replayed twice before (dlq.replay.count 2).
+		{[]string{"--all", "--max-replays", "2"}, "rec-1,rec-2,rec-3,rec-5"},
+		{[]string{"--all", "--max-replays", "3"}, "rec-1,rec-2,rec-3,rec-4,rec-5"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out := runReplayCmd(t, append(tc.args, "--dry-run", "--to", k.Topic)...)
@@ -286,7 +289,8 @@ func TestReplayFilters(t *testing.T) {
 	})
 	t.Run("usage errors", func(t *testing.T) {
 		for _, args := range [][]string{{}, {"--reason", "x", "--all"}, {"--all", "--since", "yesterday"},
-			{"--all", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, {"--reason", "preflight_check"}, {"--all", "--to", k.DLQ}} {
+			{"--all", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, {"--reason", "preflight_check"}, {"--all", "--to", k.DLQ},
+			{"--all", "--max-replays", "-1"}} {
 			if code, _ := runReplayCmd(t, args...); code != 2 {
 				t.Errorf("%v: exit %d, want 2", args, code)
 			}
