@@ -58,3 +58,21 @@ func (r Reason) Replayable() bool {
 	}
 	return true
 }
+
+// ForMessages reports whether a whole message (no record kind) can be dead-lettered for r.
+func (r Reason) ForMessages() bool {
+	switch r {
+	case ReasonInvalidJSON, ReasonInvalidRecord, ReasonTombstone, ReasonLetterTooLarge:
+		return true
+	}
+	return false
+}
+
+// ForRecords reports whether a single record can be dead-lettered for r.
+func (r Reason) ForRecords() bool {
+	switch r {
+	case ReasonInvalidJSON, ReasonTombstone, ReasonPreflightCheck:
+		return false
+	}
+	return true
+}

@@ -193,13 +193,12 @@ func (p *Pipeline) initTelemetry() error {
 }
 
 // deadLetterSeries says whether the dead-letter series of kind index k and reason is
-// exported even at 0: whole messages fail as invalid_json or invalid_record (bad envelope
-// or bundle), records for every other reason.
+// exported even at 0: the reasons a whole message or a record can have (dlq.Reason).
 func deadLetterSeries(k int, reason dlq.Reason) bool {
 	if k == kindOther {
-		return reason == dlq.ReasonInvalidJSON || reason == dlq.ReasonInvalidRecord
+		return reason.ForMessages()
 	}
-	return reason != dlq.ReasonInvalidJSON
+	return reason.ForRecords()
 }
 
 // headerCarrier adapts Kafka headers to the W3C propagator.
