@@ -71,11 +71,6 @@ func ForMessage(value []byte, err error) Letter {
 	return l
 }
 
-// isReference reports whether the value is a reference envelope rather than the record.
-func (d *Letter) isReference() bool {
-	return d.Record == nil && d.Original == nil
-}
-
 // value renders the dead letter's value: the record as an envelope, the original bytes, or
 // (tombstone, dlq_too_large) a reference envelope.
 func (d *Letter) value() []byte {
