@@ -147,7 +147,11 @@ func ParseAttributes(raw []byte, dst *AttrObject) bool {
 		ve := s.i
 		rawKey := raw[ks:ke]
 		pair := [2]int{pairStart, ve}
-		switch string(rawKey) {
+		idKey := string(rawKey)
+		if raw[vs] == 'n' && (idKey == "external_id" || idKey == "user_alias" || idKey == "braze_id") {
+			idKey = "" // null: the identifier is absent (docs/braze-rules.md §8 id-6); kept as a field
+		}
+		switch idKey {
 		case "external_id":
 			ext, pairs[0] = [2]int{vs, ve}, pair
 		case "user_alias":

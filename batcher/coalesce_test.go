@@ -259,6 +259,11 @@ func TestParseAttributes(t *testing.T) {
 	if a.CreatesOrUpdates() {
 		t.Fatal("alias defaults to update-only")
 	}
+	// A null identifier is absent (docs/braze-rules.md §8 id-6): the user is the braze_id.
+	ParseAttributes([]byte(`{"external_id":null,"braze_id":"b","a":1}`), &a)
+	if string(a.IDKey) != "braze_id" || string(a.IDValue) != `"b"` || len(a.Fields) != 2 || a.Fields[0].Key != "external_id" {
+		t.Fatalf("null external_id: %+v", a)
+	}
 }
 
 // The coalescer allocates nothing when no attributes are involved, and the plain packer path

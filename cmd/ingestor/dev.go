@@ -72,9 +72,22 @@ func produce(ctx context.Context, brokers []string, topic string, gen *synth.Gen
 	return produceWith(ctx, w, gen, n, rate, produced, onMsg)
 }
 
+// produceTick is how often a paced producer writes: small enough that a low rate is seen as a
+// steady trickle (not a burst every few seconds), large enough that a write is not per message
+// at high rates.
+const produceTick = 20 * time.Millisecond
+
+// produceChunk is the number of messages written per tick at the given rate (0: unpaced, 500).
+func produceChunk(rate int) int {
+	if rate <= 0 {
+		return 500
+	}
+	return min(500, max(1, rate*int(produceTick/time.Millisecond)/1000))
+}
+
 // produceWith is produce on a given writer (tests bring one with TLS/SASL).
 func produceWith(ctx context.Context, w *kafka.Writer, gen *synth.Generator, n, rate int, produced *atomic.Int64, onMsg func(synth.Message)) error {
-	const chunk = 500
+	chunk := produceChunk(rate)
 	batch := make([]kafka.Message, 0, chunk)
 	start := time.Now()
 	sent := 0

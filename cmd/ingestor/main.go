@@ -186,9 +186,10 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 	if err != nil {
 		return fmt.Errorf("HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: httpHandler(p, tel.MetricsHandler()), ReadHeaderTimeout: 5 * time.Second}
+	// Bounded listener: timeouts, header cap, connection cap; its errors go to the JSON log.
+	srv := telemetry.NewServer(ln, httpHandler(p, tel.MetricsHandler()), log, telemetry.ServerOptions{})
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "error", err)
 		}
 	}()

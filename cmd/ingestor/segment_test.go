@@ -185,6 +185,7 @@ func TestSegmentConfig(t *testing.T) {
 		{"unsupported", func(c *Config) { c.SegmentUnsupported = "drop" }, `SEGMENT_UNSUPPORTED "drop": want skip or dlq`},
 		{"label", func(c *Config) { c.SegmentAnonymousAliasLabel = "" }, `SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty`},
 		{"currency", func(c *Config) { c.SegmentDefaultCurrency = "usd" }, `SEGMENT_DEFAULT_CURRENCY "usd"`},
+		{"order", func(c *Config) { c.SegmentOrderCompleted = "events" }, `SEGMENT_ORDER_COMPLETED "events": want purchases or ecommerce`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -201,7 +202,7 @@ func TestSegmentConfig(t *testing.T) {
 		t.Errorf("no segment topic: want the pipeline's default decoder (nil)")
 	}
 	c.KafkaTopicFormats = " events:native , seg:segment "
-	c.SegmentUnsupported, c.SegmentPageAsEvent = "dlq", true
+	c.SegmentUnsupported, c.SegmentPageAsEvent, c.SegmentOrderCompleted = "dlq", true, "ecommerce"
 	if p := c.validateFormats(); len(p) != 0 {
 		t.Fatalf("problems %q", p)
 	}
@@ -211,6 +212,7 @@ func TestSegmentConfig(t *testing.T) {
 		t.Fatalf("segment topic decoder %T is not one shared *SegmentDecoder", f("seg"))
 	}
 	if seg.Unsupported != schemas.SegmentDeadLetter || !seg.PageAsEvent || seg.AliasLabel != "anonymous_id" ||
+		seg.OrderCompleted != schemas.SegmentOrderEcommerce ||
 		seg.DefaultCurrency != "USD" || seg.MaxRecordBytes <= 0 || seg.MaxRecordBytes >= 3_500_000 {
 		t.Errorf("segment decoder options %+v", seg)
 	}
