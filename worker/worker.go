@@ -1,5 +1,5 @@
 // Package worker assembles the ingestor worker from its configuration: the Braze client
-// behind the guard (rate limiter and circuit breaker), the DLQ writer, the optimization
+// behind the guard (rate limiter and circuit breaker), the DLQ writer (dlq.NewWriter), the optimization
 // store, telemetry, the pipeline and the HTTP port. cmd/ingestor only reads the environment
 // and calls Run; the benchmarks run the same assembly.
 package worker
@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -89,8 +90,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 		defer cancel()
 		_ = tel.Shutdown(sctx)
 	}()
-	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: KafkaTransport(tlsCfg, mech)})
-	defer dlq.Close()
+	dlqw := dlq.NewWriter(dlq.WriterConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: KafkaTransport(tlsCfg, mech),
+		MaxMessageBytes: cfg.KafkaMaxBytes})
+	defer dlqw.Close()
 	optimize, closeStore, err := optimizeConfig(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -101,7 +103,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 	pc.Dialer = KafkaDialer(tlsCfg, mech)
 	pc.Logger, pc.TracerProvider, pc.MeterProvider = log, tel.TracerProvider, tel.MeterProvider
 	pc.Optimize, pc.NewDecoder = optimize, newDecoder
-	p, err := pipeline.New(pc, guard, dlq)
+	p, err := pipeline.New(pc, guard, dlqw)
 	if err != nil {
 		return err
 	}
