@@ -1,5 +1,5 @@
 // Package brazesim is a local simulator of the Braze REST API endpoints a
-// Kafka → /users/track worker uses. It follows /work/docs/braze-rules.md (cited as
+// Kafka → /users/track worker uses. It follows docs/braze-rules.md (cited as
 // "docs/braze-rules.md §N" in code and tests) and is meant for tests (in process, like
 // net/http/httptest), for `ingestor dev`, for benchmarks and as a standalone server.
 //

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -29,7 +29,7 @@ func TestTooManyObjectsLowersTheObjectCap(t *testing.T) {
 		}
 		return classify(201, `{"message":"success"}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits())
+	p, mq, ps, stop := laneHarness(t, braze, testLimits())
 	defer stop()
 	objs := make([][]byte, 600)
 	for i := range objs {
@@ -43,7 +43,7 @@ func TestTooManyObjectsLowersTheObjectCap(t *testing.T) {
 	if got := p.objectCap(); got != 37 {
 		t.Errorf("object cap %d, want 37", got)
 	}
-	if n := len(dlq.snapshot()); n != 0 || p.stats.Snapshot().RecordsDelivered != int64(len(objs)) {
+	if n := len(mq.snapshot()); n != 0 || p.stats.Snapshot().RecordsDelivered != int64(len(objs)) {
 		t.Errorf("%d dead letters, %d delivered", n, p.stats.Snapshot().RecordsDelivered)
 	}
 }
@@ -66,7 +66,7 @@ func TestFatal2xxIsNeverCountedDelivered(t *testing.T) {
 		}
 		return classify(201, `{"message":"success","events_processed":1}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits())
+	p, mq, ps, stop := laneHarness(t, braze, testLimits())
 	defer stop()
 	objs := make([][]byte, 400)
 	for i := range objs {
@@ -80,8 +80,8 @@ func TestFatal2xxIsNeverCountedDelivered(t *testing.T) {
 	if s.RecordsDelivered != int64(len(accepted)) {
 		t.Errorf("%d records counted delivered, but Braze said success for %d", s.RecordsDelivered, len(accepted))
 	}
-	if s.RecordsDelivered+int64(len(dlq.snapshot())) != int64(len(objs)) {
-		t.Errorf("delivered %d + dead-lettered %d != %d", s.RecordsDelivered, len(dlq.snapshot()), len(objs))
+	if s.RecordsDelivered+int64(len(mq.snapshot())) != int64(len(objs)) {
+		t.Errorf("delivered %d + dead-lettered %d != %d", s.RecordsDelivered, len(mq.snapshot()), len(objs))
 	}
 }
 
@@ -96,7 +96,7 @@ func TestPersistent5xxIsIsolated(t *testing.T) {
 		}
 		return classify(201, `{"message":"success"}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 30 * time.Millisecond })
+	p, mq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 30 * time.Millisecond })
 	defer stop()
 	objs := make([][]byte, 40)
 	for i := range objs {
@@ -105,8 +105,8 @@ func TestPersistent5xxIsIsolated(t *testing.T) {
 	objs[17] = ev("poison", 17)
 	feed(p, ps, objs)
 	waitSettled(t, ps, int64(len(objs)))
-	letters := dlq.snapshot()
-	if len(letters) != 1 || letters[0].Reason != schemas.ReasonPersistent5xx || !strings.Contains(string(letters[0].Record), "poison") {
+	letters := mq.snapshot()
+	if len(letters) != 1 || letters[0].Reason != dlq.ReasonPersistent5xx || !strings.Contains(string(letters[0].Record), "poison") {
 		t.Fatalf("dead letters %+v, want the poison record alone as persistent_5xx", letters)
 	}
 	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)-1) {
@@ -130,7 +130,7 @@ func TestOutageIsNotIsolated(t *testing.T) {
 		}
 		return classify(201, `{"message":"success"}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 20 * time.Millisecond })
+	p, mq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.Isolate5xxAfter = 20 * time.Millisecond })
 	defer stop()
 	objs := make([][]byte, 40)
 	for i := range objs {
@@ -138,7 +138,7 @@ func TestOutageIsNotIsolated(t *testing.T) {
 	}
 	feed(p, ps, objs)
 	waitSettled(t, ps, int64(len(objs)))
-	if n := len(dlq.snapshot()); n != 0 {
+	if n := len(mq.snapshot()); n != 0 {
 		t.Fatalf("%d dead letters during an outage, want 0", n)
 	}
 	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) {

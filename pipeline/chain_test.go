@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -78,7 +79,7 @@ func TestChainVerdictPerRecord(t *testing.T) {
 			t.Errorf("record %d: %v, want %v", i, v.Outcome, o)
 		}
 	}
-	if v := res.at(1); v.Reason != schemas.ReasonBrazeRejected || v.Error != "invalid" {
+	if v := res.at(1); v.Reason != dlq.ReasonBrazeRejected || v.Error != "invalid" {
 		t.Errorf("rejected verdict %+v", v)
 	}
 	if len(braze.requests) != 2 {

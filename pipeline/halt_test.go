@@ -87,7 +87,7 @@ func TestWAFAnswersDeadLetterNothing(t *testing.T) {
 		}
 		return classify(201, `{"message":"success"}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
+	p, mq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
 	defer stop()
 	objs := make([][]byte, 1000)
 	for i := range objs {
@@ -95,7 +95,7 @@ func TestWAFAnswersDeadLetterNothing(t *testing.T) {
 	}
 	feed(p, ps, objs)
 	time.Sleep(time.Second)
-	if n := len(dlq.snapshot()); n != 0 {
+	if n := len(mq.snapshot()); n != 0 {
 		t.Fatalf("%d records dead-lettered on WAF answers, want 0", n)
 	}
 	if !p.Halted() || p.Ready() {
@@ -104,8 +104,8 @@ func TestWAFAnswersDeadLetterNothing(t *testing.T) {
 	t.Logf("%d requests in 1 s of WAF answers", requests.Load())
 	waf.Store(false)
 	waitSettled(t, ps, int64(len(objs)))
-	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) || len(dlq.snapshot()) != 0 {
-		t.Fatalf("delivered %d, dead-lettered %d", d, len(dlq.snapshot()))
+	if d := p.stats.Snapshot().RecordsDelivered; d != int64(len(objs)) || len(mq.snapshot()) != 0 {
+		t.Fatalf("delivered %d, dead-lettered %d", d, len(mq.snapshot()))
 	}
 }
 
@@ -120,7 +120,7 @@ func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
 		}
 		return classify(201, `{"message":"success"}`)
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
+	p, mq, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.LaneQueue = 1000 })
 	defer stop()
 	objs := make([][]byte, 1000)
 	for i := range objs {
@@ -128,7 +128,7 @@ func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
 	}
 	feed(p, ps, objs)
 	time.Sleep(time.Second)
-	dead := len(dlq.snapshot())
+	dead := len(mq.snapshot())
 	if dead > massWindow {
 		t.Fatalf("%d of 1000 records dead-lettered while every request is rejected as a whole; want at most %d (before the guard has seen %d answers)", dead, massWindow, massWindow)
 	}
@@ -137,7 +137,7 @@ func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
 	}
 	broken.Store(false)
 	waitSettled(t, ps, int64(len(objs)))
-	if n := len(dlq.snapshot()); n != dead {
+	if n := len(mq.snapshot()); n != dead {
 		t.Errorf("%d dead letters at the end, %d while halted: verdicts before the halt must settle at once", n, dead)
 	}
 	if d := p.stats.Snapshot().RecordsDelivered; d+int64(dead) != int64(len(objs)) {

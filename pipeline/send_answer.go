@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -56,7 +56,7 @@ func (a *answerLayer) rejectNamed(r *request, resp sink.Response, res *results) 
 	named := namedErrors(r.items, resp.Errors)
 	for i, msg := range named {
 		if msg != "" {
-			res.set(i, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: schemas.ReasonBrazeRejected, Error: msg, Attempts: r.attempt})
+			res.set(i, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: dlq.ReasonBrazeRejected, Error: msg, Attempts: r.attempt})
 		}
 	}
 	return named != nil

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -52,7 +52,7 @@ func (l *isolateLayer) send(ctx context.Context, r *request) results {
 		}
 		if l.p.acceptedSince(root) {
 			l.p.log.Warn("a record got only 5xx answers while Braze accepted other requests; dead-lettering it", "answer", res.last.Describe(), "attempts", r.attempt)
-			res.mark(pending, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: schemas.ReasonPersistent5xx, Attempts: r.attempt,
+			res.mark(pending, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: dlq.ReasonPersistent5xx, Attempts: r.attempt,
 				Error: fmt.Sprintf("only 5xx answers while other requests were accepted; last answer: %s", res.last.Describe())})
 			return res
 		}

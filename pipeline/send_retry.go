@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -57,7 +57,7 @@ func (l *retryLayer) exhausted(start time.Time, attempt int, last sink.Response)
 	if max <= 0 || time.Since(start) <= max {
 		return nil
 	}
-	return &sink.Verdict{Outcome: sink.OutcomeRejected, Reason: schemas.ReasonRetriesExhausted, Attempts: attempt,
+	return &sink.Verdict{Outcome: sink.OutcomeRejected, Reason: dlq.ReasonRetriesExhausted, Attempts: attempt,
 		Error: fmt.Sprintf("not delivered after %d attempts over %s; last answer: %s", attempt, time.Since(start).Round(time.Millisecond), last.Describe())}
 }
 

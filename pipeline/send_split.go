@@ -3,7 +3,7 @@ package pipeline
 import (
 	"context"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -75,9 +75,9 @@ func (s *splitLayer) bisect(ctx context.Context, r *request, last sink.Response)
 			s.p.halt.massRejection(last)
 			return uniform(1, sink.Verdict{Outcome: sink.OutcomeHalted}, last)
 		}
-		reason := schemas.ReasonBrazeRejected
+		reason := dlq.ReasonBrazeRejected
 		if last.Cause() == sink.CauseTooLarge {
-			reason = schemas.ReasonTooLarge
+			reason = dlq.ReasonTooLarge
 		}
 		return uniform(1, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: reason, Error: last.Describe(), Attempts: r.attempt}, last)
 	}

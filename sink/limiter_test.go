@@ -3,10 +3,13 @@ package sink
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -203,4 +206,39 @@ func firstMinute(mk func(time.Time) modelRun, rtt time.Duration, lanes int) floa
 	m := mk(simStart)
 	m.rtt, m.lanes, m.duration = rtt, lanes, time.Minute
 	return m.run().perSecond
+}
+
+// Over real HTTP: one 429 asking for 3,000,000,000 s and one 201 with Remaining 0 and a reset
+// in the year 2255 cost at most the normal back-off, never a freeze.
+func TestGuardSurvivesAbsurdRateHeaders(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("X-Ratelimit-Retry-After", "3000000000")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2:
+			w.Header().Set("X-RateLimit-Limit", "3000")
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset", "9000000000")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{"message":"success"}`))
+		default:
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{"message":"success"}`))
+		}
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGuard(c, NewLimiter(100, 10), BreakerConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		if r := g.Track(ctx, []byte(`{}`)); r.Err != nil {
+			t.Fatalf("request %d: %v (waited %v): sending froze", i, r.Err, r.Waited)
+		}
+	}
 }

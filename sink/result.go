@@ -1,6 +1,6 @@
 package sink
 
-import "github.com/braze-ingestor/braze-ingestor/schemas"
+import "github.com/braze-ingestor/braze-ingestor/dlq"
 
 // Outcome is what became of one record of a request once the sender chain is done with it
 // (docs/architecture.md "Sender chain").
@@ -43,7 +43,7 @@ type Verdict struct {
 	Outcome Outcome
 	// Reason and Error say why a record is rejected: the dead-letter reason, and Braze's
 	// error type(s) or a description of the answer.
-	Reason   schemas.Reason
+	Reason   dlq.Reason
 	Error    string
 	Attempts int
 }
