@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -181,4 +182,41 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// USER_MIN_SPACING: a request carrying a user whose previous request is closer than the
+// spacing waits; a request of other users does not.
+func TestUserMinSpacing(t *testing.T) {
+	var mu sync.Mutex
+	var sent []time.Time
+	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
+		mu.Lock()
+		sent = append(sent, time.Now())
+		mu.Unlock()
+		return classify(201, `{"message":"success"}`)
+	}}
+	const spacing = 200 * time.Millisecond
+	p, _, ps, stop := laneHarness(t, braze, testLimits(), func(c *Config) { c.UserMinSpacing = spacing })
+	defer stop()
+	in := func(off int64, user string) {
+		ps.outstanding.Add(1)
+		p.lanes[0].in <- item{kind: schemas.KindEvent, raw: ev(user, int(off)), user: uint64(len(user)*1000) + uint64(user[0]), ack: ps.track(msgAt(off), 1)}
+	}
+	in(0, "u")
+	time.Sleep(50 * time.Millisecond) // the first request is out
+	in(1, "u")
+	waitSettled(t, ps, 2)
+	in(2, "vv") // another user, right after
+	waitSettled(t, ps, 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 3 {
+		t.Fatalf("%d requests, want 3", len(sent))
+	}
+	if gap := sent[1].Sub(sent[0]); gap < spacing {
+		t.Errorf("second request of one user %s after the first, want at least %s", gap, spacing)
+	}
+	if gap := sent[2].Sub(sent[1]); gap >= spacing {
+		t.Errorf("a request of another user waited %s", gap)
+	}
 }

@@ -16,6 +16,7 @@ import (
 //	isolate (send_isolate.go) a payload that only ever gets 5xx is split off and set aside
 //	retry   (send_retry.go)   back-off, Retry-After, RETRY_MAX_DURATION
 //	live    (send_live.go)    revoked records leave before each send
+//	spacing (send_spacing.go) USER_MIN_SPACING between two requests of one user (off by default)
 //	observe (send_observe.go) span, request metrics, the halt flag's recovery
 //	answer  (send_answer.go)  Braze's answer becomes one verdict per record
 //	Sender  (sink/guard.go: limiter wait → circuit breaker → sink/braze.go HTTP client)
@@ -62,6 +63,7 @@ type sendLayer interface {
 func (p *Pipeline) newChain() sendLayer {
 	var s sendLayer = &answerLayer{p: p, next: p.sender}
 	s = &observeLayer{p: p, next: s}
+	s = newSpacingLayer(p, s)
 	s = &liveLayer{p: p, next: s}
 	s = &retryLayer{p: p, next: s}
 	s = newIsolateLayer(p, s)

@@ -61,7 +61,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 	b.linger.Stop()
 	b.prog = p.watch.add(fmt.Sprintf("lane %d", l.id))
 	defer p.watch.remove(b.prog)
-	ctx = withProgress(ctx, b.prog)
+	ctx = p.withUserSends(withProgress(ctx, b.prog))
 	var body []byte
 	for {
 		if !p.collect(ctx, l, b) {

@@ -91,6 +91,9 @@ type Config struct {
 	// are accepted, before it is split to isolate the payload (send_isolate.go); a lone
 	// record in that state is dead-lettered as persistent_5xx. 0 = 5 minutes; < 0 = never.
 	Isolate5xxAfter time.Duration
+	// UserMinSpacing > 0 keeps at least that long between two requests carrying the same
+	// user (send_spacing.go); 0 (default) sends as soon as the lane may.
+	UserMinSpacing time.Duration
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration

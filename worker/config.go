@@ -72,6 +72,7 @@ type Config struct {
 	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
 	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
+	UserMinSpacing   time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -306,6 +307,9 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.RetryMaxDuration < 0 {
 		p.add("RETRY_MAX_DURATION", "RETRY_MAX_DURATION must not be negative")
+	}
+	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
+		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
