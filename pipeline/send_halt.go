@@ -71,10 +71,7 @@ func newHaltGate(p *Pipeline) *haltGate {
 // pass lets a new request through unless the worker is halted; then the lane takes its turn
 // like a halted one (see turn).
 func (g *haltGate) pass(ctx context.Context) (probe, ok bool) {
-	g.mu.Lock()
-	halted := g.halted
-	g.mu.Unlock()
-	if !halted {
+	if !g.p.halted.Load() { // set under g.mu by enter; turn re-checks under the lock
 		return false, true
 	}
 	return g.turn(ctx)
