@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 	"github.com/braze-ingestor/braze-ingestor/telemetry"
@@ -38,7 +39,7 @@ type InprocOptions struct {
 
 // RunInproc wires the worker the way cmd/ingestor's runWorker does (pipeline.New with the
 // default configuration, sink.NewClient behind sink.NewGuard (limiter off by default, breaker
-// on), sink.NewDLQWriter, telemetry.Setup with the
+// on), dlq.NewWriter, telemetry.Setup with the
 // Prometheus reader) and runs it until SIGTERM, with CPU and allocation profiles. The broker
 // and the Braze endpoint are other processes, so the profile is the worker's alone.
 func RunInproc(o InprocOptions, stderr io.Writer) error {
@@ -69,7 +70,7 @@ func RunInproc(o InprocOptions, stderr io.Writer) error {
 	}
 	defer func() { _ = tel.Shutdown(context.Background()) }()
 	guard := sink.NewGuard(client, sink.NewLimiter(o.RateLimit, 3000), sink.BreakerConfig{Failures: 5, OpenFor: 10 * time.Second}, log)
-	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: o.Brokers, Topic: o.DLQTopic})
+	dlq := dlq.NewWriter(dlq.WriterConfig{Brokers: o.Brokers, Topic: o.DLQTopic})
 	defer dlq.Close()
 	p, err := pipeline.New(pipeline.Config{Brokers: o.Brokers, Topics: []string{o.Topic}, GroupID: o.Group,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider}, guard, dlq)

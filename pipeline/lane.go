@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -94,7 +95,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 				if len(batch) == 0 {
 					// The decoder rejects records over the byte budget, so this cannot
 					// happen; dead-letter rather than spin if it ever does.
-					p.deadLetter(ctx, []item{it}, schemas.ReasonTooLarge, "record larger than the request byte limit", 0)
+					p.deadLetter(ctx, []item{it}, dlq.ReasonTooLarge, "record larger than the request byte limit", 0)
 					continue
 				}
 				carry, hasCarry = it, true
@@ -209,7 +210,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			ok := items[:0:0]
 			for i, it := range items {
 				if rejected[i] != "" {
-					p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, rejected[i], attempt)
+					p.deadLetter(ctx, []item{it}, dlq.ReasonBrazeRejected, rejected[i], attempt)
 				} else {
 					ok = append(ok, it)
 				}
@@ -223,7 +224,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 				rest := items[:0:0]
 				for i, it := range items {
 					if named[i] != "" {
-						p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, named[i], attempt)
+						p.deadLetter(ctx, []item{it}, dlq.ReasonBrazeRejected, named[i], attempt)
 					} else {
 						rest = append(rest, it)
 					}
@@ -235,9 +236,9 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			}
 			p.stats.Splits.Add(1)
 			if len(items) == 1 {
-				reason := schemas.ReasonBrazeRejected
+				reason := dlq.ReasonBrazeRejected
 				if resp.Status == http.StatusRequestEntityTooLarge {
-					reason = schemas.ReasonTooLarge
+					reason = dlq.ReasonTooLarge
 				}
 				p.deadLetter(ctx, items, reason, resp.Describe(), attempt)
 				return
@@ -263,7 +264,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 		case sink.Retry:
 			p.stats.Retries.Add(1)
 			if p.cfg.RetryMaxDuration > 0 && time.Since(start) > p.cfg.RetryMaxDuration {
-				p.deadLetter(ctx, items, schemas.ReasonRetriesExhausted,
+				p.deadLetter(ctx, items, dlq.ReasonRetriesExhausted,
 					fmt.Sprintf("not delivered after %d attempts over %s; last answer: %s", attempt, time.Since(start).Round(time.Millisecond), resp.Describe()), attempt)
 				return
 			}
@@ -328,7 +329,7 @@ func (p *Pipeline) anyRevoked(items []item) bool {
 }
 
 // deadLetter hands items to the DLQ stage; they are acknowledged once written.
-func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.Reason, msg string, attempts int) {
+func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason dlq.Reason, msg string, attempts int) {
 	for _, it := range items {
 		if it.grp != nil {
 			// Every record behind a rejected (possibly coalesced) object is dead-lettered
@@ -336,8 +337,8 @@ func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.
 			p.deadLetter(ctx, it.grp.srcs, reason, msg, attempts)
 			continue
 		}
-		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: sink.DeadLetter{
-			Reason: reason, Error: msg, Attempts: attempts, Kind: it.kind, Record: it.raw, ID: it.id, RecordIndex: it.index,
+		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: dlq.Letter{
+			Reason: reason, Error: msg, Attempts: attempts, Type: it.kind.EnvelopeType(), Record: it.raw, ID: it.id, RecordIndex: it.index,
 		}})
 	}
 }

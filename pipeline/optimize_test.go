@@ -17,6 +17,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
 	"github.com/braze-ingestor/braze-ingestor/dedup"
 	"github.com/braze-ingestor/braze-ingestor/dedup/redistest"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -42,10 +43,10 @@ func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	dlq := &memDLQ{}
+	mq := &memDLQ{}
 	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
 		Limits: limits, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, Optimize: opt,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, client, dlq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, client, mq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarnes
 	go func() { defer wg.Done(); p.runLane(ctx, p.lanes[0]) }()
 	go func() { defer wg.Done(); p.runDLQ(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &optHarness{t: t, p: p, sim: srv.Sim, dlq: dlq, ps: newPartitionState("t", 0)}
+	return &optHarness{t: t, p: p, sim: srv.Sim, dlq: mq, ps: newPartitionState("t", 0)}
 }
 
 // send feeds records ("A:" attributes, "E:" events; "id|" prefix sets the envelope id) and
@@ -121,7 +122,7 @@ func TestCoalescedRejectionDeadLettersEverySource(t *testing.T) {
 	}
 	var got []string
 	for _, l := range letters {
-		if l.Reason != schemas.ReasonBrazeRejected || !strings.Contains(strings.ToLower(l.Error), "email") {
+		if l.Reason != dlq.ReasonBrazeRejected || !strings.Contains(strings.ToLower(l.Error), "email") {
 			t.Errorf("dead letter %s %q", l.Reason, l.Error)
 		}
 		got = append(got, string(l.Record))
@@ -375,9 +376,9 @@ func TestCoalescedErrorMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			braze := &fakeBraze{answer: tc.answer}
-			dlq := &memDLQ{}
+			mq := &memDLQ{}
 			p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
-				Optimize: Optimize{Coalesce: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+				Optimize: Optimize{Coalesce: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, mq)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -404,7 +405,7 @@ func TestCoalescedErrorMapping(t *testing.T) {
 			}
 			waitSettled(t, ps, int64(len(recs)))
 			var got []string
-			for _, l := range dlq.snapshot() {
+			for _, l := range mq.snapshot() {
 				got = append(got, fmt.Sprint(l.SourceOffset, " ", string(l.Record)))
 			}
 			want := []string{`1 {"external_id":"b","x":1}`, `2 {"external_id":"b","poison":1}`, `5 {"external_id":"b","z":3}`}

@@ -20,7 +20,7 @@ type Config struct {
 	Dialer    *kafka.Dialer
 	Transport *kafka.Transport
 	TLS       bool
-	// DLQWrite proves the DLQ writable with a marker record (ReasonPreflightCheck).
+	// DLQWrite proves the DLQ writable with a marker record (dlq.ReasonPreflightCheck, docs/dlq.md).
 	DLQWrite bool
 
 	BrazeEndpoint string

@@ -15,12 +15,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
-
-// ReasonPreflightCheck marks the one record CheckKafka writes to the DLQ topic to prove it is
-// writable. It is not a dead letter: `ingestor replay` always skips it.
-const ReasonPreflightCheck = "preflight_check"
 
 // CheckKafka checks every broker (with the configured TLS/SASL), the source and DLQ topics,
 // the consumer group and, with cfg.DLQWrite, that the DLQ takes a marker record with acks=all.
@@ -206,9 +202,9 @@ func writePreflightMarker(ctx context.Context, client *kafka.Client, topic, vers
 		Key:   kafka.NewBytes([]byte("ingestor-preflight-check")),
 		Value: kafka.NewBytes([]byte(value)),
 		Headers: []kafka.Header{
-			{Key: sink.HeaderReason, Value: []byte(ReasonPreflightCheck)},
-			{Key: sink.HeaderError, Value: []byte("not a dead letter: marker written by `ingestor check` to prove the DLQ topic is writable")},
-			{Key: sink.HeaderFailedAt, Value: []byte(now.Format(time.RFC3339Nano))},
+			{Key: dlq.HeaderReason, Value: []byte(dlq.ReasonPreflightCheck)},
+			{Key: dlq.HeaderError, Value: []byte("not a dead letter: marker written by `ingestor check` to prove the DLQ topic is writable")},
+			{Key: dlq.HeaderFailedAt, Value: []byte(now.Format(time.RFC3339Nano))},
 		},
 	}
 	res, err := client.Produce(ctx, &kafka.ProduceRequest{

@@ -118,11 +118,6 @@ func isDate(b []byte) bool {
 	return day <= 31
 }
 
-// isClock checks HH:mm:ss.
-func isClock(b []byte) bool {
-	return b[2] == ':' && b[5] == ':' && isHour(b[0:2]) && isMinute(b[3:5]) && isMinute(b[6:8])
-}
-
 func isHour(b []byte) bool {
 	return isDigit(b[0]) && isDigit(b[1]) && (b[0] < '2' || (b[0] == '2' && b[1] <= '3'))
 }

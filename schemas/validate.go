@@ -492,10 +492,6 @@ func (st *decodeState) currencyMember(r *Record, l loc, rs *recState) bool {
 	return true
 }
 
-func isCurrency(b []byte) bool {
-	return len(b) == 3 && 'A' <= b[0] && b[0] <= 'Z' && 'A' <= b[1] && b[1] <= 'Z' && 'A' <= b[2] && b[2] <= 'Z'
-}
-
 // alias reads a user_alias object at s.pos ('{').
 func (st *decodeState) alias(r *Record, l loc, name, label *strSpan) bool {
 	s := &st.s

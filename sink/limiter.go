@@ -25,7 +25,7 @@ import (
 //   - The burst window (3,000 requests per 3 s), which on MAU contracts no header describes:
 //     a 429 pauses every lane for X-Ratelimit-Retry-After (else a back-off doubling from 1 s
 //     up to 30 s) and lowers a burst pace by 10% (once per throttle episode); the burst
-//     pace then rises by 2% of the configured rate per second (additive increase,
+//     pace then rises by 1% of the configured rate per second (additive increase,
 //     multiplicative decrease), so replicas sharing one burst limit converge on it with
 //     few 429s.
 //
@@ -69,7 +69,7 @@ const (
 	shareProbe      = 0.05                    // added to the measured share: replicas sharing a window converge to equal shares summing to 1
 	resetJitter     = 1500 * time.Millisecond // resets of one window differ by less (seconds-remaining rounds to whole seconds)
 	burstDecrease   = 0.9                     // burst pace factor per throttle episode
-	burstIncrease   = 0.02                    // burst pace growth per second, as a share of the configured rate
+	burstIncrease   = 0.01                    // burst pace growth per second, as a share of the configured rate
 	minPace         = 0.5                     // requests/s; the pace never goes below (Remaining 0 pauses instead)
 	maxNoHintPause  = 30 * time.Second
 	firstNoHintWait = time.Second

@@ -3,9 +3,13 @@ package sink
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -167,5 +171,74 @@ func TestGuardFeedsLimiterTypedSignals(t *testing.T) {
 	g.Track(context.Background(), nil)
 	if p := time.Until(l.PausedUntil()); p < 50*time.Second {
 		t.Fatalf("paused %v after a throttled answer asking for a minute", p)
+	}
+}
+
+// TestLimiterFigures prints the model's figures for BENCHMARKS.md across round-trip times and
+// lane counts (the model is deterministic; the spread over these is the noise stated there).
+// Run with LIMITER_FIGURES=1 go test ./sink -run TestLimiterFigures -v.
+func TestLimiterFigures(t *testing.T) {
+	if os.Getenv("LIMITER_FIGURES") == "" {
+		t.Skip("set LIMITER_FIGURES=1")
+	}
+	for _, rtt := range []time.Duration{10 * time.Millisecond, 30 * time.Millisecond, 80 * time.Millisecond} {
+		for _, lanes := range []int{16, 64} {
+			vary := func(m modelRun) modelRun { m.rtt, m.lanes = rtt, lanes; return m }
+			a := vary(midHour(500, simStart)).run()
+			b := vary(midHour(1000, simStart)).run()
+			c := vary(threeOnBurst(headersBurst, simStart)).run()
+			d := vary(threeOnBurst(headersHourly, simStart)).run()
+			e := vary(threeOnBurst(headersNone, simStart)).run()
+			m := vary(smallBudget(simStart))
+			f := m.run()
+			ex := "never"
+			if !m.braze.exhaustedAt.IsZero() {
+				ex = m.braze.exhaustedAt.Sub(simStart).Round(time.Second).String()
+			}
+			t.Logf("rtt %v lanes %d | mid-hour@500: %.1f/s %.2f%% | mid-hour@1000: %.1f/s | 3×burst-hdr: %.1f%% %.2f%% | 3×hourly-hdr: %.1f%% %.2f%% | 3×no-hdr: %.1f%% %.2f%% | small budget: %d of 60000, exhausted %s, first minute %.0f/s",
+				rtt, lanes, a.perSecond, 100*a.throttledShare(), b.perSecond, c.perSecond/10, 100*c.throttledShare(),
+				d.perSecond/10, 100*d.throttledShare(), e.perSecond/10, 100*e.throttledShare(), f.accepted, ex, firstMinute(smallBudget, rtt, lanes))
+		}
+	}
+}
+
+func firstMinute(mk func(time.Time) modelRun, rtt time.Duration, lanes int) float64 {
+	m := mk(simStart)
+	m.rtt, m.lanes, m.duration = rtt, lanes, time.Minute
+	return m.run().perSecond
+}
+
+// Over real HTTP: one 429 asking for 3,000,000,000 s and one 201 with Remaining 0 and a reset
+// in the year 2255 cost at most the normal back-off, never a freeze.
+func TestGuardSurvivesAbsurdRateHeaders(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("X-Ratelimit-Retry-After", "3000000000")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case 2:
+			w.Header().Set("X-RateLimit-Limit", "3000")
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset", "9000000000")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{"message":"success"}`))
+		default:
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(`{"message":"success"}`))
+		}
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGuard(c, NewLimiter(100, 10), BreakerConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		if r := g.Track(ctx, []byte(`{}`)); r.Err != nil {
+			t.Fatalf("request %d: %v (waited %v): sending froze", i, r.Err, r.Waited)
+		}
 	}
 }

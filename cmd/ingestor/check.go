@@ -12,9 +12,6 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/preflight"
 )
 
-// ReasonPreflightCheck marks the record `ingestor check` writes to the DLQ topic (replay skips it).
-const ReasonPreflightCheck = preflight.ReasonPreflightCheck
-
 const checkUsage = `ingestor check [flags]: preflight checks, e.g. as an init container.
 
 Reads the configuration from the environment exactly like "ingestor run" (invalid

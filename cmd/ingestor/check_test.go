@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
 
 // checkEnv sets the environment `ingestor check` reads, for broker k and simulator sim.
@@ -148,7 +148,7 @@ func TestCheck(t *testing.T) {
 	}
 	markers := 0
 	for _, m := range readDLQ(t, k) {
-		if header(m, sink.HeaderReason) != ReasonPreflightCheck || !strings.Contains(string(m.Value), `"preflight_check"`) {
+		if header(m, dlq.HeaderReason) != string(dlq.ReasonPreflightCheck) || !strings.Contains(string(m.Value), `"preflight_check"`) {
 			t.Errorf("unexpected DLQ record: %v %q", m.Headers, m.Value)
 		}
 		markers++

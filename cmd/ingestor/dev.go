@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
@@ -229,7 +230,7 @@ func printSummary(w io.Writer, s pipeline.Snapshot, produced int64, d time.Durat
 	fmt.Fprintf(w, "  records consumed      %d decoded from %d messages (unparsable messages count once, as dead letters)\n", s.RecordsConsumed, s.MessagesConsumed)
 	fmt.Fprintf(w, "  delivered to Braze    %d\n", s.RecordsDelivered)
 	fmt.Fprintf(w, "  dead-lettered         %d", s.DeadLetteredAll)
-	for _, r := range pipeline.Reasons {
+	for _, r := range dlq.Reasons {
 		if n := s.DeadLettered[r]; n > 0 {
 			fmt.Fprintf(w, "  %s=%d", r, n)
 		}

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -147,8 +148,9 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		defer cancel()
 		_ = tel.Shutdown(sctx)
 	}()
-	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: kafkaTransport(tlsCfg, mech)})
-	defer dlq.Close()
+	dlqw := dlq.NewWriter(dlq.WriterConfig{Brokers: cfg.KafkaBrokers, Topic: cfg.KafkaDLQTopic, Transport: kafkaTransport(tlsCfg, mech),
+		MaxMessageBytes: cfg.KafkaMaxBytes})
+	defer dlqw.Close()
 	optimize, closeStore, err := optimizeConfig(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -170,7 +172,7 @@ func runWorker(ctx context.Context, cfg *Config, log *slog.Logger, hooks *worker
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, Optimize: optimize,
 		NewDecoder: newDecoder,
-	}, guard, dlq)
+	}, guard, dlqw)
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
-	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // TestSegmentEndToEnd produces Segment calls to a topic configured as segment and checks
@@ -83,7 +83,7 @@ func TestSegmentEndToEnd(t *testing.T) {
 	stop()
 
 	s := p.Stats().Snapshot()
-	if s.RecordsDelivered != wantDelivered || s.DeadLettered[schemas.ReasonInvalidRecord] != 1 || s.DeadLetteredAll != 1 {
+	if s.RecordsDelivered != wantDelivered || s.DeadLettered[dlq.ReasonInvalidRecord] != 1 || s.DeadLetteredAll != 1 {
 		t.Errorf("delivered %d, dead-lettered %v; want %d delivered, 1 invalid_record", s.RecordsDelivered, s.DeadLettered, wantDelivered)
 	}
 
@@ -148,8 +148,8 @@ func TestSegmentEndToEnd(t *testing.T) {
 	if len(dl) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dl))
 	}
-	if string(dl[0].Value) != bad || header(dl[0], sink.HeaderReason) != "invalid_record" ||
-		!strings.Contains(header(dl[0], sink.HeaderError), "/event") || header(dl[0], sink.HeaderSourceTopic) != k.Topic {
+	if string(dl[0].Value) != bad || header(dl[0], dlq.HeaderReason) != "invalid_record" ||
+		!strings.Contains(header(dl[0], dlq.HeaderError), "/event") || header(dl[0], dlq.HeaderSourceTopic) != k.Topic {
 		t.Errorf("dead letter %q headers %v", dl[0].Value, dl[0].Headers)
 	}
 }
