@@ -55,6 +55,7 @@ func newTopic(t *testing.T, brokers []string, name string, partitions, maxMessag
 	if err := res.Errors[topic]; err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
+	t.Cleanup(func() { deleteTopic(brokers, topic) })
 	// Wait until the topic's partitions have leaders.
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
@@ -130,4 +131,12 @@ func writeAll(t *testing.T, brokers []string, topic string, msgs ...kafka.Messag
 		}
 		msgs = msgs[n:]
 	}
+}
+
+// deleteTopic removes a test topic (best effort: the real broker is shared and long-lived).
+func deleteTopic(brokers []string, topic string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	_, _ = cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 }

@@ -20,6 +20,10 @@ const (
 const (
 	ReasonBrazeRejected    Reason = "braze_rejected"
 	ReasonRetriesExhausted Reason = "retries_exhausted"
+	// ReasonPersistent5xx: the record alone got only 5xx answers for longer than the
+	// isolation bound while Braze accepted other requests (the sender chain,
+	// docs/architecture.md); during an outage nothing is dead-lettered for it.
+	ReasonPersistent5xx Reason = "persistent_5xx"
 )
 
 // ReasonLetterTooLarge: the dead letter itself was refused by the DLQ broker as too large; a
@@ -36,7 +40,7 @@ const ReasonPreflightCheck Reason = "preflight_check"
 var Reasons = [...]Reason{
 	ReasonInvalidJSON, ReasonInvalidRecord, ReasonTooLarge,
 	ReasonBrazeRejected, ReasonRetriesExhausted,
-	ReasonTombstone, ReasonLetterTooLarge,
+	ReasonTombstone, ReasonLetterTooLarge, ReasonPersistent5xx,
 }
 
 // Index returns r's position in Reasons (0 for an unknown reason).

@@ -50,6 +50,7 @@ func TestReplayWithinBrokerLimits(t *testing.T) {
 				if st.Replayed != 1000 || st.TooLarge != 0 {
 					t.Fatalf("replayed %d (too large %d), want 1000", st.Replayed, st.TooLarge)
 				}
+				t.Logf("1000 dead letters replayed in %d produce requests", st.Requests)
 				// 3 MB in requests of at most 1 MB (or 100 KB): no request refused and resent
 				// record by record.
 				if st.SentAlone != 0 || st.Requests < 3 || st.Requests > 100 {

@@ -152,10 +152,14 @@ func (w *Writer) writeChunk(ctx context.Context, letters []Letter, idx []int, ms
 	}
 	var werrs kafka.WriteErrors
 	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
-		if len(msgs) == 1 && tooLarge(err) {
-			return w.writeReference(ctx, &letters[idx[0]], &msgs[0], err)
+		if !tooLarge(err) {
+			return err
 		}
-		return err
+		// A size error for the call as a whole: handle it as one per letter.
+		werrs = make(kafka.WriteErrors, len(msgs))
+		for j := range werrs {
+			werrs[j] = err
+		}
 	}
 	var firstErr error
 	for j, i := range idx {

@@ -56,6 +56,11 @@ func createTopic(t *testing.T, brokers []string, topic string, partitions, maxMe
 	if err != nil || res.Errors[topic] != nil {
 		t.Fatalf("create %s: %v %v", topic, err, res.Errors)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _ = cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		md, err := cl.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
 		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions &&

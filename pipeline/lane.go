@@ -14,12 +14,16 @@ import (
 
 // item is one valid record on its way to Braze.
 type item struct {
-	kind  schemas.Kind
-	raw   []byte
-	index int
-	id    []byte
-	ack   *msgAck
-	grp   *group // optimized path only (optimize.go): the records behind this object
+	kind schemas.Kind
+	// idKind and user are the record's identity as the decoder resolved it (schemas.User):
+	// coalescing and suppression group by it and never parse the identifier again.
+	idKind schemas.IDKind
+	user   uint64
+	raw    []byte
+	index  int
+	id     []byte
+	ack    *msgAck
+	grp    *group // optimized path only (optimize.go): the records behind this object
 	// epoch is Pipeline.revokeEpoch when the record was fetched: while it is unchanged no
 	// partition has been revoked since, so the record is live without a look at its
 	// partition (a pointer chase per record, measured at ~4% of CPU).
@@ -33,6 +37,7 @@ func (p *Pipeline) revoked(it *item) bool {
 
 func (it item) ObjectKind() schemas.Kind { return it.kind }
 func (it item) ObjectBytes() []byte      { return it.raw }
+func (it item) ObjectUser() schemas.User { return schemas.User{ID: it.idKind, Hash: it.user} }
 
 // lane holds one user-hash slice of the traffic. A lane sends one request at a time and
 // retries it before anything behind it, which is what keeps each user's records in order.

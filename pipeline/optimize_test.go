@@ -77,7 +77,7 @@ func (h *optHarness) send(recs ...string) {
 		h.off++
 		h.ps.outstanding.Add(1)
 		h.p.stats.InFlightRecords.Add(1)
-		h.p.lanes[0].in <- item{kind: kind, raw: []byte(r), id: id, ack: ack}
+		h.p.lanes[0].in <- withUser(item{kind: kind, raw: []byte(r), id: id, ack: ack})
 	}
 	waitSettled(h.t, h.ps, h.off)
 }
@@ -181,7 +181,7 @@ func TestLaneAcctBytes(t *testing.T) {
 	a := p.newLaneAcct()
 	var batch []item
 	for i := 0; ; i++ {
-		it := item{kind: schemas.KindAttributes, raw: []byte(fmt.Sprintf(`{"external_id":"u%d","k%d":"%s"}`, i%3, i%7, strings.Repeat("x", i%50)))}
+		it := withUser(item{kind: schemas.KindAttributes, raw: []byte(fmt.Sprintf(`{"external_id":"u%d","k%d":"%s"}`, i%3, i%7, strings.Repeat("x", i%50)))})
 		if !a.fits(&it) {
 			break
 		}
@@ -319,15 +319,17 @@ func BenchmarkDeliverOptimized(b *testing.B) {
 			ps := newPartitionState("t", 0)
 			batch := make([]item, 75)
 			raws := make([][]byte, 75)
+			users := make([]item, 75) // the identities, resolved once as the decoder does
 			for i := range raws {
 				raws[i] = []byte(fmt.Sprintf(`{"external_id":"user-%03d","plan":"pro","country":"US","score":%d,"city":"Lyon"}`, i%25, i%3))
+				users[i] = withUser(item{kind: schemas.KindAttributes, raw: raws[i]})
 			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for n := 0; n < b.N; n++ {
 				for i := range batch {
-					batch[i] = item{kind: schemas.KindAttributes, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(&kafka.Message{}, 1)}
+					batch[i] = item{kind: schemas.KindAttributes, idKind: users[i].idKind, user: users[i].user, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(&kafka.Message{}, 1)}
 				}
 				if p.opt == nil {
 					p.deliver(ctx, batch, batcher.Encode(nil, batch))
@@ -401,7 +403,7 @@ func TestCoalescedErrorMapping(t *testing.T) {
 				ack := ps.track(&kafka.Message{Topic: "t", Offset: int64(i)}, 1)
 				ps.outstanding.Add(1)
 				p.stats.InFlightRecords.Add(1)
-				p.lanes[0].in <- item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack}
+				p.lanes[0].in <- withUser(item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack})
 			}
 			waitSettled(t, ps, int64(len(recs)))
 			var got []string
@@ -417,4 +419,15 @@ func TestCoalescedErrorMapping(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withUser gives a hand-built item the identity the decoder resolves for its object, as the
+// fetch loop does for decoded records.
+func withUser(it item) item {
+	var d schemas.Decoder
+	recs, err := d.Decode([]byte(`{"type":"`+it.kind.EnvelopeType()+`","data":`+string(it.raw)+`}`), nil)
+	if err == nil && len(recs) == 1 {
+		it.idKind, it.user = recs[0].IDKind, recs[0].UserHash
+	}
+	return it
 }

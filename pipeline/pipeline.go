@@ -647,7 +647,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 					Reason: rec.Err.Reason, Error: rec.Err.Error(), Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
 				}})
 			} else {
-				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
+				it := item{kind: rec.Kind, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
 				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
 				select {
 				case l.in <- it: // the common case: room in the lane, no select over two channels

@@ -96,7 +96,8 @@ type Record struct {
 	// UserID is alias_label + "\x00" + alias_name.
 	IDKind IDKind
 	UserID []byte
-	// UserHash is a 64-bit FNV-1a hash of IDKind and UserID, used to route to lanes.
+	// UserHash is UserHash(IDKind, UserID): it routes the record to its lane and, with
+	// IDKind, is the identity coalescing and suppression use (see User).
 	UserHash uint64
 	// ID is the envelope's optional producer-side id (empty for bundles).
 	ID []byte

@@ -623,23 +623,6 @@ func (st *decodeState) setID(r *Record, kind IDKind, sp strSpan) {
 	r.UserHash = userHash(kind, r.UserID)
 }
 
-// userHash is 64-bit FNV-1a over the IDKind byte and then the identifier, inlined so that
-// hashing costs no allocation (hash/fnv would need an interface value).
-func userHash(kind IDKind, id []byte) uint64 {
-	const (
-		offset64 = 14695981039346656037
-		prime64  = 1099511628211
-	)
-	h := uint64(offset64)
-	h ^= uint64(kind)
-	h *= prime64
-	for _, c := range id {
-		h ^= uint64(c)
-		h *= prime64
-	}
-	return h
-}
-
 // jsonInteger interprets a valid JSON number literal the way JSON Schema's "integer" type
 // does: any number with a zero fractional part (so 2.0 and 1e1 are integers). Values that do
 // not fit in 18 digits saturate, which is enough to compare them against small bounds.

@@ -16,6 +16,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/synth"
+	"github.com/braze-ingestor/braze-ingestor/worker"
 )
 
 // devEnv is the embedded environment of `ingestor dev` (and of the in-process tests): an
@@ -47,20 +48,14 @@ func (e *devEnv) Close() {
 	e.Cluster.Close()
 }
 
-// config returns a worker configuration for the environment on the embedded defaults.
+// config returns a worker configuration for the environment on the worker's defaults.
 func (e *devEnv) config(group string) *Config {
-	c := &Config{
-		KafkaBrokers: e.Brokers, KafkaTopics: []string{e.Topic}, KafkaGroupID: group, KafkaDLQTopic: e.DLQ,
-		BrazeEndpoint: e.Sim.URL, BrazeAPIKey: "dev-key",
-		KafkaStartOffset: "earliest", KafkaCommitInterval: time.Second, KafkaSessionTimeout: 30 * time.Second,
-		KafkaRebalanceTimeout: 30 * time.Second, KafkaHeartbeatInterval: 3 * time.Second, KafkaDrainTimeout: 10 * time.Second,
-		KafkaMinBytes: 1, KafkaMaxBytes: 10 << 20, KafkaMaxWait: 250 * time.Millisecond, KafkaQueueCapacity: 1000, KafkaFetcher: "batch",
-		BatchLimitMode: "combined", BatchMaxObjects: 75, BatchMaxBytes: 3_500_000, BatchLinger: 100 * time.Millisecond,
-		Lanes: 64, LaneQueue: 1024, BrazeHTTPTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond,
-		RetryMax: 30 * time.Second, BrazeRateLimit: 1000, BrazeRateBurst: 3000, BreakerFailures: 5, BreakerOpenFor: 10 * time.Second, HaltProbeMax: 30 * time.Second,
-		ShutdownTimeout: 25 * time.Second, HTTPAddr: "127.0.0.1:0", LogLevel: "warn",
-	}
-	return c
+	c := worker.Defaults()
+	c.KafkaBrokers, c.KafkaTopics, c.KafkaGroupID, c.KafkaDLQTopic = e.Brokers, []string{e.Topic}, group, e.DLQ
+	c.BrazeEndpoint, c.BrazeAPIKey = e.Sim.URL, "dev-key"
+	c.LaneQueue = 1024
+	c.HTTPAddr, c.LogLevel = "127.0.0.1:0", "warn"
+	return &c
 }
 
 // produce writes n generated messages (0 = until ctx ends) at up to rate messages/s and

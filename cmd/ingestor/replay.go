@@ -164,7 +164,7 @@ func loadKafkaEnv() (*Config, error) {
 	if len(c.KafkaBrokers) == 0 {
 		problems = append(problems, "KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
 	}
-	problems = append(problems, c.validateKafkaSecurity()...)
+	problems = append(problems, c.ValidateKafkaSecurity()...)
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems}
 	}

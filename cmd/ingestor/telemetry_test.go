@@ -586,9 +586,9 @@ func checkMetrics(t *testing.T, rm *metricdata.ResourceMetrics, s pipeline.Snaps
 		t.Errorf("ingestor.requests.status = %v; want 2xx = %d, all = %d", status, s.SuccessRequests, s.Requests)
 	}
 	// Expected series exist from the start at 0 (a series first seen with a value loses that
-	// increase in rate()): 3 record kinds x 5 record reasons + whole messages x 4 (docs/dlq.md).
-	if len(dead) != 19 || len(status) != 6 {
-		t.Errorf("want 19 dead_lettered series and 6 status classes, got %d %v and %d %v", len(dead), dead, len(status), status)
+	// increase in rate()): 3 record kinds x 6 record reasons + whole messages x 4 (docs/dlq.md).
+	if len(dead) != 22 || len(status) != 6 {
+		t.Errorf("want 22 dead_lettered series and 6 status classes, got %d %v and %d %v", len(dead), dead, len(status), status)
 	}
 	if got := total(points(t, rm, "ingestor.retries"), ""); got != s.Retries || got == 0 {
 		t.Errorf("ingestor.retries = %d, want %d (> 0: the simulator answers 5xx)", got, s.Retries)

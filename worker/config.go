@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"errors"
@@ -21,7 +21,10 @@ import (
 )
 
 // Config is the worker's whole configuration, read from the environment. The first six names
-// are fixed by docs/design.md §5; every other setting has a default and is listed in the README.
+// are fixed by docs/design.md §5; every other setting is optional and listed in the README.
+// The default tags below are the one home of the worker's defaults: LoadConfig and Defaults
+// apply them (setField), and the libraries' own zero-value fallbacks
+// (pipeline.Config.Defaults) are held equal to them by TestDefaultsOneHome.
 type Config struct {
 	KafkaBrokers    []string `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated (required)"`
 	KafkaTopics     []string `envconfig:"KAFKA_TOPICS" desc:"source topics, comma-separated (required)"`
@@ -117,9 +120,9 @@ func LoadConfig() (*Config, error) {
 	return &c, nil
 }
 
-// cleanEnvconfigError words an envconfig parse error (`ingestor replay` reads its settings
+// EnvconfigProblem words an envconfig parse error (`ingestor replay` reads its settings
 // with envconfig).
-func cleanEnvconfigError(err error) string {
+func EnvconfigProblem(err error) string {
 	var pe *envconfig.ParseError
 	if errors.As(err, &pe) {
 		return fmt.Sprintf("%s: cannot parse %q as %s", pe.KeyName, pe.Value, pe.TypeName)
@@ -249,9 +252,17 @@ func quoteShort(s string) string {
 	return strconv.Quote(s)
 }
 
+// Validate returns every problem of c, as LoadConfig reports them. It also trims the list
+// settings and reads the secret files into their settings.
+func (c *Config) Validate() []string {
+	v := &problems{bad: map[string]bool{}, seen: map[string]bool{}}
+	c.validate(v)
+	return v.list
+}
+
 func (c *Config) validate(p *problems) {
-	c.KafkaBrokers = trimList(c.KafkaBrokers)
-	c.KafkaTopics = trimList(c.KafkaTopics)
+	c.KafkaBrokers = TrimList(c.KafkaBrokers)
+	c.KafkaTopics = TrimList(c.KafkaTopics)
 	if len(c.KafkaBrokers) == 0 {
 		p.add("KAFKA_BROKERS", "KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
 	}
@@ -330,7 +341,7 @@ func (c *Config) validate(p *problems) {
 	default:
 		p.add("LOG_LEVEL", "LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
-	p.addAll(c.validateKafkaSecurity())
+	p.addAll(c.ValidateKafkaSecurity())
 	p.addAll(c.validateOptimize())
 	p.addAll(c.validateFormats())
 }
@@ -384,7 +395,9 @@ func (c *Config) validateAPIKey(p *problems) {
 	}
 }
 
-func (c *Config) validateKafkaSecurity() []string {
+// ValidateKafkaSecurity returns the problems of the TLS and SASL settings (replay and check
+// need only these).
+func (c *Config) ValidateKafkaSecurity() []string {
 	var p []string
 	switch strings.ToLower(c.KafkaSASLMechanism) {
 	case "":
@@ -435,7 +448,8 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-func trimList(in []string) []string {
+// TrimList drops empty items and the spaces around the others (comma-separated settings).
+func TrimList(in []string) []string {
 	var out []string
 	for _, s := range in {
 		if s = strings.TrimSpace(s); s != "" {
@@ -464,7 +478,7 @@ const (
 func (c *Config) topicFormats() (map[string]string, []string) {
 	var p []string
 	formats := map[string]string{}
-	for _, item := range trimList(strings.Split(c.KafkaTopicFormats, ",")) {
+	for _, item := range TrimList(strings.Split(c.KafkaTopicFormats, ",")) {
 		topic, format, ok := strings.Cut(item, ":")
 		topic, format = strings.TrimSpace(topic), strings.TrimSpace(format)
 		switch {
@@ -474,7 +488,7 @@ func (c *Config) topicFormats() (map[string]string, []string) {
 		case format != formatNative && format != formatSegment:
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS %s: format %q: want native or segment", topic, format))
 			continue
-		case !slices.Contains(trimList(c.KafkaTopics), topic):
+		case !slices.Contains(TrimList(c.KafkaTopics), topic):
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS names topic %q, which is not in KAFKA_TOPICS", topic))
 			continue
 		}
@@ -539,7 +553,7 @@ func (c *Config) newDecoders() (func(topic string) pipeline.Decoder, *schemas.Se
 	formats, _ := c.topicFormats() // validated by LoadConfig
 	maxBytes := c.BatchMaxBytes
 	if maxBytes <= 0 {
-		maxBytes = 3_500_000 // pipeline.Config.Defaults
+		maxBytes = Defaults().BatchMaxBytes
 	}
 	maxRecord := batcher.Limits{MaxBytes: maxBytes}.MaxRecordBytes()
 	var seg *schemas.SegmentDecoder
