@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math"
 	"strconv"
+
+	"github.com/braze-ingestor/braze-ingestor/internal/fnv1a"
 )
 
 // Whole-request failures that Braze does not document but that were measured against it
@@ -125,12 +127,5 @@ func bigNumber(lit []byte) bool {
 	return err != nil && math.IsInf(f, 0)
 }
 
-// keyHash is 64-bit FNV-1a.
-func keyHash(k []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range k {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
-}
+// keyHash is 64-bit FNV-1a (the repository's one hash, internal/fnv1a).
+func keyHash(k []byte) uint64 { return fnv1a.Sum64(k) }

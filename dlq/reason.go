@@ -20,8 +20,9 @@ const (
 const (
 	ReasonBrazeRejected    Reason = "braze_rejected"
 	ReasonRetriesExhausted Reason = "retries_exhausted"
-	// ReasonPersistent5xx: the record alone got only 5xx answers while Braze accepted other
-	// requests (the isolate layer, docs/architecture.md).
+	// ReasonPersistent5xx: the record alone got only 5xx answers for longer than the
+	// isolation bound while Braze accepted other requests (the sender chain,
+	// docs/architecture.md); during an outage nothing is dead-lettered for it.
 	ReasonPersistent5xx Reason = "persistent_5xx"
 )
 

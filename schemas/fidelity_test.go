@@ -98,6 +98,7 @@ func TestAcceptedLikeBraze(t *testing.T) {
 		{"attributes", `{"external_id":"u","n":{"inc":-2},"tags":{"add":["a",null],"remove":["b"]},"list":["a",null],"loc":null}`, IDExternal, "u"},
 		{"attributes", `{"external_id":"u","pets":{"$add":[{"name":"a"}],"$remove":[{"$identifier_key":"name","$identifier_value":"b"}]}}`, IDExternal, "u"},
 		{"attributes", `{"external_id":"u","current_location":{"latitude":1,"longitude":null},"push_tokens":[{"app_id":"a","token":"t","device_id":null}]}`, IDExternal, "u"},
+		{"attributes", `{"external_id":"u","facebook":{"id":"f","likes":null},"twitter":{"screen_name":null}}`, IDExternal, "u"},
 		// The same key in different objects is no duplicate.
 		{"attributes", `{"external_id":"u","a":{"x":1},"b":{"x":1}` + manyKeys(40) + `}`, IDExternal, "u"},
 	}

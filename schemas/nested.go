@@ -105,7 +105,7 @@ func (st *decodeState) attrValue(r *Record, l loc, ks, ke int, kesc bool) bool {
 	}
 	key := st.keyBytes(ks, ke, kesc)
 	switch string(key) {
-	case "current_location", "push_tokens", "subscription_groups":
+	case "current_location", "push_tokens", "subscription_groups", "facebook", "twitter":
 		return true // standard fields with their own shapes, checked by Braze per object
 	}
 	if msg, path := attrValueProblem(s.buf[start:s.pos]); msg != "" {

@@ -87,7 +87,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // read-header timeout, they stayed open indefinitely).
 func TestServerIdleKeepAliveClosed(t *testing.T) {
 	const n = 2000
-	idle := 300 * time.Millisecond
+	idle := time.Second
 	s, _ := startServer(t, ServerOptions{MaxConns: n + 10, IdleTimeout: idle})
 	conns := make([]net.Conn, 0, n)
 	readers := make([]*bufio.Reader, 0, n)
@@ -96,6 +96,7 @@ func TestServerIdleKeepAliveClosed(t *testing.T) {
 			c.Close()
 		}
 	}()
+	maxOpen := 0
 	for range n {
 		c, err := net.Dial("tcp", s.Addr().String())
 		if err != nil {
@@ -107,9 +108,11 @@ func TestServerIdleKeepAliveClosed(t *testing.T) {
 		if code, err := getOn(c, br, "/livez"); err != nil || code != 200 {
 			t.Fatalf("request %d: %d %v", len(conns), code, err)
 		}
+		maxOpen = max(maxOpen, s.Open())
 	}
-	if got := s.Open(); got < n/2 {
-		t.Fatalf("open connections right after the requests: %d, want about %d", got, n)
+	t.Logf("%d keep-alive connections, up to %d open at once", n, maxOpen)
+	if maxOpen < 100 {
+		t.Fatalf("at most %d connections were open at once: the test did not hold them", maxOpen)
 	}
 	waitFor(t, "idle keep-alive connections still open", 20*idle+5*time.Second, func() bool { return s.Open() == 0 })
 	// The client side sees the close too.
@@ -127,7 +130,7 @@ func TestServerIdleKeepAliveClosed(t *testing.T) {
 // the probe answers again.
 func TestServerConnectionCap(t *testing.T) {
 	const capN = 20
-	s, logs := startServer(t, ServerOptions{MaxConns: capN, ReadHeaderTimeout: 500 * time.Millisecond})
+	s, logs := startServer(t, ServerOptions{MaxConns: capN, ReadHeaderTimeout: 3 * time.Second})
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
