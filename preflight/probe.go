@@ -1,8 +1,6 @@
 package preflight
 
-import (
-	"github.com/braze-ingestor/braze-ingestor/sink"
-)
+import "github.com/braze-ingestor/braze-ingestor/sink"
 
 // probe is what an answer to the probe {} proves.
 type probe int
@@ -14,22 +12,25 @@ const (
 	probeThrottled                  // rate limited before judging
 	probeOutage                     // 5xx: Braze or a proxy failing
 	probeAcceptedEmpty              // a 2xx for an empty body: not Braze
-	probeOther                      // anything else, e.g. a 400 that is not Braze's JSON
+	probeNotBraze                   // an answer that is not Braze's JSON (a proxy or firewall page)
+	probeOther                      // anything else
 )
 
-// probeOutcome is the one place that maps the client's classified answer to the probe's
-// outcome, from its typed cause (sink/braze.go is the only reader of status codes).
+// probeOutcome maps the client's typed cause (sink.Response.Cause, the one place that reads
+// statuses and bodies) to what the probe proves. Nothing here looks at a status code or at
+// Braze's message text.
 func probeOutcome(res sink.Response) probe {
 	switch res.Cause() {
-	case sink.CauseAccepted:
-		return probeAcceptedEmpty
-	case sink.CauseRejected:
-		// Braze's JSON judged the body (400, or a 2xx carrying the fatal message).
+	case sink.CauseRejected, sink.CauseTooMany:
 		return probeJudged
 	case sink.CauseKey:
 		return probeKey
 	case sink.CauseThrottled:
 		return probeThrottled
+	case sink.CauseAccepted:
+		return probeAcceptedEmpty
+	case sink.CauseNotBraze:
+		return probeNotBraze
 	case sink.CauseOutage, sink.CauseCanceled:
 		if !res.Answered() {
 			return probeNoAnswer
