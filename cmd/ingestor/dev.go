@@ -54,6 +54,7 @@ func (e *devEnv) config(group string) *Config {
 		KafkaStartOffset: "earliest", KafkaCommitInterval: time.Second, KafkaSessionTimeout: 30 * time.Second,
 		KafkaRebalanceTimeout: 30 * time.Second, KafkaHeartbeatInterval: 3 * time.Second, KafkaDrainTimeout: 10 * time.Second,
 		KafkaMinBytes: 1, KafkaMaxBytes: 10 << 20, KafkaMaxWait: 250 * time.Millisecond, KafkaQueueCapacity: 1000, KafkaFetcher: "batch",
+		KafkaMaxRunAhead: pipeline.DefaultMaxRunAhead, MaxInflightBytes: pipeline.DefaultMaxInflightBytes,
 		BatchLimitMode: "combined", BatchMaxObjects: 75, BatchMaxBytes: 3_500_000, BatchLinger: 100 * time.Millisecond,
 		Lanes: 64, LaneQueue: 1024, BrazeHTTPTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond,
 		RetryMax: 30 * time.Second, BrazeRateLimit: 1000, BrazeRateBurst: 3000, BreakerFailures: 5, BreakerOpenFor: 10 * time.Second, HaltProbeMax: 30 * time.Second,
