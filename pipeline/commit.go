@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -233,4 +235,32 @@ func (p *Pipeline) readEdgeOffset(ctx context.Context, ps *partitionState, off i
 		lastErr = err
 	}
 	return 0, fmt.Errorf("read start offset of %s/%d: %w", ps.topic, ps.partition, lastErr)
+}
+
+// initOffsetTelemetry exports the offset map's and the flow's counters (Stats fields).
+func (p *Pipeline) initOffsetTelemetry() error {
+	mp := p.cfg.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(instrumentationName)
+	skipped, err1 := m.Int64ObservableCounter("ingestor.resume.skipped", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages not delivered again on resume because the previous owner's offset map says they were settled."))
+	truncated, err2 := m.Int64ObservableCounter("ingestor.offset_map.truncated", metric.WithUnit("{commit}"),
+		metric.WithDescription("Commits whose offset map did not fit the commit metadata and was cut short (records past the cut are sent again after a restart)."))
+	ignored, err3 := m.Int64ObservableCounter("ingestor.offset_map.ignored", metric.WithUnit("{partition}"),
+		metric.WithDescription("Partitions whose commit metadata was not written by this worker or unreadable, and was ignored."))
+	inflightBytes, err4 := m.Int64ObservableGauge("ingestor.inflight.bytes", metric.WithUnit("By"),
+		metric.WithDescription("Bytes of fetched messages not yet delivered or dead-lettered (bounded by MAX_INFLIGHT_BYTES)."))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return err
+	}
+	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(skipped, p.stats.ResumeSkipped.Load())
+		o.ObserveInt64(truncated, p.stats.OffsetMapTruncated.Load())
+		o.ObserveInt64(ignored, p.stats.OffsetMapIgnored.Load())
+		o.ObserveInt64(inflightBytes, p.flow.bytes.Load())
+		return nil
+	}, skipped, truncated, ignored, inflightBytes)
+	return err
 }

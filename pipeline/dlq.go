@@ -63,7 +63,6 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 			if e.ack.ps.revoked.Load() {
 				// The next owner reads the source again and dead-letters it itself.
 				e.ack.resolve()
-				p.stats.InFlightRecords.Add(-1)
 				continue
 			}
 			live = append(live, e)
@@ -89,7 +88,6 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 		}
 		for _, e := range live {
 			p.stats.DeadLettered[e.kind][reasonIndex(e.letter.Reason)].Add(1)
-			p.stats.InFlightRecords.Add(-1)
 			e.ack.resolve()
 		}
 		clear(batch)

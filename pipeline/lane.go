@@ -87,7 +87,6 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 				// Its generation is over; the next owner reads it again. Resolving keeps
 				// the outstanding count honest; the commit is fenced by revoked.
 				it.ack.resolve()
-				p.stats.InFlightRecords.Add(-1)
 				continue
 			}
 			if !packer.fits(&it) {
@@ -141,7 +140,6 @@ func (p *Pipeline) liveItems(items []item) []item {
 			for _, s := range it.grp.srcs {
 				if p.revoked(&s) {
 					s.ack.resolve()
-					p.stats.InFlightRecords.Add(-1)
 					continue
 				}
 				live = append(live, s)
@@ -154,7 +152,6 @@ func (p *Pipeline) liveItems(items []item) []item {
 		}
 		if p.revoked(&it) {
 			it.ack.resolve()
-			p.stats.InFlightRecords.Add(-1)
 			continue
 		}
 		out = append(out, it)
@@ -307,7 +304,6 @@ func (p *Pipeline) delivered(items []item) {
 			p.stats.RecordsDelivered[k].Add(c)
 		}
 	}
-	p.stats.InFlightRecords.Add(-n)
 }
 
 func (p *Pipeline) anyRevoked(items []item) bool {

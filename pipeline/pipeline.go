@@ -231,6 +231,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	if err := p.initTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
+	if err := p.initOffsetTelemetry(); err != nil {
+		return nil, fmt.Errorf("pipeline telemetry: %w", err)
+	}
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}
@@ -611,8 +614,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 		recs, derr = dec.Decode(m.Value, recs[:0])
 		if derr != nil {
 			ack := ps.track(m, 1)
-			ps.outstanding.Add(1)
-			p.stats.InFlightRecords.Add(1)
+			ps.hold(1)
 			reason := schemas.ReasonInvalidJSON
 			var me *schemas.MessageError
 			if errors.As(derr, &me) {
@@ -622,8 +624,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: sink.DeadLetter{
 				Reason: reason, Error: derr.Error(), Original: m.Value, RecordIndex: -1,
 			}}) {
-				ps.outstanding.Add(-1)
-				p.stats.InFlightRecords.Add(-1)
+				ps.release(1)
 				return
 			}
 			continue
@@ -639,8 +640,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
 		n := int64(len(recs))
 		epoch := p.revokeEpoch.Load()
-		ps.outstanding.Add(n)
-		p.stats.InFlightRecords.Add(n)
+		ps.hold(n)
 		var kinds [3]int64
 		for i := range recs {
 			kinds[recs[i].Kind]++
@@ -675,8 +675,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 				// The rest of this message is never handed out, so it never completes and is
 				// never committed: the next owner reads it again. A drain must not wait for it.
 				rest := n - int64(i)
-				ps.outstanding.Add(-rest)
-				p.stats.InFlightRecords.Add(-rest)
+				ps.release(rest)
 				return
 			}
 		}

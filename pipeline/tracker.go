@@ -106,7 +106,20 @@ func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 // partition still count down, but their completion is never committed.
 func (a *msgAck) resolve() {
 	a.settle()
-	a.ps.outstanding.Add(-1)
+	a.ps.release(1)
+}
+
+// hold counts n records handed out (to lanes or the DLQ stage) from the partition; release
+// counts n of them resolved. They are the one place the partition's outstanding count and
+// the pipeline's in-flight count (Stats.InFlightRecords, through the flow) move.
+func (ps *partitionState) hold(n int64) {
+	ps.outstanding.Add(n)
+	ps.flow.records.Add(n)
+}
+
+func (ps *partitionState) release(n int64) {
+	ps.outstanding.Add(-n)
+	ps.flow.records.Add(-n)
 }
 
 // settle is resolve without the partition's outstanding count, which the caller lowers
@@ -137,7 +150,7 @@ func (s *settled) add(a *msgAck) {
 
 func (s *settled) flush() {
 	if s.n > 0 {
-		s.ps.outstanding.Add(-s.n)
+		s.ps.release(s.n)
 	}
 	s.ps, s.n = nil, 0
 }

@@ -76,6 +76,9 @@ func TestKill9HotUsersDuplicates(t *testing.T) {
 	cfg.KafkaSessionTimeout = 6 * time.Second
 	cfg.KafkaDrainTimeout = 3 * time.Second
 	want := countSeqs(exp)
+	// Paced (about 3,000 objects/s) so that each worker runs for seconds between kills.
+	t.Setenv("BRAZE_RATE_LIMIT", "120")
+	t.Setenv("BRAZE_RATE_BURST", "10")
 	var perKill []int
 	var inFlight []int64 // objects Braze applied after the kill (requests in flight)
 	prev := 0
