@@ -5,6 +5,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
 
@@ -108,5 +112,81 @@ func TestKill9HotUsersDuplicates(t *testing.T) {
 	}
 }
 
-// hotDuplicateBound is the most duplicates TestKill9HotUsersDuplicates accepts (-1: none).
-func hotDuplicateBound() int { return 0 }
+// hotDuplicateBound is the most duplicates TestKill9HotUsersDuplicates accepts: about a third
+// of what the worker without the offset map produced on this scenario (BENCHMARKS.md).
+func hotDuplicateBound() int { return 1500 }
+
+// peakRSS returns the process's peak resident set (VmHWM) in bytes, or 0 when unknown.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func sumOffsets(m map[int]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestLargeRecordsMemoryBounded: 400 events of 900 KB with a Braze stand-in answering in 2 s.
+// With the byte bound (MAX_INFLIGHT_BYTES, default 64 MiB) the worker's peak RSS stays far
+// below the Deployment's 320Mi limit; without it (bound set beyond the data) it holds all of
+// them at once. Every record is settled either way.
+func TestLargeRecordsMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 360 MB")
+	}
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc for the peak RSS")
+	}
+	const n, size = 400, 900_000
+	k := newTestKafka(t, 4)
+	sim := newSim(t, func(c *brazesim.Config) { c.Latency = 2 * time.Second })
+	w := k.writer(k.Topic)
+	pad := strings.Repeat("x", size)
+	for i := 0; i < n; i += 20 {
+		var msgs []kafka.Message
+		for j := i; j < i+20; j++ {
+			user := fmt.Sprintf("big-%03d", j)
+			msgs = append(msgs, kafka.Message{Key: []byte(user), Value: []byte(fmt.Sprintf(
+				`{"type":"attributes","data":{"external_id":"%s","seq":%d,"blob":"%s"}}`, user, j, pad))})
+		}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	run := func(name string, bound string) int64 {
+		t.Setenv("MAX_INFLIGHT_BYTES", bound)
+		cfg := testConfig(k, sim, name)
+		cfg.Lanes = 64
+		child := startChild(t, cfg, name)
+		var peak int64
+		waitFor(t, 180*time.Second, name+": every record settled", func() bool {
+			peak = max(peak, peakRSS(child.Process.Pid))
+			return sumOffsets(committedOffsets(t, k, cfg.KafkaGroupID)) >= n
+		})
+		peak = max(peak, peakRSS(child.Process.Pid))
+		_ = child.Process.Signal(syscall.SIGTERM)
+		_ = child.Wait()
+		return peak
+	}
+	unbounded := run("unbounded", strconv.Itoa(1<<40))
+	bounded := run("bounded", strconv.Itoa(pipeline.DefaultMaxInflightBytes))
+	t.Logf("%d records of %d bytes, Braze answering in 2 s: peak RSS %d MiB with MAX_INFLIGHT_BYTES=64MiB, %d MiB without a byte bound",
+		n, size, bounded>>20, unbounded>>20)
+	if bounded > 320<<20*3/4 {
+		t.Errorf("peak RSS %d MiB with the byte bound, want under 240 MiB (the pod limit is 320Mi)", bounded>>20)
+	}
+}
