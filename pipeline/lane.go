@@ -40,6 +40,10 @@ type lane struct {
 	in chan item
 }
 
+// laneBodyKeep is the largest request body a lane keeps for reuse: 64 lanes each holding a
+// body grown for a few very large records would hold far more than the records in flight.
+const laneBodyKeep = 1 << 20
+
 func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 	packer := p.newLaneAcct()
 	batch := make([]item, 0, p.cfg.Limits.MaxObjects)
@@ -115,6 +119,9 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 		} else {
 			body = batcher.Encode(body[:0], batch)
 			p.deliver(ctx, batch, body)
+			if cap(body) > laneBodyKeep {
+				body = nil // a rare large body is not kept by every lane (MAX_INFLIGHT_BYTES)
+			}
 		}
 		clear(batch) // drop references to message bytes
 		batch = batch[:0]
