@@ -251,7 +251,7 @@ func (p *Pipeline) initOffsetTelemetry() error {
 	ignored, err3 := m.Int64ObservableCounter("ingestor.offset_map.ignored", metric.WithUnit("{partition}"),
 		metric.WithDescription("Partitions whose commit metadata was not written by this worker or unreadable, and was ignored."))
 	inflightBytes, err4 := m.Int64ObservableGauge("ingestor.inflight.bytes", metric.WithUnit("By"),
-		metric.WithDescription("Bytes of fetched messages not yet delivered or dead-lettered (bounded by MAX_INFLIGHT_BYTES)."))
+		metric.WithDescription("Bytes of fetched messages not yet delivered or dead-lettered (bounded by Config.MaxInflightBytes)."))
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return err
 	}

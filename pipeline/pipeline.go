@@ -154,7 +154,7 @@ func (c *Config) Defaults() {
 // DefaultMaxInflightBytes is the default byte bound on fetched, unsettled messages: with the
 // copies a request makes of them (body, compression) it keeps the worker well inside the
 // Deployment's 320Mi memory limit (deploy/k8s/base/deployment.yaml).
-const DefaultMaxInflightBytes = 64 << 20
+const DefaultMaxInflightBytes = 32 << 20
 
 // Pipeline moves records from Kafka to Braze. Create it with New and call Run once.
 type Pipeline struct {

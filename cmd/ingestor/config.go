@@ -39,7 +39,7 @@ type Config struct {
 	KafkaFetcher           string        `envconfig:"KAFKA_FETCHER" default:"batch" desc:"batch (fetch responses read on the partition's own loop; fastest) or reader (a kafka-go Reader per partition)"`
 	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition (reader fetcher only)"`
 	KafkaMaxRunAhead       int           `envconfig:"KAFKA_MAX_RUN_AHEAD" default:"2048" desc:"most offsets a partition hands out past its oldest unsettled message (1..2800; bounds the offset map in the commit metadata)"`
-	MaxInflightBytes       int64         `envconfig:"MAX_INFLIGHT_BYTES" default:"67108864" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
+	MaxInflightBytes       int64         `envconfig:"MAX_INFLIGHT_BYTES" default:"33554432" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
 
 	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
 	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
