@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // The offset map: with every commit the worker stores, in the offset-commit metadata string,
@@ -64,7 +65,7 @@ func encodeOffsetMap(m offsetMap, limit int) (string, bool) {
 	runs := m.runs
 	end := m.end
 	for {
-		s := encodeRuns(m.base, end, runs)
+		s := encodeRunsWithin(m.base, end, runs, limit)
 		if len(s) <= limit {
 			return s, len(runs) < len(m.runs)
 		}
@@ -80,7 +81,13 @@ func encodeOffsetMap(m offsetMap, limit int) (string, bool) {
 	}
 }
 
-func encodeRuns(base, end int64, runs []span) string {
+// encodeRuns renders runs, compressed when that is shorter.
+func encodeRuns(base, end int64, runs []span) string { return encodeRunsWithin(base, end, runs, 0) }
+
+// encodeRunsWithin renders runs plainly when that fits in limit characters (the common case:
+// the run-ahead bound keeps the plain map within it, and compressing costs far more CPU than
+// walking the tracker), and compressed otherwise.
+func encodeRunsWithin(base, end int64, runs []span, limit int) string {
 	raw := make([]byte, 1, 16+3*len(runs))
 	raw = binary.AppendUvarint(raw, uint64(base))
 	raw = binary.AppendUvarint(raw, uint64(end-base))
@@ -91,18 +98,26 @@ func encodeRuns(base, end int64, runs []span) string {
 		raw = binary.AppendUvarint(raw, uint64(r.hi-r.lo))
 		prev = r.hi
 	}
-	if len(raw) > 64 {
+	if len(raw) > 64 && (limit <= 0 || len(offsetMapPrefix)+base64.RawURLEncoding.EncodedLen(len(raw)) > limit) {
 		var b bytes.Buffer
 		b.WriteByte(1)
-		w, _ := flate.NewWriter(&b, flate.BestSpeed)
+		w := flateWriters.Get().(*flate.Writer)
+		w.Reset(&b)
 		_, _ = w.Write(raw[1:])
 		_ = w.Close()
+		flateWriters.Put(w)
 		if b.Len() < len(raw) {
 			raw = b.Bytes()
 		}
 	}
 	return offsetMapPrefix + base64.RawURLEncoding.EncodeToString(raw)
 }
+
+// flateWriters keeps compressors for reuse: one holds about 1 MB of state.
+var flateWriters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return w
+}}
 
 // decodeOffsetMap parses metadata written by encodeOffsetMap. Every length is checked:
 // the string comes from the broker, and any client of the group can write it.
