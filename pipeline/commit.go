@@ -17,7 +17,7 @@ import (
 // commitCoalesce is the shortest time between two commits while records settle: every
 // settled record changes the offset map, and a commit per change would be a request per
 // record. KAFKA_COMMIT_INTERVAL, when shorter, takes its place.
-const commitCoalesce = 150 * time.Millisecond
+const commitCoalesce = 100 * time.Millisecond
 
 // commitRequestTimeout bounds one OffsetCommit or OffsetFetch round trip.
 const commitRequestTimeout = 10 * time.Second
