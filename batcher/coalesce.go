@@ -25,9 +25,9 @@ import (
 //
 // An object that is kept apart is a barrier for the keys it writes: a later plain write to one
 // of those keys is never moved in front of it (it starts a new merged object after it). Objects
-// merge only when they name the user with the same identifier key and bytes and carry the same
-// "_update_existing_only" bytes; an object of the same user with another
-// "_update_existing_only" is a barrier too.
+// merge only when they have the same user identity (schemas.User, resolved once by the decoder:
+// identifier kind and unescaped value) and carry the same "_update_existing_only" bytes; an
+// object of the same user with another "_update_existing_only" is a barrier too.
 //
 // Fields that Braze validates per object (email, phone, email_subscribe, push_subscribe) merge
 // only when every source gives them the same bytes: a merged object therefore never hides a
@@ -50,9 +50,9 @@ type AttrField struct {
 
 // AttrObject is the top level of an attributes object.
 type AttrObject struct {
-	// IDKey and IDValue are the identifier the object names its user with (the one primary
-	// identifier, else email, else phone), raw.
-	IDKey, IDValue []byte
+	// ID is the identifier the object names its user with, as the decoder resolved it (the
+	// one primary identifier, else email, else phone); 0 when the object has none.
+	ID schemas.IDKind
 	// UpdateExistingOnly is the raw "_update_existing_only" value, nil when absent.
 	UpdateExistingOnly []byte
 	// MergeObjects is set when the object carries "_merge_objects".
@@ -64,16 +64,11 @@ type AttrObject struct {
 	Fields []AttrField
 }
 
-// Identity is the user's key for grouping: identifier key and raw value.
-func (a *AttrObject) Identity() string {
-	return string(a.IDKey) + "\x00" + string(a.IDValue)
-}
-
 // CreatesOrUpdates reports whether the object applies even to a user that does not exist yet
 // (effective "_update_existing_only" is false). For user_alias the default is true.
 func (a *AttrObject) CreatesOrUpdates() bool {
 	ueo := string(bytes.TrimSpace(a.UpdateExistingOnly))
-	if string(a.IDKey) == "user_alias" {
+	if a.ID == schemas.IDAlias {
 		return ueo == "false"
 	}
 	return ueo == "" || ueo == "false" || ueo == "null"
@@ -81,7 +76,7 @@ func (a *AttrObject) CreatesOrUpdates() bool {
 
 // Plain reports whether the whole object may be merged: every field plain, no _merge_objects.
 func (a *AttrObject) Plain() bool {
-	if a.MergeObjects || len(a.IDKey) == 0 {
+	if a.MergeObjects || a.ID == 0 {
 		return false
 	}
 	for i := range a.Fields {
@@ -113,16 +108,21 @@ func validatedAttribute(key string) bool {
 }
 
 // ParseAttributes scans the top level of an attributes object into dst (reusing its slices).
-// It reports false when raw is not a well-formed JSON object.
-func ParseAttributes(raw []byte, dst *AttrObject) bool {
+// id is the identifier the decoder resolved for the object (schemas.Record.IDKind): its pair
+// is not an attribute write and goes first in Meta. It reports false when raw is not a
+// well-formed JSON object, or names the identifier twice.
+func ParseAttributes(raw []byte, id schemas.IDKind, dst *AttrObject) bool {
 	*dst = AttrObject{Meta: dst.Meta[:0], Fields: dst.Fields[:0]}
 	s := scan{b: raw}
 	s.ws()
 	if !s.eat('{') {
 		return false
 	}
-	var ext, alias, bid, email, phone [2]int // pair start, value start+1 (0 = absent)
-	var pairs [5][2]int
+	idName := ""
+	if id != 0 {
+		idName = id.String()
+	}
+	idPair := [2]int{-1, -1}
 	s.ws()
 	if s.eat('}') {
 		return s.end()
@@ -146,28 +146,14 @@ func ParseAttributes(raw []byte, dst *AttrObject) bool {
 		}
 		ve := s.i
 		rawKey := raw[ks:ke]
-		pair := [2]int{pairStart, ve}
 		switch string(rawKey) {
-		case "external_id":
-			ext, pairs[0] = [2]int{vs, ve}, pair
-		case "user_alias":
-			alias, pairs[1] = [2]int{vs, ve}, pair
-		case "braze_id":
-			bid, pairs[2] = [2]int{vs, ve}, pair
 		case "_update_existing_only":
 			dst.UpdateExistingOnly = raw[vs:ve]
 			dst.Meta = append(dst.Meta, raw[pairStart:ve])
-			goto next
 		case "_merge_objects":
 			dst.MergeObjects = true
 			dst.Meta = append(dst.Meta, raw[pairStart:ve])
-			goto next
-		case "email":
-			email, pairs[3] = [2]int{vs, ve}, pair
-		case "phone":
-			phone, pairs[4] = [2]int{vs, ve}, pair
-		}
-		{
+		default:
 			key := string(rawKey)
 			if esc {
 				var k string
@@ -176,9 +162,15 @@ func ParseAttributes(raw []byte, dst *AttrObject) bool {
 				}
 				key = k
 			}
+			if idName != "" && key == idName {
+				if idPair[0] >= 0 {
+					return false
+				}
+				idPair = [2]int{pairStart, ve}
+				break
+			}
 			dst.Fields = append(dst.Fields, AttrField{Key: strings.TrimSpace(key), RawKey: rawKey, Value: raw[vs:ve], Plain: plain})
 		}
-	next:
 		s.ws()
 		if s.eat(',') {
 			continue
@@ -191,33 +183,12 @@ func ParseAttributes(raw []byte, dst *AttrObject) bool {
 	if !s.end() {
 		return false
 	}
-	// The identifier: the one primary identifier, else email, else phone (docs/braze-rules.md §1).
-	idx := -1
-	switch {
-	case ext[1] > 0:
-		idx, dst.IDKey, dst.IDValue = 0, []byte("external_id"), raw[ext[0]:ext[1]]
-	case alias[1] > 0:
-		idx, dst.IDKey, dst.IDValue = 1, []byte("user_alias"), raw[alias[0]:alias[1]]
-	case bid[1] > 0:
-		idx, dst.IDKey, dst.IDValue = 2, []byte("braze_id"), raw[bid[0]:bid[1]]
-	case email[1] > 0:
-		idx, dst.IDKey, dst.IDValue = 3, []byte("email"), raw[email[0]:email[1]]
-	case phone[1] > 0:
-		idx, dst.IDKey, dst.IDValue = 4, []byte("phone"), raw[phone[0]:phone[1]]
-	}
-	if idx >= 0 {
-		// The identifier is not an attribute write: move it from Fields to Meta.
-		idKey := string(dst.IDKey)
-		for i := range dst.Fields {
-			if string(dst.Fields[i].RawKey) == idKey {
-				dst.Fields = append(dst.Fields[:i], dst.Fields[i+1:]...)
-				break
-			}
-		}
-		p := pairs[idx]
+	if idPair[0] >= 0 {
+		// The identifier pair leads the meta pairs, as it leads a merged object.
+		dst.ID = id
 		dst.Meta = append(dst.Meta, nil)
 		copy(dst.Meta[1:], dst.Meta)
-		dst.Meta[0] = raw[p[0]:p[1]]
+		dst.Meta[0] = raw[idPair[0]:idPair[1]]
 	}
 	return true
 }
@@ -263,14 +234,21 @@ type Coalesced struct {
 	Sources []int
 }
 
+// UserObject is an Object that knows its user, as the decoder resolved it
+// (schemas.Record.User).
+type UserObject interface {
+	Object
+	ObjectUser() schemas.User
+}
+
 // Coalesce merges the plain attribute updates of objs per user (see the rules at the top of
 // this file) and returns the request's objects in order, each with the positions of its
 // sources. Encoding the result (Encode over the merged bytes) never produces a larger body or
 // more objects than encoding objs.
-func Coalesce[T Object](objs []T) []Coalesced {
+func Coalesce[T UserObject](objs []T) []Coalesced {
 	var c Coalescer
 	for i := range objs {
-		c.Add(objs[i].ObjectKind(), objs[i].ObjectBytes())
+		c.Add(objs[i].ObjectKind(), objs[i].ObjectUser(), objs[i].ObjectBytes())
 	}
 	return c.Result()
 }
@@ -280,8 +258,8 @@ func Coalesce[T Object](objs []T) []Coalesced {
 // The zero value is ready to use.
 type Coalescer struct {
 	outs  []coOut
-	users map[string]*coUser
-	n     int // sources added
+	users map[uint64]*coUser // by schemas.User.Hash
+	n     int                // sources added
 	obj   AttrObject
 	// peek caches the last parse of Merges for the following Add of the same bytes.
 	peekRaw []byte
@@ -330,19 +308,19 @@ func (c *Coalescer) Reset() {
 // Len is the number of objects the request has so far.
 func (c *Coalescer) Len() int { return len(c.outs) }
 
-func (c *Coalescer) parse(raw []byte) (*AttrObject, bool) {
+func (c *Coalescer) parse(raw []byte, id schemas.IDKind) (*AttrObject, bool) {
 	if c.peekRaw != nil && len(raw) == len(c.peekRaw) && len(raw) > 0 && &raw[0] == &c.peekRaw[0] {
 		c.peekRaw = nil
 		c.obj, c.peekObj = c.peekObj, c.obj
 		return &c.obj, c.peekOK
 	}
-	ok := ParseAttributes(raw, &c.obj)
+	ok := ParseAttributes(raw, id, &c.obj)
 	return &c.obj, ok
 }
 
 // target returns the output object a plain attributes object would merge into, or -1.
-func (c *Coalescer) target(a *AttrObject, id string) int {
-	u := c.users[id]
+func (c *Coalescer) target(a *AttrObject, user uint64) int {
+	u := c.users[user]
 	if u == nil {
 		return -1
 	}
@@ -386,44 +364,44 @@ func (o *coOut) value(key string) ([]byte, bool) {
 	return nil, false
 }
 
-// Merges reports whether an object of kind with these bytes would merge into an object
+// Merges reports whether an object of kind, user and bytes would merge into an object
 // already in the request (it does not add it).
-func (c *Coalescer) Merges(kind schemas.Kind, raw []byte) bool {
+func (c *Coalescer) Merges(kind schemas.Kind, user schemas.User, raw []byte) bool {
 	if kind != schemas.KindAttributes {
 		return false
 	}
-	c.peekOK = ParseAttributes(raw, &c.peekObj)
+	c.peekOK = ParseAttributes(raw, user.ID, &c.peekObj)
 	c.peekRaw = raw
-	return c.peekOK && c.peekObj.Plain() && c.target(&c.peekObj, c.peekObj.Identity()) >= 0
+	return c.peekOK && c.peekObj.Plain() && c.target(&c.peekObj, user.Hash) >= 0
 }
 
 // Add adds the next object of the request and reports whether it merged into an earlier one.
-func (c *Coalescer) Add(kind schemas.Kind, raw []byte) bool {
+func (c *Coalescer) Add(kind schemas.Kind, user schemas.User, raw []byte) bool {
 	src := c.n
 	c.n++
 	if kind != schemas.KindAttributes {
 		c.outs = append(c.outs, coOut{kind: kind, src: []int{src}, raw: raw})
 		return false
 	}
-	a, ok := c.parse(raw)
-	if !ok || len(a.IDKey) == 0 {
-		// Cannot happen for decoded records; keep it apart and close every merge.
+	a, ok := c.parse(raw, user.ID)
+	if !ok || a.ID == 0 {
+		// No identifier (an anonymous push-token import) or not an object: keep it apart and
+		// close every merge.
 		c.outs = append(c.outs, coOut{kind: kind, src: []int{src}, raw: raw})
 		clear(c.users)
 		return false
 	}
 	if c.users == nil {
-		c.users = map[string]*coUser{}
+		c.users = map[uint64]*coUser{}
 	}
-	id := a.Identity()
-	u := c.users[id]
+	u := c.users[user.Hash]
 	if u == nil {
 		u = &coUser{lastTouch: map[string]int{}}
-		c.users[id] = u
+		c.users[user.Hash] = u
 	}
 	plain := a.Plain()
 	if plain {
-		if t := c.target(a, id); t >= 0 {
+		if t := c.target(a, user.Hash); t >= 0 {
 			c.merge(t, src, a, u)
 			return true
 		}
@@ -451,7 +429,7 @@ func (c *Coalescer) Add(kind schemas.Kind, raw []byte) bool {
 }
 
 func cloneAttr(a *AttrObject) AttrObject {
-	return AttrObject{IDKey: a.IDKey, IDValue: a.IDValue, UpdateExistingOnly: a.UpdateExistingOnly,
+	return AttrObject{ID: a.ID, UpdateExistingOnly: a.UpdateExistingOnly,
 		MergeObjects: a.MergeObjects, Meta: append([][]byte(nil), a.Meta...), Fields: append([]AttrField(nil), a.Fields...)}
 }
 

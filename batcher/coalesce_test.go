@@ -14,17 +14,32 @@ import (
 type tobj struct {
 	k schemas.Kind
 	b []byte
+	u schemas.User
 }
 
 func (o tobj) ObjectKind() schemas.Kind { return o.k }
 func (o tobj) ObjectBytes() []byte      { return o.b }
+func (o tobj) ObjectUser() schemas.User { return o.u }
+
+// userOf is the identity the decoder resolves for an object of kind k (zero when the decoder
+// finds none, e.g. for a fuzzed object that is not JSON).
+func userOf(k schemas.Kind, b []byte) schemas.User {
+	var d schemas.Decoder
+	recs, err := d.Decode([]byte(`{"type":"`+k.EnvelopeType()+`","data":`+string(b)+`}`), nil)
+	if err != nil || len(recs) != 1 {
+		return schemas.User{}
+	}
+	return recs[0].User()
+}
+
+func newObj(k schemas.Kind, b []byte) tobj { return tobj{k, b, userOf(k, b)} }
 
 func attrs(ss ...string) []tobj {
 	out := make([]tobj, len(ss))
 	for i, s := range ss {
-		out[i] = tobj{schemas.KindAttributes, []byte(s)}
+		out[i] = newObj(schemas.KindAttributes, []byte(s))
 		if strings.HasPrefix(s, "E:") {
-			out[i] = tobj{schemas.KindEvent, []byte(s[2:])}
+			out[i] = newObj(schemas.KindEvent, []byte(s[2:]))
 		}
 	}
 	return out
@@ -104,6 +119,13 @@ func TestCoalesce(t *testing.T) {
 		{"keys are compared unescaped and trimmed",
 			[]string{`{ "external_id" : "u" , "a" : 1 , "c" : 1 }`, `{"external_id":"u","\u0061":2}`, `{"external_id":"u"," c ":3}`},
 			[]string{`[0 1 2]=>{"external_id" : "u","a":2,"c":3}`}},
+		{"the user is the decoder's identity: escapes and alias key order do not matter",
+			[]string{`{"external_id":"u","a":1}`, `{"external_id":"\u0075","b":2}`,
+				`{"user_alias":{"alias_name":"n","alias_label":"l"},"a":1}`, `{"user_alias":{"alias_label":"l","alias_name":"n"},"b":2}`},
+			[]string{`[0 1]=>{"external_id":"u","a":1,"b":2}`, `[2 3]=>{"user_alias":{"alias_name":"n","alias_label":"l"},"a":1,"b":2}`}},
+		{"the same value under another identifier kind is another user",
+			[]string{`{"external_id":"u","a":1}`, `{"braze_id":"u","a":2}`},
+			[]string{`[0]=>{"external_id":"u","a":1}`, `[1]=>{"braze_id":"u","a":2}`}},
 		{"identifier only objects merge",
 			[]string{`{"external_id":"u"}`, `{"external_id":"u","a":1}`},
 			[]string{`[0 1]=>{"external_id":"u","a":1}`}},
@@ -145,11 +167,11 @@ func TestCoalesceIncremental(t *testing.T) {
 	var c Coalescer
 	var merges []bool
 	for _, o := range objs {
-		m := c.Merges(o.k, o.b)
-		if m2 := c.Merges(o.k, o.b); m2 != m {
+		m := c.Merges(o.k, o.u, o.b)
+		if m2 := c.Merges(o.k, o.u, o.b); m2 != m {
 			t.Fatal("Merges changed state")
 		}
-		if got := c.Add(o.k, o.b); got != m {
+		if got := c.Add(o.k, o.u, o.b); got != m {
 			t.Fatalf("Add %v, Merges %v", got, m)
 		}
 		merges = append(merges, m)
@@ -161,7 +183,7 @@ func TestCoalesceIncremental(t *testing.T) {
 		t.Fatalf("len %d", c.Len())
 	}
 	c.Reset()
-	if c.Len() != 0 || c.Add(objs[0].k, objs[0].b) {
+	if c.Len() != 0 || c.Add(objs[0].k, objs[0].u, objs[0].b) {
 		t.Fatal("reset")
 	}
 }
@@ -211,10 +233,10 @@ func applyModel(t *testing.T, objs []tobj) map[string]any {
 	prof := map[string]any{}
 	for _, o := range objs {
 		var a AttrObject
-		if !ParseAttributes(o.b, &a) {
+		if !ParseAttributes(o.b, o.u.ID, &a) {
 			t.Fatalf("parse %s", o.b)
 		}
-		user := a.Identity()
+		user := fmt.Sprint(o.u)
 		for _, f := range a.Fields {
 			k := user + "/" + f.Key
 			var v any
@@ -238,10 +260,10 @@ func applyModel(t *testing.T, objs []tobj) map[string]any {
 
 func TestParseAttributes(t *testing.T) {
 	var a AttrObject
-	if !ParseAttributes([]byte(` {"user_alias":{"alias_name":"n","alias_label":"l"}, "_update_existing_only":false,"email":"e@x","x":[1,2]} `), &a) {
+	if !ParseAttributes([]byte(` {"user_alias":{"alias_name":"n","alias_label":"l"}, "_update_existing_only":false,"email":"e@x","x":[1,2]} `), schemas.IDAlias, &a) {
 		t.Fatal("parse")
 	}
-	if string(a.IDKey) != "user_alias" || string(a.IDValue) != `{"alias_name":"n","alias_label":"l"}` || string(a.UpdateExistingOnly) != "false" {
+	if a.ID != schemas.IDAlias || string(a.Meta[0]) != `"user_alias":{"alias_name":"n","alias_label":"l"}` || string(a.UpdateExistingOnly) != "false" {
 		t.Fatalf("%+v", a)
 	}
 	if !a.CreatesOrUpdates() || len(a.Fields) != 2 || a.Fields[0].Key != "email" || !a.Fields[1].Plain || len(a.Meta) != 2 {
@@ -251,13 +273,30 @@ func TestParseAttributes(t *testing.T) {
 		t.Fatal(got)
 	}
 	for _, bad := range []string{``, `[]`, `{"a":1`, `{"a" 1}`, `{"a":1,}`, `{"a":"x}`, `{"a":{"b":1}`} {
-		if ParseAttributes([]byte(bad), &a) {
+		if ParseAttributes([]byte(bad), 0, &a) {
 			t.Errorf("%q parsed", bad)
 		}
 	}
-	ParseAttributes([]byte(`{"user_alias":{"alias_name":"n","alias_label":"l"},"a":1}`), &a)
+	ParseAttributes([]byte(`{"user_alias":{"alias_name":"n","alias_label":"l"},"a":1}`), schemas.IDAlias, &a)
 	if a.CreatesOrUpdates() {
 		t.Fatal("alias defaults to update-only")
+	}
+	// The identifier is found by its unescaped key, and named twice it is not parsed.
+	if !ParseAttributes([]byte(`{"\u0065xternal_id":"u","a":1}`), schemas.IDExternal, &a) || a.ID != schemas.IDExternal || len(a.Fields) != 1 {
+		t.Fatalf("escaped identifier key: %+v", a)
+	}
+	if ParseAttributes([]byte(`{"external_id":"u","external_id":"v"}`), schemas.IDExternal, &a) {
+		t.Fatal("identifier named twice parsed")
+	}
+	// A null identifier is absent (docs/braze-rules.md §8 id-6): the decoder names the user by
+	// the braze_id, and the null external_id stays a field.
+	objs := attrs(`{"external_id":null,"braze_id":"b","a":1}`)
+	if objs[0].u.ID != schemas.IDBraze {
+		t.Fatalf("decoder identity %+v, want braze_id", objs[0].u)
+	}
+	ParseAttributes(objs[0].b, objs[0].u.ID, &a)
+	if a.ID != schemas.IDBraze || string(a.Meta[0]) != `"braze_id":"b"` || len(a.Fields) != 2 || a.Fields[0].Key != "external_id" {
+		t.Fatalf("null external_id: %+v", a)
 	}
 }
 
@@ -266,7 +305,7 @@ func TestParseAttributes(t *testing.T) {
 func BenchmarkCoalesce(b *testing.B) {
 	var objs []tobj
 	for i := 0; i < 75; i++ {
-		objs = append(objs, tobj{schemas.KindAttributes, []byte(fmt.Sprintf(`{"external_id":"user-%d","country":"US","plan":"pro","score":%d,"seen":"2026-11-25"}`, i%20, i))})
+		objs = append(objs, newObj(schemas.KindAttributes, []byte(fmt.Sprintf(`{"external_id":"user-%d","country":"US","plan":"pro","score":%d,"seen":"2026-11-25"}`, i%20, i))))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -283,13 +322,13 @@ func FuzzCoalesce(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b string) {
 		objs := attrs(a, b)
 		var x AttrObject
-		ParseAttributes([]byte(a), &x)
+		ParseAttributes([]byte(a), objs[0].u.ID, &x)
 		res := Coalesce(objs)
 		if !json.Valid([]byte(a)) || !json.Valid([]byte(b)) || a == "" || a[0] != '{' || b[0] != '{' {
 			return
 		}
 		var y AttrObject
-		ParseAttributes([]byte(b), &y)
+		ParseAttributes([]byte(b), objs[1].u.ID, &y)
 		seen := map[string]bool{}
 		for _, f := range y.Fields {
 			if seen[f.Key] {

@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
-	"github.com/braze-ingestor/braze-ingestor/pipeline"
-	"github.com/braze-ingestor/braze-ingestor/sink"
-	"github.com/braze-ingestor/braze-ingestor/telemetry"
+	"github.com/braze-ingestor/braze-ingestor/worker"
 )
 
 // InprocOptions configures the in-process worker used for profiling.
@@ -36,45 +32,28 @@ type InprocOptions struct {
 	WriteBuffer int
 }
 
-// RunInproc wires the worker the way cmd/ingestor's runWorker does (pipeline.New with the
-// default configuration, sink.NewClient behind sink.NewGuard (limiter off by default, breaker
-// on), sink.NewDLQWriter, telemetry.Setup with the
-// Prometheus reader) and runs it until SIGTERM, with CPU and allocation profiles. The broker
-// and the Braze endpoint are other processes, so the profile is the worker's alone.
+// RunInproc runs the worker's own assembly (worker.Run on worker.Defaults, with the Braze
+// client unpaced unless RateLimit is set, logs at warn and the HTTP port on a free loopback
+// port) until SIGTERM, with CPU and allocation profiles. The broker and the Braze endpoint
+// are other processes, so the profile is the worker's alone.
 func RunInproc(o InprocOptions, stderr io.Writer) error {
 	if o.MemRate > 0 {
 		runtime.MemProfileRate = o.MemRate
 	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200) // as cmd/ingestor's main does, so the profile matches the binary
-	}
+	worker.SetGCPercent() // as cmd/ingestor's main does, so the profile matches the binary
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var tr http.RoundTripper
+	cfg := worker.Defaults()
+	cfg.KafkaBrokers, cfg.KafkaTopics, cfg.KafkaGroupID, cfg.KafkaDLQTopic = o.Brokers, []string{o.Topic}, o.Group, o.DLQTopic
+	cfg.BrazeEndpoint, cfg.BrazeAPIKey = o.Endpoint, o.APIKey
+	cfg.BrazeRateLimit = o.RateLimit
+	cfg.HTTPAddr, cfg.LogLevel = "127.0.0.1:0", "warn"
+	opts := worker.Options{Version: "bench"}
 	if o.WriteBuffer > 0 {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConns, t.MaxIdleConnsPerHost, t.IdleConnTimeout = 64, 64, 90*time.Second
+		t.MaxIdleConns, t.MaxIdleConnsPerHost, t.IdleConnTimeout = cfg.Lanes, cfg.Lanes, 90*time.Second
 		t.WriteBufferSize = o.WriteBuffer
-		tr = t
-	}
-	client, err := sink.NewClient(sink.ClientConfig{Endpoint: o.Endpoint, APIKey: o.APIKey, Timeout: 10 * time.Second,
-		MaxIdleConns: 64, UserAgent: "braze-ingestor/bench", Transport: tr})
-	if err != nil {
-		return err
-	}
-	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: "bench"})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tel.Shutdown(context.Background()) }()
-	guard := sink.NewGuard(client, sink.NewLimiter(o.RateLimit, 3000), sink.BreakerConfig{Failures: 5, OpenFor: 10 * time.Second}, log)
-	dlq := sink.NewDLQWriter(sink.DLQConfig{Brokers: o.Brokers, Topic: o.DLQTopic})
-	defer dlq.Close()
-	p, err := pipeline.New(pipeline.Config{Brokers: o.Brokers, Topics: []string{o.Topic}, GroupID: o.Group,
-		Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider}, guard, dlq)
-	if err != nil {
-		return err
+		opts.Transport = t
 	}
 	if o.CPUProfile != "" {
 		f, err := os.Create(o.CPUProfile)
@@ -86,7 +65,7 @@ func RunInproc(o InprocOptions, stderr io.Writer) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	err = p.Run(ctx)
+	err := worker.Run(ctx, &cfg, worker.NewLogger(stderr, cfg.LogLevel), opts)
 	if o.MemProfile != "" {
 		f, ferr := os.Create(o.MemProfile)
 		if ferr != nil {

@@ -11,12 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // BenchmarkPipeline runs the whole pipeline in-process (pipeline.New + sink.NewClient behind
-// sink.NewGuard with the limiter off + sink.NewDLQWriter) against an in-process kfake broker
+// sink.NewGuard with the limiter off + dlq.NewWriter) against an in-process kfake broker
 // and brazesim CountOnly; one op drains the whole preloaded topic with a fresh consumer
 // group. Everything shares this process, so a CPU profile (-cpuprofile) includes kfake and
 // the simulator: use `go run ./cmd/bench -contenders worker-inproc` for a worker-only profile.
@@ -29,8 +30,8 @@ func BenchmarkPipeline(b *testing.B) {
 	if v := os.Getenv("BENCH_PIPELINE_RECORDS"); v != "" {
 		fmt.Sscan(v, &n)
 	}
-	const topic, dlq = "bench-src", "bench-dlq"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(12, topic), kfake.SeedTopics(3, dlq))
+	const topic, dlqTopic = "bench-src", "bench-dlq"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(12, topic), kfake.SeedTopics(3, dlqTopic))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 		guard := sink.NewGuard(client, sink.NewLimiter(0, 3000), sink.BreakerConfig{}, log)
-		w := sink.NewDLQWriter(sink.DLQConfig{Brokers: brokers, Topic: dlq})
+		w := dlq.NewWriter(dlq.WriterConfig{Brokers: brokers, Topic: dlqTopic})
 		p, err := pipeline.New(pipeline.Config{Brokers: brokers, Topics: []string{topic}, GroupID: fmt.Sprintf("bench-%d", i), Logger: log}, guard, w)
 		if err != nil {
 			b.Fatal(err)

@@ -56,6 +56,22 @@ type Config struct {
 	UserOpsLimit  int           // /users/delete, /users/alias/new, /users/identify, /users/merge shared (default 20000)
 	UserOpsWindow time.Duration // default 1m
 
+	// HourlyLimit > 0 models a Monthly Active Users contract (docs/braze-rules.md §3): on top
+	// of the burst window (TrackLimit per TrackWindow) /users/track has an hourly limit that
+	// resets on the clock hour. The X-RateLimit-* headers then describe the HOUR, with
+	// X-RateLimit-Reset as the number of seconds remaining; the burst window is described by
+	// no header and shows itself only through 429 + X-Ratelimit-Retry-After.
+	HourlyLimit int
+	// HourlyUsed is how many requests of the hour in which the simulator starts (or is
+	// Reset) other traffic has already used.
+	HourlyUsed int
+
+	// Fatal2xxShare is the share (0..1) of valid /users/track requests answered 201 with
+	// Braze's fatal body ({"message": "Valid data must be provided ...", "errors": [...]});
+	// nothing in them is applied (docs/braze-rules.md §2: the fatal body has no documented
+	// status code).
+	Fatal2xxShare float64
+
 	// Validate turns per-object validation of /users/track on (DefaultConfig: true).
 	// With Validate false, objects are applied without the per-object rules (JSON
 	// syntax, limits and identifier resolution still apply).
@@ -157,6 +173,12 @@ func (c Config) normalize() (Config, map[string]*keyInfo, error) {
 	def(&c.UserOpsLimit, &c.UserOpsWindow, d.UserOpsLimit, d.UserOpsWindow)
 	if c.MaxObjects < 0 || c.MaxBodyBytes < 0 || c.Latency < 0 || c.MaxHistoryPerUser < 0 {
 		return c, nil, fmt.Errorf("brazesim: negative MaxObjects, MaxBodyBytes, Latency or MaxHistoryPerUser")
+	}
+	if c.HourlyLimit < 0 || c.HourlyUsed < 0 || (c.HourlyLimit > 0 && c.HourlyUsed > c.HourlyLimit) {
+		return c, nil, fmt.Errorf("brazesim: HourlyLimit and HourlyUsed must be >= 0 with HourlyUsed <= HourlyLimit")
+	}
+	if !(c.Fatal2xxShare >= 0 && c.Fatal2xxShare <= 1) {
+		return c, nil, fmt.Errorf("brazesim: Fatal2xxShare %v outside [0, 1]", c.Fatal2xxShare)
 	}
 	keys := map[string]*keyInfo{}
 	for _, k := range c.Keys {

@@ -1,5 +1,5 @@
 // Package brazesim is a local simulator of the Braze REST API endpoints a
-// Kafka → /users/track worker uses. It follows /work/docs/braze-rules.md (cited as
+// Kafka → /users/track worker uses. It follows docs/braze-rules.md (cited as
 // "docs/braze-rules.md §N" in code and tests) and is meant for tests (in process, like
 // net/http/httptest), for `ingestor dev`, for benchmarks and as a standalone server.
 //
@@ -31,7 +31,8 @@
 // faults (outage 503, connection reset, hang, 5xx), method (non-POST 404), key
 // (401 missing/unknown, 401 "IP address not allowed for this API key", 403
 // "Access Denied"), rate limit (429), Content-Type (415), size (413), JSON (400),
-// object limit (400 "Max Input Length Exceeded"), no objects (400 "Valid data must
+// object limit (400 "Max Input Length Exceeded"; -max-objects models a contract's lower
+// limit, e.g. 50 on MAU contracts), no objects (400 "Valid data must
 // be provided…"), per-object validation (minor errors in the 201 body; 400 with
 // the errors when no object is valid), then the valid objects are applied in the
 // order attributes → events → purchases.
@@ -54,6 +55,13 @@
 //	-track-window 3s              /users/track window
 //	-user-ops-limit 20000         delete/alias/identify requests per window
 //	-user-ops-window 1m           user-ops window
+//	-hourly-limit 0               MAU contract: /users/track requests per clock hour on top of
+//	                              the burst window; the X-RateLimit-* headers then describe the
+//	                              hour (Reset = seconds remaining) and the burst window shows
+//	                              itself only through 429 + X-Ratelimit-Retry-After (0 = off)
+//	-hourly-used 0                requests of the starting hour already used by other traffic
+//	-fatal-2xx-share 0            share of /users/track requests answered 201 with the fatal
+//	                              message "Valid data must be provided…" (nothing applied)
 //	-key name:secret[:perm1,perm2][:cidr1,cidr2]
 //	                              API key, repeatable (default dev:dev-key, all permissions;
 //	                              empty or "*" permissions = all; CIDRs may be IPv6)

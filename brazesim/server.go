@@ -108,6 +108,9 @@ type fileConfig struct {
 	OtherWindow            string   `json:"other_window"`
 	UserOpsLimit           int      `json:"user_ops_limit"`
 	UserOpsWindow          string   `json:"user_ops_window"`
+	HourlyLimit            int      `json:"hourly_limit"`
+	HourlyUsed             int      `json:"hourly_used"`
+	Fatal2xxShare          float64  `json:"fatal_2xx_share"`
 	Validate               *bool    `json:"validate"`
 	CountOnly              bool     `json:"count_only"`
 	Latency                string   `json:"latency"`
@@ -141,6 +144,11 @@ func loadConfigFile(path string, c *Config) (*Faults, error) {
 	setInt(&c.TrackLimit, fc.TrackLimit)
 	setInt(&c.OtherLimit, fc.OtherLimit)
 	setInt(&c.UserOpsLimit, fc.UserOpsLimit)
+	setInt(&c.HourlyLimit, fc.HourlyLimit)
+	setInt(&c.HourlyUsed, fc.HourlyUsed)
+	if fc.Fatal2xxShare != 0 {
+		c.Fatal2xxShare = fc.Fatal2xxShare
+	}
 	if len(fc.Keys) > 0 {
 		c.Keys = fc.Keys
 	}
@@ -186,6 +194,9 @@ func RunCLI(ctx context.Context, args []string, stdout io.Writer) error {
 	userOpsLimit := fs.Int("user-ops-limit", d.UserOpsLimit, "/users/delete, /users/alias/new, /users/identify requests per -user-ops-window")
 	userOpsWindow := fs.Duration("user-ops-window", d.UserOpsWindow, "shared user-ops rate-limit window")
 	latency := fs.Duration("latency", 0, "fixed latency added to every API request")
+	hourlyLimit := fs.Int("hourly-limit", 0, "MAU contract: /users/track requests per clock hour; headers then describe the hour (Reset = seconds remaining) and the burst window shows only through 429s (0 = off)")
+	hourlyUsed := fs.Int("hourly-used", 0, "requests of the starting hour already used by other traffic (with -hourly-limit)")
+	fatal2xx := fs.Float64("fatal-2xx-share", 0, "share (0..1) of /users/track requests answered 201 with a fatal message, nothing applied")
 	validate := fs.Bool("validate", true, "per-object validation of /users/track")
 	countOnly := fs.Bool("count-only", false, "only count /users/track objects and answer 201 (no state)")
 	maxHistory := fs.Int("max-history", d.MaxHistoryPerUser, "events and purchases kept per user (0 = unlimited)")
@@ -225,6 +236,9 @@ func RunCLI(ctx context.Context, args []string, stdout io.Writer) error {
 	apply("user-ops-limit", func() { cfg.UserOpsLimit = *userOpsLimit })
 	apply("user-ops-window", func() { cfg.UserOpsWindow = *userOpsWindow })
 	apply("latency", func() { cfg.Latency = *latency })
+	apply("hourly-limit", func() { cfg.HourlyLimit = *hourlyLimit })
+	apply("hourly-used", func() { cfg.HourlyUsed = *hourlyUsed })
+	apply("fatal-2xx-share", func() { cfg.Fatal2xxShare = *fatal2xx })
 	apply("validate", func() { cfg.Validate = *validate })
 	apply("count-only", func() { cfg.CountOnly = *countOnly })
 	apply("max-history", func() { cfg.MaxHistoryPerUser = *maxHistory })
@@ -239,8 +253,8 @@ func RunCLI(ctx context.Context, args []string, stdout io.Writer) error {
 		srv.Sim.SetFaults(*faults)
 	}
 	c := srv.Sim.Config()
-	fmt.Fprintf(stdout, "brazesim listening on %s (mode=%s, max_objects=%d, track_limit=%d/%s, keys=%d, admin at %s/_sim/)\n",
-		srv.URL, c.Mode, c.MaxObjects, c.TrackLimit, c.TrackWindow, len(c.Keys), srv.URL)
+	fmt.Fprintf(stdout, "brazesim listening on %s (mode=%s, max_objects=%d, track_limit=%d/%s, hourly_limit=%d (used %d), fatal_2xx_share=%g, keys=%d, admin at %s/_sim/)\n",
+		srv.URL, c.Mode, c.MaxObjects, c.TrackLimit, c.TrackWindow, c.HourlyLimit, c.HourlyUsed, c.Fatal2xxShare, len(c.Keys), srv.URL)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -55,6 +55,7 @@ type Sim struct {
 
 	faults    atomic.Pointer[Faults]
 	limits    [3]limiter
+	hour      limiter      // /users/track hourly limit of MAU contracts (Config.HourlyLimit)
 	smu       sync.RWMutex // structural lock: R for /users/track, W for deletes/merges/reset
 	st        *store
 	ctr       counters
@@ -70,7 +71,7 @@ type Sim struct {
 
 type counters struct {
 	requests, objects, attrs, events, purchases, objErrors, dataPoints atomic.Int64
-	rateLimited, limitRejected, maxObjects, sameUser, bulk             atomic.Int64
+	rateLimited, limitRejected, maxObjects, sameUser, bulk, fatal2xx   atomic.Int64
 	byStatus                                                           [600]atomic.Int64
 	byEndpoint                                                         [6]atomic.Int64 // endpoints + "other"
 }
@@ -92,6 +93,7 @@ func New(cfg Config) (*Sim, error) {
 	s.limits[classTrack] = limiter{limit: c.TrackLimit, window: c.TrackWindow}
 	s.limits[classUserOps] = limiter{limit: c.UserOpsLimit, window: c.UserOpsWindow}
 	s.limits[classOther] = limiter{limit: c.OtherLimit, window: c.OtherWindow}
+	s.initHour()
 	s.faults.Store(&Faults{})
 	s.reqPool.New = func() any { return &reqState{} }
 	s.bufPool.New = func() any { return new(bytes.Buffer) }
@@ -117,9 +119,10 @@ func (s *Sim) Reset() {
 	for i := range s.limits {
 		s.limits[i].reset()
 	}
+	s.initHour()
 	c := &s.ctr
 	for _, a := range []*atomic.Int64{&c.requests, &c.objects, &c.attrs, &c.events, &c.purchases, &c.objErrors,
-		&c.dataPoints, &c.rateLimited, &c.limitRejected, &c.maxObjects, &c.sameUser, &c.bulk} {
+		&c.dataPoints, &c.rateLimited, &c.limitRejected, &c.maxObjects, &c.sameUser, &c.bulk, &c.fatal2xx} {
 		a.Store(0)
 	}
 	for i := range c.byStatus {
@@ -139,6 +142,7 @@ func (s *Sim) Stats() Stats {
 		ObjectErrors: c.objErrors.Load(), DataPoints: c.dataPoints.Load(), RateLimited: c.rateLimited.Load(),
 		LimitRejected: c.limitRejected.Load(), MaxObjectsInRequest: c.maxObjects.Load(),
 		SameUserConcurrency: c.sameUser.Load(), BulkHeader: c.bulk.Load(), Users: s.nUsers.Load(),
+		Fatal2xx: c.fatal2xx.Load(),
 	}
 	for i := range c.byStatus {
 		if n := c.byStatus[i].Load(); n > 0 {
@@ -278,24 +282,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Rate limits (docs/braze-rules.md §3): per workspace, fixed windows.
-	lim := &s.limits[ep.class]
-	ok, remaining, end := lim.take(now)
-	if !ok || (f.Rate429 > 0 && mrand.Float64() < f.Rate429) {
-		retry := int64(1)
-		if !ok {
-			retry = ceilSeconds(end.Sub(now))
-		}
-		s.ctr.rateLimited.Add(1)
-		// On 429 no X-RateLimit-* headers, X-Ratelimit-Retry-After instead (docs/braze-rules.md §3).
-		w.Header()["X-Ratelimit-Retry-After"] = []string{strconv.FormatInt(retry, 10)}
-		s.writeMsg(w, http.StatusTooManyRequests, "API rate limit exceeded")
+	if !s.rateLimit(w, ep, now, f) {
 		return
-	}
-	if lim.limit >= 0 {
-		h := w.Header()
-		h["X-Ratelimit-Limit"] = []string{strconv.Itoa(lim.limit)}
-		h["X-Ratelimit-Remaining"] = []string{strconv.Itoa(remaining)}
-		h["X-Ratelimit-Reset"] = []string{strconv.FormatInt((end.UnixNano()+int64(time.Second)-1)/int64(time.Second), 10)}
 	}
 	// Content type (docs/braze-rules.md §1 "Body shape and headers": missing or wrong -> 415).
 	if !isJSON(r.Header.Get("Content-Type")) {

@@ -268,11 +268,19 @@ func TestTrackObjectValidation(t *testing.T) {
 		{"§1 purchase currency", "purchases", `{"external_id":"x","product_id":"p","currency":"usd","price":1,` + okT + `}`, ErrCurrency},
 		{"§1 purchase price required", "purchases", `{"external_id":"x","product_id":"p","currency":"USD",` + okT + `}`, ErrPrice},
 		{"§1 purchase price string", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":"1",` + okT + `}`, ErrPrice},
+		{"§1 purchase quantity null (absent)", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,"quantity":null,` + okT + `}`, ""},
+		{"§1 event time MM/dd/yyyy (attribute layout only)", "events", `{"external_id":"x","name":"e","time":"05/01/2026"}`, ErrInvalidTime},
+		{"§1 empty external_id", "attributes", `{"external_id":"","a":1}`, ErrInvalidIdentifier},
 		{"§1 purchase quantity 100 ok", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,"quantity":100,` + okT + `}`, ""},
 		{"§1 purchase quantity 101", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,"quantity":101,` + okT + `}`, ErrQuantity},
 		{"§1 purchase quantity 0 (3P lower bound)", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,"quantity":0,` + okT + `}`, ErrQuantity},
 		{"§1 purchase quantity 1.5", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,"quantity":1.5,` + okT + `}`, ErrQuantity},
-		{"§1 reserved purchase property", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,` + okT + `,"properties":{"price":1}}`, ErrInvalidProperties},
+		{"§1 purchase property price (only time and event_name are reserved)", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,` + okT + `,"properties":{"price":1}}`, ""},
+		{"§1 reserved purchase property", "purchases", `{"external_id":"x","product_id":"p","currency":"USD","price":1,` + okT + `,"properties":{"event_name":1}}`, ErrInvalidProperties},
+		{"§1 anonymous push token import", "attributes", `{"push_token_import":true,"push_tokens":[{"app_id":"a","token":"t"}]}`, ""},
+		{"§2 push token import with external_id", "attributes", `{"push_token_import":true,"external_id":"x","push_tokens":[{"app_id":"a","token":"t"}]}`, ErrPushTokenImport},
+		{"§1 push_token_import false needs an identifier", "attributes", `{"push_token_import":false,"push_tokens":[]}`, ErrIdentifierRequired},
+		{"§1 null external_id is absent", "attributes", `{"external_id":null,"braze_id":"b","a":1}`, ""},
 	}
 	s := newSim(t, func(c *Config) { c.BlacklistedExternalIDs = []string{"spam"} })
 	for _, tc := range tests {
@@ -1032,5 +1040,62 @@ func TestHistoryLimit(t *testing.T) {
 	}
 	if st := s.Stats(); st.Events != 7 || st.DataPoints != 7 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// docs/braze-rules.md §8 poison-1..3: inputs that fail a whole request (measured, not
+// documented by Braze) are answered 400 with nothing applied.
+func TestTrackPoison(t *testing.T) {
+	s := newSim(t, nil)
+	for _, tc := range []struct{ name, body, msg string }{
+		{"number out of range", `{"attributes":[` + attrJSON(1) + `,{"external_id":"x","n":1e400}]}`, msgNumberRange},
+		{"long number", `{"purchases":[{"external_id":"x","product_id":"p","currency":"USD","price":` + strings.Repeat("9", 400) + `,"time":"2026-01-01"}]}`, msgNumberRange},
+		{"number deep in properties", `{"events":[{"external_id":"x","name":"e","time":"2026-01-01","properties":{"a":[{"b":-2e308}]}}]}`, msgNumberRange},
+		{"duplicate key", `{"attributes":[{"external_id":"x","a":1,"a":2}]}`, msgDuplicateKey},
+		{"duplicate escaped key", `{"attributes":[{"external_id":"x","a":1,"\u0061":2}]}`, msgDuplicateKey},
+		{"duplicate property key", `{"events":[{"external_id":"x","name":"e","time":"2026-01-01","properties":{"p":1,"q":[1,{"p":2}],"p":3}}]}`, msgDuplicateKey},
+		{"NUL in external_id", `{"attributes":[{"external_id":"x\u0000y","a":1}]}`, msgNULExternal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := track(s, tc.body)
+			if w.Code != 400 || !strings.Contains(w.Body.String(), tc.msg) {
+				t.Fatalf("status %d %s, want 400 %q", w.Code, w.Body, tc.msg)
+			}
+		})
+	}
+	for _, ok := range []string{
+		`{"attributes":[{"external_id":"x","a":1.7976931348623157e308,"b":1e-400,"c":{"a":1},"d":{"a":2},"note":"a\u0000b"}]}`,
+		`{"events":[{"external_id":"x","name":"e","time":"2026-01-01","properties":{"a":{"k":1},"b":{"k":1}}}]}`,
+	} {
+		if w := track(s, ok); w.Code != 201 {
+			t.Errorf("%s: status %d %s", ok, w.Code, w.Body)
+		}
+	}
+}
+
+// docs/braze-rules.md §8 nested-1: an invalid value or key inside a nested custom attribute
+// (object, array of objects, $add) drops every nested update of the request.
+func TestTrackNestedRequestWideDrop(t *testing.T) {
+	for _, bad := range []string{
+		`{"external_id":"bad","o":{"a":null}}`,
+		`{"external_id":"bad","o":{"a b":1}}`,
+		`{"external_id":"bad","o":{"a.b":1}}`,
+		`{"external_id":"bad","o":{"d":{"$time":"nope"}}}`,
+		`{"external_id":"bad","pets":[{"name":null}]}`,
+		`{"external_id":"bad","pets":{"$add":[null]}}`,
+	} {
+		s := newSim(t, nil)
+		w := track(s, `{"attributes":[{"external_id":"canary","o":{"k":1}},`+bad+`]}`)
+		if w.Code != 201 {
+			t.Fatalf("%s: status %d %s", bad, w.Code, w.Body)
+		}
+		if u, _ := s.User("external_id", "canary"); u.Attributes["o"] != nil {
+			t.Errorf("%s: the canary's nested update was applied: %v", bad, u.Attributes)
+		}
+	}
+	s := newSim(t, nil)
+	track(s, `{"attributes":[{"external_id":"canary","o":{"k":1}},{"external_id":"good","pets":[{"name":"a"}],"o":{"d":{"$time":"2026-01-01"}}}]}`)
+	if u, _ := s.User("external_id", "canary"); u.Attributes["o"] == nil {
+		t.Errorf("valid nested updates were dropped: %v", u.Attributes)
 	}
 }

@@ -210,6 +210,14 @@ func (s *Sim) resolve(st *store, id ident, create bool, email, phone string) *us
 		sh.mu.Unlock()
 		s.publish(st, u)
 		return u
+	case idAnon:
+		// An anonymous push token import: a new profile every time.
+		if !create {
+			return nil
+		}
+		u := &user{brazeID: s.newBrazeID()}
+		s.publish(st, u)
+		return u
 	case idBraze:
 		sh := st.byBraze.shard(id.id)
 		sh.mu.Lock()
@@ -325,6 +333,9 @@ func (st *store) applyOp(u *user, op *attrOp, r *trackReq, merge, dropNested boo
 		if x.v == nil {
 			u.attrs.del(key)
 			return true
+		}
+		if arr, ok := x.v.([]any); ok && dropNested && !isScalarArray(arr) {
+			return false // an array of objects is a nested update (docs/braze-rules.md §1)
 		}
 		if arr, ok := x.v.([]any); ok && isScalarArray(arr) {
 			// Simple arrays keep unique values only, at most 500 (the oldest dropped).
@@ -558,8 +569,6 @@ func (h *history[T]) each(f func(*T)) {
 		f(&h.buf[i])
 	}
 }
-
-func (h *history[T]) len() int { return len(h.buf) }
 
 // snapshot copies a user out (caller holds the structural lock; takes u.mu).
 func (s *Sim) snapshot(u *user) User {

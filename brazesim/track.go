@@ -34,6 +34,7 @@ const (
 	ErrPushSubscribe      = "BAD_PUSH_SUBSCRIPTION_STATE"                                           // §2
 	ErrSubscriptionGroups = "BAD_SUBSCRIPTION_GROUP_ARRAY"                                          // §2
 	ErrUpdateExistingOnly = "'_update_existing_only' must be a boolean"                             // sim
+	ErrPushTokenImport    = "BAD_PUSH_TOKEN_IMPORT"                                                 // §1 "Identifiers", §2
 )
 
 // Fatal messages (docs/braze-rules.md §2, §1).
@@ -51,9 +52,8 @@ const (
 	idBraze
 	idEmail
 	idPhone
+	idAnon // anonymous push token import: a new profile (docs/braze-rules.md §1 "Identifiers")
 )
-
-var idKindNames = [...]string{"", "external_id", "alias", "braze_id", "email", "phone"}
 
 // ident is the identifier an object resolves its user with.
 type ident struct {
@@ -70,6 +70,7 @@ type objCommon struct {
 	emailNull, phoneNull       bool // present as null
 	alias                      Alias
 	updateOnly, updateOnlySet  bool
+	pushImport                 bool // attributes with "push_token_import": true
 	err                        string
 	id                         ident
 	u                          *user // resolved before the latency window
@@ -211,6 +212,7 @@ type trackReq struct {
 	exts             []opExt  // see attrOp.x
 	strs             []string // keys not found verbatim in the body
 	body             []byte   // the request body (valid until the request ends)
+	keys             []uint64 // scratch of poisonBody
 }
 
 // keepProps copies an event's or purchase's properties (cut, or at span in the
@@ -242,7 +244,7 @@ func (r *trackReq) reset() {
 	clear(r.exts)
 	clear(r.strs)
 	*r = trackReq{attrs: r.attrs[:0], events: r.events[:0], purchases: r.purchases[:0],
-		vals: r.vals[:0], exts: r.exts[:0], strs: r.strs[:0]}
+		vals: r.vals[:0], exts: r.exts[:0], strs: r.strs[:0], keys: r.keys[:0]}
 }
 
 type parseOpts struct {
@@ -336,6 +338,12 @@ func parseTrack(body []byte, r *trackReq, o *parseOpts) (fatal string) {
 	if s.err != nil {
 		return "invalid JSON"
 	}
+	if o.validate && !o.countOnly {
+		var msg string
+		if msg, r.keys = poisonBody(body, r.keys); msg != "" {
+			return msg
+		}
+	}
 	return ""
 }
 
@@ -358,6 +366,9 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 			raw, esc := s.str()
 			c.ext = strOrBody(raw, esc)
 			c.hasExt = true
+			if c.ext == "" {
+				c.setErr(ErrInvalidIdentifier) // an empty id names nobody (docs/braze-rules.md §8 id-3)
+			}
 		case 'n':
 			s.lit("null")
 		default:
@@ -370,6 +381,9 @@ func commonField(s *scanner, k []byte, c *objCommon, o *parseOpts) bool {
 			raw, esc := s.str()
 			c.braze = strVal(raw, esc)
 			c.hasBraze = true
+			if c.braze == "" {
+				c.setErr(ErrInvalidIdentifier)
+			}
 		case 'n':
 			s.lit("null")
 		default:
@@ -498,6 +512,9 @@ func (c *objCommon) resolveIdent(o *parseOpts) {
 		if n > 1 {
 			c.setErr(ErrMultiplePrimary)
 		}
+		if c.pushImport && (c.hasExt || c.hasBraze) {
+			c.setErr(ErrPushTokenImport)
+		}
 		if c.hasExt {
 			if len(c.ext) > 987 {
 				c.setErr(ErrExternalIDTooLarge)
@@ -520,6 +537,8 @@ func (c *objCommon) resolveIdent(o *parseOpts) {
 			c.setErr(ErrInvalidPhone)
 		}
 		c.id = ident{kind: idPhone, id: normPhone(c.phone)}
+	case c.pushImport:
+		c.id = ident{kind: idAnon}
 	default:
 		c.setErr(ErrIdentifierRequired)
 	}
@@ -629,6 +648,11 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 		if commonField(s, k, &a.objCommon, o) {
 			continue
 		}
+		if string(k) == "push_token_import" {
+			a.pushImport = s.peek() == 't'
+			s.skipDepth(0)
+			continue
+		}
 		if string(k) == "_merge_objects" {
 			switch s.peek() {
 			case 't':
@@ -666,6 +690,15 @@ func parseAttr(s *scanner, r *trackReq, a *attrObj, o *parseOpts) {
 			arr, _ := s.value(0).([]any)
 			op.kind = opSet
 			r.ext(op).v = arr
+			// A whole array of objects is an array-of-objects attribute: nested rules.
+			for _, e := range arr {
+				if m, ok := e.(map[string]any); ok {
+					a.nested = true
+					if invalidNested(m) {
+						a.bad = true
+					}
+				}
+			}
 		default:
 			if key == "email_subscribe" || key == "push_subscribe" {
 				op.kind = opSet
@@ -781,6 +814,8 @@ func classifyObjectOp(r *trackReq, op *attrOp, x *opExt, v map[string]any, a *at
 				if invalidNested(m) {
 					a.bad = true
 				}
+			} else if e == nil {
+				a.bad = true
 			}
 		}
 		dp += int64(len(rem))
@@ -830,8 +865,9 @@ func isTimeObj(m map[string]any) bool {
 	return ok && len(m) == 1
 }
 
-// invalidNested reports a null or malformed {"$time": …} anywhere in a nested
-// attribute (docs/braze-rules.md §1 "Nested custom attributes").
+// invalidNested reports a null, a malformed {"$time": …} or a key Braze does not take
+// (empty, over 255 characters, with a space, '.' or '$') anywhere in a nested attribute
+// (docs/braze-rules.md §1 "Nested custom attributes", §8 nested-1).
 func invalidNested(v any) bool {
 	switch x := v.(type) {
 	case nil:
@@ -845,8 +881,8 @@ func invalidNested(v any) bool {
 			_, ok = parseBrazeTime([]byte(ts))
 			return !ok
 		}
-		for _, e := range x {
-			if invalidNested(e) {
+		for k, e := range x {
+			if badNestedKey(k) || invalidNested(e) {
 				return true
 			}
 		}
@@ -860,13 +896,21 @@ func invalidNested(v any) bool {
 	return false
 }
 
-// reservedProp: reserved property keys (docs/braze-rules.md §1 "Event object", "Purchase object").
-func reservedProp(k []byte, purchase bool) bool {
+// badNestedKey: keys a nested custom attribute may not have (docs/braze-rules.md §1
+// "Nested custom attributes").
+func badNestedKey(k string) bool {
+	if k == "" || len(k) > 255 && utf8.RuneCountInString(k) > 255 {
+		return true
+	}
+	return strings.ContainsAny(k, " .$")
+}
+
+// reservedProp: reserved property keys, the same for events and purchases
+// (docs/braze-rules.md §1 "Event object", "Purchase object", §8 pu-5).
+func reservedProp(k []byte, _ bool) bool {
 	switch string(k) {
 	case "time", "event_name":
 		return true
-	case "product_id", "quantity", "price", "currency":
-		return purchase
 	}
 	return false
 }
@@ -927,7 +971,10 @@ func timeField(s *scanner, c *objCommon, o *parseOpts) (time.Time, bool) {
 	}
 	raw, _ := s.str()
 	t, ok := parseUTCSecondsCached(raw, &o.days)
-	if !ok {
+	if !ok && len(raw) > 4 && raw[4] == '-' {
+		// Event and purchase times are ISO 8601 or yyyy-MM-dd'T'HH:mm:ss:SSSZ; the other
+		// attribute date layouts (MM/dd/yyyy, …) are not documented for them
+		// (docs/braze-rules.md §1 "Event object", "Purchase object").
 		t, ok = parseBrazeTime(raw)
 	}
 	if !ok {
@@ -1044,6 +1091,10 @@ func parsePurchase(s *scanner, p *purchaseObj, o *parseOpts) {
 			}
 		case "quantity":
 			c := s.peek()
+			if c == 'n' {
+				s.lit("null") // null: absent, quantity 1 (docs/braze-rules.md §8 pu-4)
+				continue
+			}
 			if c == '-' || c >= '0' && c <= '9' {
 				q := parseFloat(s.number())
 				if q != float64(int(q)) || q < 1 || q > 100 {

@@ -1,6 +1,7 @@
 package brazesim
 
 import (
+	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -45,6 +46,10 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	if total == 0 {
 		// docs/braze-rules.md §2 "Fatal errors" (3P fixture text).
 		s.writeMsg(w, http.StatusBadRequest, msgValidData)
+		return
+	}
+	if s.cfg.Fatal2xxShare > 0 && mrand.Float64() < s.cfg.Fatal2xxShare {
+		s.writeFatal2xx(w, rs.out[:0])
 		return
 	}
 	if s.cfg.CountOnly {
@@ -102,6 +107,16 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	s.count(okA, okE, okP, dp)
 	rs.out = appendSuccess(rs.out[:0], tr, okA, okE, okP, errs)
 	s.writeJSON(w, http.StatusCreated, rs.out)
+}
+
+// writeFatal2xx answers 201 with Braze's fatal body and applies nothing (Config.Fatal2xxShare).
+func (s *Sim) writeFatal2xx(w http.ResponseWriter, b []byte) {
+	s.ctr.fatal2xx.Add(1)
+	b = append(b, `{"message":`...)
+	b = appendJSONString(b, msgValidData)
+	b = append(b, `,"errors":[{"type":`...)
+	b = appendJSONString(b, msgValidData)
+	s.writeJSON(w, http.StatusCreated, append(b, `}]}`...))
 }
 
 // count adds to the shared counters; zero adds are skipped (each add is an

@@ -145,5 +145,8 @@ type Stats struct {
 	// meant for backfills, not real-time traffic).
 	BulkHeader int64 `json:"bulk_header"`
 
+	// Fatal2xx counts /users/track requests answered 201 with a fatal body (Config.Fatal2xxShare).
+	Fatal2xx int64 `json:"fatal_2xx"`
+
 	Users int64 `json:"users"` // profiles in the store
 }

@@ -10,6 +10,8 @@ package dedup
 import (
 	"context"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/internal/fnv1a"
 )
 
 // Store is a bounded memory of delivered attribute values and record ids.
@@ -80,34 +82,22 @@ func (o *Options) defaults() {
 	}
 }
 
-// UserKey turns a user identity (identifier kind and value) into a short stable key: 16 hex
-// digits of FNV-1a 64.
-func UserKey(identity string) string {
-	const offset, prime = 14695981039346656037, 1099511628211
-	v := uint64(offset)
-	for i := 0; i < len(identity); i++ {
-		v ^= uint64(identity[i])
-		v *= prime
-	}
+// UserKey turns a user identity hash (schemas.Record.UserHash: identifier kind and unescaped
+// value, resolved by the decoder) into the store's short stable key: 16 hex digits.
+func UserKey(user uint64) string {
 	var b [16]byte
 	const hexd = "0123456789abcdef"
 	for i := 15; i >= 0; i-- {
-		b[i] = hexd[v&15]
-		v >>= 4
+		b[i] = hexd[user&15]
+		user >>= 4
 	}
 	return string(b[:])
 }
 
 // ValueHash is the stable hash of a raw JSON value (FNV-1a 64, never 0).
 func ValueHash(v []byte) uint64 {
-	const offset, prime = 14695981039346656037, 1099511628211
-	h := uint64(offset)
-	for _, c := range v {
-		h ^= uint64(c)
-		h *= prime
+	if h := fnv1a.Sum64(v); h != 0 {
+		return h
 	}
-	if h == 0 {
-		h = 1
-	}
-	return h
+	return 1
 }

@@ -121,7 +121,10 @@ func TestIDWindowStartsAtFirstDelivery(t *testing.T) {
 }
 
 func TestUserKeyAndHash(t *testing.T) {
-	if dedup.UserKey("external_id\x00\"u\"") == dedup.UserKey("braze_id\x00\"u\"") || len(dedup.UserKey("x")) != 16 {
+	if got := dedup.UserKey(0x0123456789abcdef); got != "0123456789abcdef" {
+		t.Fatalf("UserKey = %q", got)
+	}
+	if dedup.UserKey(1) == dedup.UserKey(2) || len(dedup.UserKey(0)) != 16 {
 		t.Fatal("user keys")
 	}
 	if dedup.ValueHash([]byte("1")) == dedup.ValueHash([]byte("2")) || dedup.ValueHash(nil) == 0 {

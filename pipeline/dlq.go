@@ -8,13 +8,13 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
 
 type dlqEntry struct {
 	ack    *msgAck
 	kind   int // record kind, or kindOther for a whole message
-	letter sink.DeadLetter
+	letter dlq.Letter
 }
 
 // toDLQ queues a dead letter; it reports false if ctx ended first.
@@ -38,10 +38,12 @@ func (p *Pipeline) toDLQ(ctx context.Context, e dlqEntry) bool {
 
 // runDLQ writes dead letters in batches. A record is acknowledged only after its dead letter
 // is durably written; if the DLQ cannot be written the stage retries forever and the
-// pipeline stalls behind it (it never drops and never commits past the record).
+// pipeline stalls behind it (it never drops and never commits past the record). A retry
+// writes only the letters not yet written. A letter the DLQ topic refuses as too large is
+// not a reason to stall: dlq.Writer writes a dlq_too_large reference instead (docs/dlq.md).
 func (p *Pipeline) runDLQ(ctx context.Context) {
 	batch := make([]dlqEntry, 0, 512)
-	letters := make([]sink.DeadLetter, 0, 512)
+	letters := make([]dlq.Letter, 0, 512)
 	for {
 		select {
 		case e := <-p.dlqCh:
@@ -72,6 +74,7 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 			letters = append(letters, live[i].letter)
 		}
 		for attempt := 1; len(letters) > 0; attempt++ {
+			// Write marks what it wrote, so a retry sends only the rest (no duplicates).
 			err := p.writeDLQ(ctx, live, letters, attempt)
 			if err == nil {
 				break
@@ -86,17 +89,19 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 		if len(letters) > 0 {
 			p.stats.DLQWrites.Add(1)
 		}
-		for _, e := range live {
-			p.stats.DeadLettered[e.kind][reasonIndex(e.letter.Reason)].Add(1)
+		for i, e := range live {
+			// Count the reason written: dlq.Writer may have replaced a letter by its reference.
+			p.stats.DeadLettered[e.kind][letters[i].Reason.Index()].Add(1)
 			e.ack.resolve()
 		}
 		clear(batch)
+		clear(letters)
 		batch = batch[:0]
 	}
 }
 
 // writeDLQ writes one batch under a producer span linked to the source records' producers.
-func (p *Pipeline) writeDLQ(ctx context.Context, live []dlqEntry, letters []sink.DeadLetter, attempt int) error {
+func (p *Pipeline) writeDLQ(ctx context.Context, live []dlqEntry, letters []dlq.Letter, attempt int) error {
 	_, span := p.ins.tracer.Start(ctx, "dlq publish", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithLinks(p.producerLinks(func(yield func(*msgAck) bool) {
 			for i := range live {

@@ -7,18 +7,23 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // item is one valid record on its way to Braze.
 type item struct {
-	kind  schemas.Kind
-	raw   []byte
-	index int
-	id    []byte
-	ack   *msgAck
-	grp   *group // optimized path only (optimize.go): the records behind this object
+	kind schemas.Kind
+	// idKind and user are the record's identity as the decoder resolved it (schemas.User):
+	// coalescing and suppression group by it and never parse the identifier again.
+	idKind schemas.IDKind
+	user   uint64
+	raw    []byte
+	index  int
+	id     []byte
+	ack    *msgAck
+	grp    *group // optimized path only (optimize.go): the records behind this object
 	// epoch is Pipeline.revokeEpoch when the record was fetched: while it is unchanged no
 	// partition has been revoked since, so the record is live without a look at its
 	// partition (a pointer chase per record, measured at ~4% of CPU).
@@ -32,6 +37,7 @@ func (p *Pipeline) revoked(it *item) bool {
 
 func (it item) ObjectKind() schemas.Kind { return it.kind }
 func (it item) ObjectBytes() []byte      { return it.raw }
+func (it item) ObjectUser() schemas.User { return schemas.User{ID: it.idKind, Hash: it.user} }
 
 // lane holds one user-hash slice of the traffic. A lane sends one request at a time and
 // retries it before anything behind it, which is what keeps each user's records in order.
@@ -97,7 +103,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 				if len(batch) == 0 {
 					// The decoder rejects records over the byte budget, so this cannot
 					// happen; dead-letter rather than spin if it ever does.
-					p.deadLetter(ctx, []item{it}, schemas.ReasonTooLarge, "record larger than the request byte limit", 0)
+					p.deadLetter(ctx, []item{it}, dlq.ReasonTooLarge, "record larger than the request byte limit", 0)
 					continue
 				}
 				carry, hasCarry = it, true
@@ -213,7 +219,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			ok := items[:0:0]
 			for i, it := range items {
 				if rejected[i] != "" {
-					p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, rejected[i], attempt)
+					p.deadLetter(ctx, []item{it}, dlq.ReasonBrazeRejected, rejected[i], attempt)
 				} else {
 					ok = append(ok, it)
 				}
@@ -227,7 +233,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 				rest := items[:0:0]
 				for i, it := range items {
 					if named[i] != "" {
-						p.deadLetter(ctx, []item{it}, schemas.ReasonBrazeRejected, named[i], attempt)
+						p.deadLetter(ctx, []item{it}, dlq.ReasonBrazeRejected, named[i], attempt)
 					} else {
 						rest = append(rest, it)
 					}
@@ -239,9 +245,9 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 			}
 			p.stats.Splits.Add(1)
 			if len(items) == 1 {
-				reason := schemas.ReasonBrazeRejected
+				reason := dlq.ReasonBrazeRejected
 				if resp.Status == http.StatusRequestEntityTooLarge {
-					reason = schemas.ReasonTooLarge
+					reason = dlq.ReasonTooLarge
 				}
 				p.deadLetter(ctx, items, reason, resp.Describe(), attempt)
 				return
@@ -267,7 +273,7 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 		case sink.Retry:
 			p.stats.Retries.Add(1)
 			if p.cfg.RetryMaxDuration > 0 && time.Since(start) > p.cfg.RetryMaxDuration {
-				p.deadLetter(ctx, items, schemas.ReasonRetriesExhausted,
+				p.deadLetter(ctx, items, dlq.ReasonRetriesExhausted,
 					fmt.Sprintf("not delivered after %d attempts over %s; last answer: %s", attempt, time.Since(start).Round(time.Millisecond), resp.Describe()), attempt)
 				return
 			}
@@ -331,7 +337,7 @@ func (p *Pipeline) anyRevoked(items []item) bool {
 }
 
 // deadLetter hands items to the DLQ stage; they are acknowledged once written.
-func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.Reason, msg string, attempts int) {
+func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason dlq.Reason, msg string, attempts int) {
 	for _, it := range items {
 		if it.grp != nil {
 			// Every record behind a rejected (possibly coalesced) object is dead-lettered
@@ -339,8 +345,8 @@ func (p *Pipeline) deadLetter(ctx context.Context, items []item, reason schemas.
 			p.deadLetter(ctx, it.grp.srcs, reason, msg, attempts)
 			continue
 		}
-		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: sink.DeadLetter{
-			Reason: reason, Error: msg, Attempts: attempts, Kind: it.kind, Record: it.raw, ID: it.id, RecordIndex: it.index,
+		p.toDLQ(ctx, dlqEntry{ack: it.ack, kind: int(it.kind), letter: dlq.Letter{
+			Reason: reason, Error: msg, Attempts: attempts, Type: it.kind.EnvelopeType(), Record: it.raw, ID: it.id, RecordIndex: it.index,
 		}})
 	}
 }

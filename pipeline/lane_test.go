@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -38,24 +39,29 @@ func (f *fakeBraze) Track(ctx context.Context, body []byte) sink.Response {
 
 type memDLQ struct {
 	mu      sync.Mutex
-	letters []sink.DeadLetter
+	letters []dlq.Letter
 	fail    bool
 }
 
-func (m *memDLQ) Write(ctx context.Context, l []sink.DeadLetter) error {
+func (m *memDLQ) Write(ctx context.Context, l []dlq.Letter) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail {
-		return sink.ErrDLQ
+		return dlq.ErrWrite
 	}
-	m.letters = append(m.letters, l...)
+	for i := range l {
+		if !l[i].Written {
+			l[i].Written = true
+			m.letters = append(m.letters, l[i])
+		}
+	}
 	return nil
 }
 
-func (m *memDLQ) snapshot() []sink.DeadLetter {
+func (m *memDLQ) snapshot() []dlq.Letter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]sink.DeadLetter(nil), m.letters...)
+	return append([]dlq.Letter(nil), m.letters...)
 }
 
 func ev(user string, seq int) []byte {
@@ -65,10 +71,10 @@ func ev(user string, seq int) []byte {
 // laneHarness runs one lane and the DLQ stage without Kafka.
 func laneHarness(t *testing.T, braze *fakeBraze, limits batcher.Limits) (*Pipeline, *memDLQ, *partitionState, func()) {
 	t.Helper()
-	dlq := &memDLQ{}
+	mq := &memDLQ{}
 	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 10 * time.Millisecond,
 		Limits: limits, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, HaltProbeMax: 20 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, mq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +84,7 @@ func laneHarness(t *testing.T, braze *fakeBraze, limits batcher.Limits) (*Pipeli
 	go func() { defer wg.Done(); p.runLane(ctx, p.lanes[0]) }()
 	go func() { defer wg.Done(); p.runDLQ(ctx) }()
 	ps := newPartitionState("t", 0)
-	return p, dlq, ps, func() { cancel(); wg.Wait() }
+	return p, mq, ps, func() { cancel(); wg.Wait() }
 }
 
 func feed(p *Pipeline, ps *partitionState, objs [][]byte) []*msgAck {
@@ -114,7 +120,7 @@ func TestLaneOutcomes(t *testing.T) {
 		name       string
 		objs       [][]byte
 		answer     func(body map[string][]map[string]any) sink.Response
-		wantDLQ    map[string]schemas.Reason // external_id -> reason
+		wantDLQ    map[string]dlq.Reason // external_id -> reason
 		wantMinReq int
 	}{
 		{
@@ -123,7 +129,7 @@ func TestLaneOutcomes(t *testing.T) {
 			answer: func(map[string][]map[string]any) sink.Response {
 				return sink.Response{Status: 201, Class: sink.Delivered}
 			},
-			wantDLQ: map[string]schemas.Reason{},
+			wantDLQ: map[string]dlq.Reason{},
 		},
 		{
 			name: "partial errors map to exact records",
@@ -138,7 +144,7 @@ func TestLaneOutcomes(t *testing.T) {
 				}
 				return r
 			},
-			wantDLQ: map[string]schemas.Reason{"bad-1": schemas.ReasonBrazeRejected, "bad-2": schemas.ReasonBrazeRejected},
+			wantDLQ: map[string]dlq.Reason{"bad-1": dlq.ReasonBrazeRejected, "bad-2": dlq.ReasonBrazeRejected},
 		},
 		{
 			name: "400 without errors bisects down to the bad record",
@@ -151,7 +157,7 @@ func TestLaneOutcomes(t *testing.T) {
 				}
 				return sink.Response{Status: 201, Class: sink.Delivered}
 			},
-			wantDLQ:    map[string]schemas.Reason{"bad-x": schemas.ReasonBrazeRejected},
+			wantDLQ:    map[string]dlq.Reason{"bad-x": dlq.ReasonBrazeRejected},
 			wantMinReq: 4,
 		},
 		{
@@ -165,7 +171,7 @@ func TestLaneOutcomes(t *testing.T) {
 				}
 				return sink.Response{Status: 201, Class: sink.Delivered}
 			},
-			wantDLQ: map[string]schemas.Reason{"bad-big": schemas.ReasonTooLarge},
+			wantDLQ: map[string]dlq.Reason{"bad-big": dlq.ReasonTooLarge},
 		},
 		{
 			name: "retries until delivered, nothing dead-lettered",
@@ -180,7 +186,7 @@ func TestLaneOutcomes(t *testing.T) {
 					return sink.Response{Status: 201, Class: sink.Delivered}
 				}
 			}(),
-			wantDLQ:    map[string]schemas.Reason{},
+			wantDLQ:    map[string]dlq.Reason{},
 			wantMinReq: 4,
 		},
 		{
@@ -196,19 +202,19 @@ func TestLaneOutcomes(t *testing.T) {
 					return sink.Response{Status: 201, Class: sink.Delivered}
 				}
 			}(),
-			wantDLQ:    map[string]schemas.Reason{},
+			wantDLQ:    map[string]dlq.Reason{},
 			wantMinReq: 3,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			braze := &fakeBraze{answer: tc.answer}
-			p, dlq, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
+			p, mq, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
 			defer stop()
 			feed(p, ps, tc.objs)
 			waitSettled(t, ps, int64(len(tc.objs)))
-			got := map[string]schemas.Reason{}
-			for _, l := range dlq.snapshot() {
+			got := map[string]dlq.Reason{}
+			for _, l := range mq.snapshot() {
 				var o map[string]any
 				if err := json.Unmarshal(l.Record, &o); err != nil {
 					t.Fatal(err)
@@ -292,19 +298,19 @@ func TestDLQFailureHoldsAck(t *testing.T) {
 	braze := &fakeBraze{answer: func(b map[string][]map[string]any) sink.Response {
 		return sink.Response{Status: 201, Class: sink.Partial, Errors: []sink.ItemError{{Type: "x", InputArray: "events", Index: 0}}}
 	}}
-	p, dlq, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
+	p, mq, ps, stop := laneHarness(t, braze, batcher.Limits{Mode: batcher.Combined, MaxObjects: 75, MaxBytes: 1 << 20})
 	defer stop()
-	dlq.mu.Lock()
-	dlq.fail = true
-	dlq.mu.Unlock()
+	mq.mu.Lock()
+	mq.fail = true
+	mq.mu.Unlock()
 	feed(p, ps, [][]byte{ev("a", 1)})
 	time.Sleep(300 * time.Millisecond)
 	if ps.toCommit() != -1 || p.stats.DLQErrors.Load() == 0 {
 		t.Fatalf("committable %d with the DLQ down (errors %d)", ps.toCommit(), p.stats.DLQErrors.Load())
 	}
-	dlq.mu.Lock()
-	dlq.fail = false
-	dlq.mu.Unlock()
+	mq.mu.Lock()
+	mq.fail = false
+	mq.mu.Unlock()
 	waitSettled(t, ps, 1)
 }
 
@@ -312,10 +318,10 @@ func TestDLQFailureHoldsAck(t *testing.T) {
 // dead letter instead of waiting forever.
 func TestRetryMaxDurationDeadLetters(t *testing.T) {
 	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response { return sink.Response{Status: 503, Class: sink.Retry} }}
-	dlq := &memDLQ{}
+	mq := &memDLQ{}
 	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: time.Millisecond,
 		RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, RetryMaxDuration: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, mq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,8 +332,8 @@ func TestRetryMaxDurationDeadLetters(t *testing.T) {
 	ps := newPartitionState("t", 0)
 	feed(p, ps, [][]byte{ev("a", 1)})
 	waitSettled(t, ps, 1)
-	l := dlq.snapshot()
-	if len(l) != 1 || l[0].Reason != schemas.ReasonRetriesExhausted || l[0].Attempts < 2 || !strings.Contains(l[0].Error, "503") {
+	l := mq.snapshot()
+	if len(l) != 1 || l[0].Reason != dlq.ReasonRetriesExhausted || l[0].Attempts < 2 || !strings.Contains(l[0].Error, "503") {
 		t.Fatalf("dead letters %+v", l)
 	}
 }

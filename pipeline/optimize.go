@@ -115,7 +115,7 @@ func (a *laneAcct) fits(it *item) bool {
 	if a.items >= a.maxItems {
 		return false
 	}
-	if a.co.Merges(it.kind, it.raw) {
+	if a.co.Merges(it.kind, it.ObjectUser(), it.raw) {
 		return a.packer.Bytes()+a.extra+len(it.raw)+1 <= a.maxBytes
 	}
 	return a.packer.Fits(it.kind, len(it.raw)+a.extra)
@@ -127,7 +127,7 @@ func (a *laneAcct) add(it *item) {
 		return
 	}
 	a.items++
-	if a.co.Add(it.kind, it.raw) {
+	if a.co.Add(it.kind, it.ObjectUser(), it.raw) {
 		a.extra += len(it.raw) + 1
 	} else {
 		a.packer.Add(it.kind, len(it.raw))
@@ -217,7 +217,7 @@ func (sc *optScratch) release() {
 type parsedAttr struct {
 	ok   bool
 	obj  batcher.AttrObject
-	user string // dedup.UserKey of the identity
+	user string // dedup.UserKey of the record's identity
 }
 
 // deliverOptimized is the lane's send step when an optimization is on: de-duplicate and
@@ -243,10 +243,10 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 				continue
 			}
 			a := &attrs[i]
-			if a.ok = batcher.ParseAttributes(batch[i].raw, &a.obj) && len(a.obj.IDKey) > 0; !a.ok {
+			if a.ok = batcher.ParseAttributes(batch[i].raw, batch[i].idKind, &a.obj) && a.obj.ID != 0; !a.ok {
 				continue
 			}
-			a.user = dedup.UserKey(a.obj.Identity())
+			a.user = dedup.UserKey(batch[i].user)
 			ui, seen := userIdx[a.user]
 			if !seen {
 				ui = len(q.Users)
@@ -309,7 +309,7 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 		}
 		srcs[i] = it
 		groups[i] = group{srcs: srcs[i : i+1 : i+1], rec: &rec}
-		unit := item{kind: it.kind, raw: it.raw, index: it.index, id: it.id, ack: it.ack, grp: &groups[i]}
+		unit := item{kind: it.kind, idKind: it.idKind, user: it.user, raw: it.raw, index: it.index, id: it.id, ack: it.ack, grp: &groups[i]}
 		if attrs != nil && attrs[i].ok {
 			a := &attrs[i]
 			var drop []bool
@@ -353,7 +353,7 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 		c := &sc.co
 		c.Reset()
 		for i := range units {
-			c.Add(units[i].kind, units[i].raw)
+			c.Add(units[i].kind, units[i].ObjectUser(), units[i].raw)
 		}
 		res := c.Result()
 		if len(res) < len(units) {
@@ -368,7 +368,7 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 				for _, s := range r.Sources {
 					g.srcs = append(g.srcs, units[s].grp.srcs...)
 				}
-				merged = append(merged, item{kind: first.kind, raw: r.Bytes, index: first.index, ack: first.ack, grp: g})
+				merged = append(merged, item{kind: first.kind, idKind: first.idKind, user: first.user, raw: r.Bytes, index: first.index, ack: first.ack, grp: g})
 			}
 			st.CoalescedObjects.Add(int64(len(units) - len(merged)))
 			st.CoalescedWrites.Add(int64(c.Overwritten))
@@ -446,10 +446,10 @@ func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry, acke
 				}
 			}
 		}
-		if !o.cfg.SuppressUnchanged || u.kind != schemas.KindAttributes || !batcher.ParseAttributes(u.raw, &obj) || len(obj.IDKey) == 0 {
+		if !o.cfg.SuppressUnchanged || u.kind != schemas.KindAttributes || !batcher.ParseAttributes(u.raw, u.idKind, &obj) || obj.ID == 0 {
 			continue
 		}
-		user := dedup.UserKey(obj.Identity())
+		user := dedup.UserKey(u.user)
 		creates := obj.CreatesOrUpdates()
 		for _, f := range obj.Fields {
 			var h uint64 // 0: the value is now unknown (operator, nested, update-only)

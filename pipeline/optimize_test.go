@@ -17,6 +17,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
 	"github.com/braze-ingestor/braze-ingestor/dedup"
 	"github.com/braze-ingestor/braze-ingestor/dedup/redistest"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -42,10 +43,10 @@ func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarnes
 	if err != nil {
 		t.Fatal(err)
 	}
-	dlq := &memDLQ{}
+	mq := &memDLQ{}
 	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
 		Limits: limits, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, Optimize: opt,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, client, dlq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, client, mq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarnes
 	go func() { defer wg.Done(); p.runLane(ctx, p.lanes[0]) }()
 	go func() { defer wg.Done(); p.runDLQ(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &optHarness{t: t, p: p, sim: srv.Sim, dlq: dlq, ps: newPartitionState("t", 0)}
+	return &optHarness{t: t, p: p, sim: srv.Sim, dlq: mq, ps: newPartitionState("t", 0)}
 }
 
 // send feeds records ("A:" attributes, "E:" events; "id|" prefix sets the envelope id) and
@@ -76,7 +77,7 @@ func (h *optHarness) send(recs ...string) {
 		h.off++
 		h.ps.outstanding.Add(1)
 		h.p.stats.InFlightRecords.Add(1)
-		h.p.lanes[0].in <- item{kind: kind, raw: []byte(r), id: id, ack: ack}
+		h.p.lanes[0].in <- withUser(item{kind: kind, raw: []byte(r), id: id, ack: ack})
 	}
 	waitSettled(h.t, h.ps, h.off)
 }
@@ -121,7 +122,7 @@ func TestCoalescedRejectionDeadLettersEverySource(t *testing.T) {
 	}
 	var got []string
 	for _, l := range letters {
-		if l.Reason != schemas.ReasonBrazeRejected || !strings.Contains(strings.ToLower(l.Error), "email") {
+		if l.Reason != dlq.ReasonBrazeRejected || !strings.Contains(strings.ToLower(l.Error), "email") {
 			t.Errorf("dead letter %s %q", l.Reason, l.Error)
 		}
 		got = append(got, string(l.Record))
@@ -180,7 +181,7 @@ func TestLaneAcctBytes(t *testing.T) {
 	a := p.newLaneAcct()
 	var batch []item
 	for i := 0; ; i++ {
-		it := item{kind: schemas.KindAttributes, raw: []byte(fmt.Sprintf(`{"external_id":"u%d","k%d":"%s"}`, i%3, i%7, strings.Repeat("x", i%50)))}
+		it := withUser(item{kind: schemas.KindAttributes, raw: []byte(fmt.Sprintf(`{"external_id":"u%d","k%d":"%s"}`, i%3, i%7, strings.Repeat("x", i%50)))})
 		if !a.fits(&it) {
 			break
 		}
@@ -318,15 +319,17 @@ func BenchmarkDeliverOptimized(b *testing.B) {
 			ps := newPartitionState("t", 0)
 			batch := make([]item, 75)
 			raws := make([][]byte, 75)
+			users := make([]item, 75) // the identities, resolved once as the decoder does
 			for i := range raws {
 				raws[i] = []byte(fmt.Sprintf(`{"external_id":"user-%03d","plan":"pro","country":"US","score":%d,"city":"Lyon"}`, i%25, i%3))
+				users[i] = withUser(item{kind: schemas.KindAttributes, raw: raws[i]})
 			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for n := 0; n < b.N; n++ {
 				for i := range batch {
-					batch[i] = item{kind: schemas.KindAttributes, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(&kafka.Message{}, 1)}
+					batch[i] = item{kind: schemas.KindAttributes, idKind: users[i].idKind, user: users[i].user, raw: raws[i], id: []byte(fmt.Sprint("id-", n, "-", i)), ack: ps.track(&kafka.Message{}, 1)}
 				}
 				if p.opt == nil {
 					p.deliver(ctx, batch, batcher.Encode(nil, batch))
@@ -375,9 +378,9 @@ func TestCoalescedErrorMapping(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			braze := &fakeBraze{answer: tc.answer}
-			dlq := &memDLQ{}
+			mq := &memDLQ{}
 			p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
-				Optimize: Optimize{Coalesce: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, dlq)
+				Optimize: Optimize{Coalesce: true}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, mq)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -400,11 +403,11 @@ func TestCoalescedErrorMapping(t *testing.T) {
 				ack := ps.track(&kafka.Message{Topic: "t", Offset: int64(i)}, 1)
 				ps.outstanding.Add(1)
 				p.stats.InFlightRecords.Add(1)
-				p.lanes[0].in <- item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack}
+				p.lanes[0].in <- withUser(item{kind: schemas.KindAttributes, raw: []byte(r), index: i, ack: ack})
 			}
 			waitSettled(t, ps, int64(len(recs)))
 			var got []string
-			for _, l := range dlq.snapshot() {
+			for _, l := range mq.snapshot() {
 				got = append(got, fmt.Sprint(l.SourceOffset, " ", string(l.Record)))
 			}
 			want := []string{`1 {"external_id":"b","x":1}`, `2 {"external_id":"b","poison":1}`, `5 {"external_id":"b","z":3}`}
@@ -416,4 +419,15 @@ func TestCoalescedErrorMapping(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withUser gives a hand-built item the identity the decoder resolves for its object, as the
+// fetch loop does for decoded records.
+func withUser(it item) item {
+	var d schemas.Decoder
+	recs, err := d.Decode([]byte(`{"type":"`+it.kind.EnvelopeType()+`","data":`+string(it.raw)+`}`), nil)
+	if err == nil && len(recs) == 1 {
+		it.idKind, it.user = recs[0].IDKind, recs[0].UserHash
+	}
+	return it
 }

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -137,7 +138,7 @@ func (p *Pipeline) initTelemetry() error {
 			if k < 3 {
 				kind = schemas.Kind(k).EnvelopeType()
 			}
-			for r, reason := range Reasons {
+			for r, reason := range dlq.Reasons {
 				// Expected series are exported from the start, at 0: a counter series that
 				// first appears with a value loses that first increase in rate()/increase().
 				if n := s.DeadLettered[k][r].Load(); n > 0 || deadLetterSeries(k, reason) {
@@ -192,13 +193,12 @@ func (p *Pipeline) initTelemetry() error {
 }
 
 // deadLetterSeries says whether the dead-letter series of kind index k and reason is
-// exported even at 0: whole messages fail as invalid_json or invalid_record (bad envelope
-// or bundle), records for every other reason.
-func deadLetterSeries(k int, reason schemas.Reason) bool {
+// exported even at 0: the reasons a whole message or a record can have (dlq.Reason).
+func deadLetterSeries(k int, reason dlq.Reason) bool {
 	if k == kindOther {
-		return reason == schemas.ReasonInvalidJSON || reason == schemas.ReasonInvalidRecord
+		return reason.ForMessages()
 	}
-	return reason != schemas.ReasonInvalidJSON
+	return reason.ForRecords()
 }
 
 // headerCarrier adapts Kafka headers to the W3C propagator.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -44,7 +45,7 @@ type breakerStater interface{ State() sink.BreakerState }
 
 // DeadLetterWriter durably writes dead letters (all-replica acks) or returns an error.
 type DeadLetterWriter interface {
-	Write(ctx context.Context, letters []sink.DeadLetter) error
+	Write(ctx context.Context, letters []dlq.Letter) error
 }
 
 // Config configures a Pipeline. Zero durations and sizes take the defaults in Defaults.
@@ -615,15 +616,8 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 		if derr != nil {
 			ack := ps.track(m, 1)
 			ps.hold(1)
-			reason := schemas.ReasonInvalidJSON
-			var me *schemas.MessageError
-			if errors.As(derr, &me) {
-				reason = me.Reason
-			}
 			p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
-			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: sink.DeadLetter{
-				Reason: reason, Error: derr.Error(), Original: m.Value, RecordIndex: -1,
-			}}) {
+			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: dlq.ForMessage(m.Value, derr)}) {
 				ps.release(1)
 				return
 			}
@@ -655,11 +649,11 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 			handedOut := true
 			if rec.Err != nil {
 				p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
-				handedOut = p.toDLQ(handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: sink.DeadLetter{
-					Reason: rec.Err.Reason, Error: rec.Err.Error(), Kind: rec.Kind, Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
+				handedOut = p.toDLQ(handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: dlq.Letter{
+					Reason: rec.Err.Reason, Error: rec.Err.Error(), Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
 				}})
 			} else {
-				it := item{kind: rec.Kind, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
+				it := item{kind: rec.Kind, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
 				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
 				select {
 				case l.in <- it: // the common case: room in the lane, no select over two channels

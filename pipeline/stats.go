@@ -3,24 +3,9 @@ package pipeline
 import (
 	"sync/atomic"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
-
-// Reasons lists the dead-letter reasons in the order Stats indexes them.
-var Reasons = [...]schemas.Reason{
-	schemas.ReasonInvalidJSON, schemas.ReasonInvalidRecord, schemas.ReasonTooLarge,
-	schemas.ReasonBrazeRejected, schemas.ReasonRetriesExhausted,
-}
-
-func reasonIndex(r schemas.Reason) int {
-	for i, x := range Reasons {
-		if x == r {
-			return i
-		}
-	}
-	return 0
-}
 
 // kindOther indexes dead letters of whole messages, which have no record kind.
 const kindOther = 3
@@ -31,8 +16,9 @@ type Stats struct {
 	MessagesConsumed atomic.Int64
 	RecordsConsumed  [3]atomic.Int64 // by kind
 	RecordsDelivered [3]atomic.Int64 // by kind
-	// DeadLettered by kind (attributes, events, purchases, whole message) and reason.
-	DeadLettered [4][len(Reasons)]atomic.Int64
+	// DeadLettered by kind (attributes, events, purchases, whole message) and reason
+	// (indexed by dlq.Reason.Index).
+	DeadLettered [4][len(dlq.Reasons)]atomic.Int64
 	DLQWrites    atomic.Int64
 	DLQErrors    atomic.Int64
 
@@ -63,7 +49,7 @@ type Snapshot struct {
 	MessagesConsumed int64
 	RecordsConsumed  int64
 	RecordsDelivered int64
-	DeadLettered     map[schemas.Reason]int64
+	DeadLettered     map[dlq.Reason]int64
 	DeadLetteredAll  int64
 	Requests         int64
 	RequestsByClass  map[string]int64
@@ -75,7 +61,7 @@ type Snapshot struct {
 
 // Snapshot copies the counters.
 func (s *Stats) Snapshot() Snapshot {
-	out := Snapshot{DeadLettered: map[schemas.Reason]int64{}, RequestsByClass: map[string]int64{}}
+	out := Snapshot{DeadLettered: map[dlq.Reason]int64{}, RequestsByClass: map[string]int64{}}
 	out.MessagesConsumed = s.MessagesConsumed.Load()
 	for k := 0; k < 3; k++ {
 		out.RecordsConsumed += s.RecordsConsumed[k].Load()
@@ -84,7 +70,7 @@ func (s *Stats) Snapshot() Snapshot {
 	for k := range s.DeadLettered {
 		for r := range s.DeadLettered[k] {
 			n := s.DeadLettered[k][r].Load()
-			out.DeadLettered[Reasons[r]] += n
+			out.DeadLettered[dlq.Reasons[r]] += n
 			out.DeadLetteredAll += n
 		}
 	}

@@ -46,6 +46,8 @@ type decodeState struct {
 	arena     []byte     // holds unescaped and joined identifiers for this message
 	kbuf      [128]byte  // scratch for unescaping keys
 	vbuf      [1024]byte // scratch for unescaping short values under test
+	top       keySet     // keys of the record being read, for duplicates
+	props     keySet     // keys of its properties object
 }
 
 // top-level keys, as bits of a mask.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"hash/fnv"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -139,14 +140,47 @@ func TestRecordErrors(t *testing.T) {
 		{`{"type":"event","data":{` + ev + `,"properties":{"":1}}}`, 0, KindEvent, "/data/properties/", "non-empty"},
 		{`{"type":"event","data":{` + ev + `,"properties":{"\u0024x":1}}}`, 0, KindEvent, "/data/properties/$x", "'$'"},
 		{`{"type":"event","data":{` + ev + `,"properties":{"` + strings.Repeat("k", 256) + `":1}}}`, 0, KindEvent, "/data/properties/" + strings.Repeat("k", 256), "255 characters"},
-		{`{"type":"event","data":{` + ev + `,"properties":null}}`, 0, KindEvent, "/data/properties", "must be an object"},
 		{`{"type":"purchase","data":{"external_id":"u","currency":"USD","price":1,"time":"2024-05-01"}}`, 0, KindPurchase, "/data/product_id", "is required"},
 		{`{"type":"purchase","data":{` + pu + `,"quantity":0}}`, 0, KindPurchase, "/data/quantity", "1 to 100"},
 		{`{"type":"purchase","data":{` + pu + `,"quantity":100.5}}`, 0, KindPurchase, "/data/quantity", "1 to 100"},
 		{`{"type":"purchase","data":{` + pu + `,"quantity":"1"}}`, 0, KindPurchase, "/data/quantity", "1 to 100"},
-		{`{"type":"purchase","data":{` + pu + `,"properties":{"currency":"x"}}}`, 0, KindPurchase, "/data/properties/currency", "reserved"},
-		{`{"type":"purchase","data":{"external_id":"u","product_id":"p","currency":"usd","price":1,"time":"2024-05-01"}}`, 0, KindPurchase, "/data/currency", "upper-case"},
 		{`{"type":"purchase","data":{"external_id":"u","product_id":"p","currency":"USD","price":"1","time":"2024-05-01"}}`, 0, KindPurchase, "/data/price", "number"},
+		{`{"type":"event","data":{` + ev + `,"properties":7}}`, 0, KindEvent, "/data/properties", "must be an object"},
+		{`{"type":"event","data":{` + ev + `,"properties":{"time":1}}}`, 0, KindEvent, "/data/properties/time", "reserved"},
+		{`{"type":"purchase","data":{` + pu + `,"properties":{"event_name":"x"}}}`, 0, KindPurchase, "/data/properties/event_name", "reserved"},
+		{`{"type":"purchase","data":{"external_id":"u","product_id":"p","currency":"us","price":1,"time":"2024-05-01"}}`, 0, KindPurchase, "/data/currency", "3-letter"},
+		{`{"type":"purchase","data":{"external_id":"u","product_id":"p","currency":"U$D","price":1,"time":"2024-05-01"}}`, 0, KindPurchase, "/data/currency", "3-letter"},
+		{`{"type":"event","data":{"external_id":"u","name":null,"time":"2024-05-01"}}`, 0, KindEvent, "/data/name", "non-empty string"},
+		{`{"type":"event","data":{"external_id":"u","name":"e","time":null}}`, 0, KindEvent, "/data/time", "Braze time"},
+		{`{"type":"event","data":{"external_id":"u","name":"e","time":"2024-05-01T10"}}`, 0, KindEvent, "/data/time", "Braze time"},
+		{`{"type":"attributes","data":{"external_id":null}}`, 0, KindAttributes, "/data", "no identifier"},
+		{`{"type":"attributes","data":{"push_token_import":false,"push_tokens":[]}}`, 0, KindAttributes, "/data", "no identifier"},
+		{`{"type":"event","data":{"push_token_import":true,"name":"e","time":"2024-05-01"}}`, 0, KindEvent, "/data", "no identifier"},
+		// Inputs that would fail a whole request at Braze (docs/braze-rules.md §8 poison-*).
+		{`{"type":"attributes","data":{"external_id":"u\u0000v"}}`, 0, KindAttributes, "/data/external_id", "NUL"},
+		{`{"type":"attributes","data":{"external_id":"u","score":1e400}}`, 0, KindAttributes, "/data/score", "64-bit float"},
+		{`{"type":"attributes","data":{"external_id":"u","deep":[{"a":{"b":-1E+309}}]}}`, 0, KindAttributes, "/data/deep", "64-bit float"},
+		{`{"type":"purchase","data":{"external_id":"u","product_id":"p","currency":"USD","price":` + strings.Repeat("9", 100000) + `,"time":"2024-05-01"}}`, 0, KindPurchase, "/data/price", "64-bit float"},
+		{`{"type":"event","data":{` + ev + `,"properties":{"n":2e308}}}`, 0, KindEvent, "/data/properties", "64-bit float"},
+		{`{"type":"attributes","data":{"external_id":"u","color":"red","color":"blue"}}`, 0, KindAttributes, "/data/color", "duplicate key"},
+		{`{"type":"attributes","data":{"external_id":"u","color":"red","c\u006flor":"blue"}}`, 0, KindAttributes, "/data/color", "duplicate key"},
+		{`{"type":"event","data":{` + ev + `,"app_id":"a","app_id":"b"}}`, 0, KindEvent, "/data/app_id", "duplicate key"},
+		{`{"type":"event","data":{` + ev + `,"properties":{"a":1,"b":2,"a":3}}}`, 0, KindEvent, "/data/properties/a", "duplicate key"},
+		{`{"type":"attributes","data":{"external_id":"u"` + manyKeys(40) + `,"k7":0}}`, 0, KindAttributes, "/data/k7", "duplicate key"},
+		{`{"type":"attributes","data":{"external_id":"u"` + manyKeys(40) + `,"k39":0}}`, 0, KindAttributes, "/data/k39", "duplicate key"},
+		// Nested custom attributes (docs/braze-rules.md §8 nested-1).
+		{`{"type":"attributes","data":{"external_id":"u","song":{"name":"x","plays":null}}}`, 0, KindAttributes, "/data/song/plays", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","song":{"a":{"b":[1,null]}}}}`, 0, KindAttributes, "/data/song/a/b/1", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","dates":{"born":{"$time":"1980-13-01"}}}}`, 0, KindAttributes, "/data/dates/born/$time", "not a valid time"},
+		{`{"type":"attributes","data":{"external_id":"u","dates":{"born":{"$time":null}}}}`, 0, KindAttributes, "/data/dates/born/$time", "time string"},
+		{`{"type":"attributes","data":{"external_id":"u","song":{"artist name":"x"}}}`, 0, KindAttributes, "/data/song/artist name", "space"},
+		{`{"type":"attributes","data":{"external_id":"u","song":{"a.b":"x"}}}`, 0, KindAttributes, "/data/song/a.b", "'.'"},
+		{`{"type":"attributes","data":{"external_id":"u","song":{"":"x"}}}`, 0, KindAttributes, "/data/song/", "non-empty"},
+		{`{"type":"attributes","data":{"external_id":"u","pets":[{"name":"a"},{"name":null}]}}`, 0, KindAttributes, "/data/pets/1/name", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","pets":{"$add":[{"name":null}]}}}`, 0, KindAttributes, "/data/pets/$add/0/name", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","pets":{"$add":[null]}}}`, 0, KindAttributes, "/data/pets/$add/0", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","_merge_objects":true,"pets":{"$update":[{"$identifier_key":"id","$identifier_value":1,"$new_object":{"age":null}}]}}}`, 0, KindAttributes, "/data/pets/$update/0/$new_object/age", "null"},
+		{`{"type":"attributes","data":{"external_id":"u","x":{"inc":1,"other":null}}}`, 0, KindAttributes, "/data/x/other", "null"},
 		{`{"events":[{` + ev + `},{` + ev + `},{` + ev + `},{` + ev + `,"properties":{"$x":1}}]}`, 3, KindEvent, "/events/3/properties/$x", "'$'"},
 		{`{"attributes":[{"external_id":"u"}],"events":[{` + ev + `},7]}`, 2, KindEvent, "/events/1", "must be an object"},
 		{`{"purchases":[{"external_id":"u","product_id":"p","currency":"USD","price":null,"time":"2024-05-01"}],"attributes":[{"external_id":"u"}]}`, 1, KindPurchase, "/purchases/0/price", "number"},
@@ -177,6 +211,15 @@ func TestRecordErrors(t *testing.T) {
 			t.Errorf("%.80s:\n got %+v\nwant index %d kind %v field %q msg ~%q", tt.msg, *got, tt.index, tt.kind, tt.field, tt.inMsg)
 		}
 	}
+}
+
+// manyKeys returns n members ,"k0":0 … ,"k<n-1>":0.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(`,"k` + strconv.Itoa(i) + `":0`)
+	}
+	return b.String()
 }
 
 func TestMessageErrors(t *testing.T) {

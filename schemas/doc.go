@@ -32,30 +32,50 @@
 //
 // # Rules per record
 //
-// A record breaking one of these is still returned, with Err naming its first problem (the
-// other records of a bundle are unaffected):
+// docs/braze-rules.md §8 lists every rule with its Braze source and says whether the decoder
+// rejects, normalises, or leaves it to Braze. A record breaking one of these is still
+// returned, with Err naming its first problem (the other records of a bundle are unaffected):
 //
 //   - identifier: exactly one primary identifier: external_id (non-empty string, at most 987
-//     bytes), user_alias (object with non-empty string alias_name and alias_label) or
+//     bytes, no NUL), user_alias (object with non-empty string alias_name and alias_label) or
 //     braze_id (non-empty string). Without one, a non-empty string email, or else phone,
-//     identifies the user. Record.IDKind, UserID and UserHash come from that identifier.
-//   - _update_existing_only, when present, is a boolean.
-//   - event: name is a non-empty string; time is a Braze time: yyyy-MM-dd,
-//     yyyy-MM-dd HH:mm:ss, or yyyy-MM-ddTHH:mm:ss with an optional fraction (.f up to 9
-//     digits, or Braze's :SSS) and zone (Z, ±HH, ±HHmm, ±HH:mm), which covers RFC 3339
-//     (details in time.go; the schemas carry the same grammar as a pattern);
-//     properties, when present, is an object whose keys are non-empty, at most 255
-//     characters, do not start with '$' and are not "time" or "event_name".
-//   - purchase: product_id is a string of 1..255 characters; currency is 3 upper-case ASCII
-//     letters; price is a number; time as for events; quantity, when present, is an integer
-//     (in the JSON Schema sense: 2.0 counts) from 1 to 100; property keys as for events, with
-//     product_id, quantity, price and currency reserved too.
-//   - attributes: the identifier rules only; attribute values are passed through.
+//     identifies the user. Record.IDKind, UserID and UserHash come from that identifier. An
+//     attributes object with "push_token_import": true needs no identifier (an anonymous push
+//     token import): its IDKind is 0 and UserHash is the hash of its bytes. A member whose
+//     value is null (external_id, braze_id, user_alias, _update_existing_only, properties,
+//     quantity) counts as absent.
+//   - _update_existing_only, when present and not null, is a boolean.
+//   - event: name is a non-empty string; time is a Braze time: yyyy-MM-dd, or yyyy-MM-dd,
+//     T or a space, HH:mm with optional :ss, fraction (.f up to 9 digits, or Braze's :SSS)
+//     and zone (Z, ±HH, ±HHmm, ±HH:mm), which covers RFC 3339 (details in time.go; the
+//     schemas carry the same grammar as a pattern); properties, when present and not null,
+//     is an object whose keys are non-empty, at most 255 characters, do not start with '$',
+//     are not "time" or "event_name", and are not repeated.
+//   - purchase: product_id is a string of 1..255 characters; currency is 3 ASCII letters;
+//     price is a number; time as for events; quantity, when present and not null, is an
+//     integer (in the JSON Schema sense: 2.0 counts) from 1 to 100; property keys as for
+//     events.
+//   - attributes: the identifier rules; values are passed through, except nested custom
+//     attributes (object values, the objects of an array value, of "$add" and of an
+//     "$update"'s "$new_object"): no null inside, "$time" a time (or MM/dd/yyyy), keys
+//     non-empty, at most 255 characters, without space, '.' or '$'. An invalid value there
+//     makes Braze drop every nested update of the whole request, so it is checked per record.
+//   - any object: no repeated key at its top level, no number outside float64 range anywhere
+//     (Braze fails a whole request on either).
 //   - a bundle element that is not an object is a record with an error.
 //   - a record longer than Decoder.MaxRecordBytes gets Reason too_large, whatever else is
 //     wrong with it.
 //
 // Characters are Unicode code points, counted after unescaping, as JSON Schema counts them.
+//
+// # Normalisation
+//
+// Where the producer's meaning is certain, a record is sent normalised and its Raw is a
+// rewritten copy (in the message's buffer of unescaped identifiers) instead of a sub-slice of
+// the message: an event or purchase time outside Braze's documented layouts becomes RFC 3339
+// (2026-11-25T10:00Z → 2026-11-25T10:00:00Z; 2026-11-25 10:00:00.1+00:00 →
+// 2026-11-25T10:00:00.1+00:00), and a purchase currency is upper-cased (usd → USD). A
+// rejected record keeps its original bytes.
 //
 // # The JSON Schemas and the decoder
 //
@@ -65,7 +85,8 @@
 //
 //   - external_id's limit is in bytes (the schema says maxLength 987 characters, which is
 //     looser for non-ASCII ids);
-//   - duplicate keys (top level, and rule members such as a second "time") are rejected,
-//     where a schema validator sees only the last value;
+//   - duplicate keys (top level, properties, user_alias) are rejected, where a schema
+//     validator sees only the last value;
+//   - numbers outside float64 range, and the rules inside nested custom attributes;
 //   - MaxRecordBytes, and nesting deeper than 1024 levels (invalid_json).
 package schemas

@@ -1,6 +1,10 @@
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/braze-ingestor/braze-ingestor/dlq"
+)
 
 // Kind is the Braze array a record belongs to.
 type Kind uint8
@@ -64,15 +68,15 @@ func (k IDKind) String() string {
 	return "none"
 }
 
-// Reason is a dead-letter reason, as written to the dlq.reason header.
-type Reason string
+// Reason is a dead-letter reason; package dlq owns the list (docs/dlq.md). The decoder
+// produces the three below.
+type Reason = dlq.Reason
 
+// The reasons the decoder gives a message or record it refuses.
 const (
-	ReasonInvalidJSON      Reason = "invalid_json"
-	ReasonInvalidRecord    Reason = "invalid_record"
-	ReasonTooLarge         Reason = "too_large"
-	ReasonBrazeRejected    Reason = "braze_rejected"
-	ReasonRetriesExhausted Reason = "retries_exhausted"
+	ReasonInvalidJSON   = dlq.ReasonInvalidJSON
+	ReasonInvalidRecord = dlq.ReasonInvalidRecord
+	ReasonTooLarge      = dlq.ReasonTooLarge
 )
 
 // Record is one Braze object decoded from a Kafka message.
@@ -92,7 +96,8 @@ type Record struct {
 	// UserID is alias_label + "\x00" + alias_name.
 	IDKind IDKind
 	UserID []byte
-	// UserHash is a 64-bit FNV-1a hash of IDKind and UserID, used to route to lanes.
+	// UserHash is UserHash(IDKind, UserID): it routes the record to its lane and, with
+	// IDKind, is the identity coalescing and suppression use (see User).
 	UserHash uint64
 	// ID is the envelope's optional producer-side id (empty for bundles).
 	ID []byte
@@ -124,6 +129,9 @@ type MessageError struct {
 	Offset int    // byte offset of a syntax error, -1 when not applicable
 	Msg    string
 }
+
+// DLQReason is the reason the message is dead-lettered for (dlq.MessageError).
+func (e *MessageError) DLQReason() dlq.Reason { return e.Reason }
 
 func (e *MessageError) Error() string {
 	if e.Field != "" {

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -17,6 +19,9 @@ type scanner struct {
 	pos    int
 	errOff int // byte offset of the first syntax error, -1 while there is none
 	errMsg string
+	// bigAt is 1 + the offset of a number outside float64 range read since it was last
+	// zeroed (0: none). docs/braze-rules.md §8 poison-1.
+	bigAt int
 }
 
 // fail records a syntax error (the first one wins) and returns false.
@@ -169,11 +174,15 @@ func hex4(b []byte) rune {
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // number reads a number at s.pos: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// A number whose magnitude may exceed float64 (more than 308 decimal digits before the
+// point, counting the exponent) is parsed to tell, and noted in bigAt when it does.
 func (s *scanner) number() bool {
 	b, i := s.buf, s.pos
+	start := i
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
+	intStart := i
 	switch {
 	case i < len(b) && b[i] == '0':
 		i++
@@ -184,6 +193,7 @@ func (s *scanner) number() bool {
 		s.pos = i
 		return s.failHere("invalid character looking for a value")
 	}
+	mag := i - intStart // decimal digits before the point, plus the exponent
 	if i < len(b) && b[i] == '.' {
 		i++
 		if i >= len(b) || !isDigit(b[i]) {
@@ -195,18 +205,37 @@ func (s *scanner) number() bool {
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
+		neg := false
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			neg = b[i] == '-'
 			i++
 		}
 		if i >= len(b) || !isDigit(b[i]) {
 			s.pos = i
 			return s.failHere("invalid number: digit expected in exponent")
 		}
+		exp := 0
 		for ; i < len(b) && isDigit(b[i]); i++ {
+			if exp < 1e6 {
+				exp = exp*10 + int(b[i]-'0')
+			}
 		}
+		if neg {
+			exp = -exp
+		}
+		mag += exp
 	}
 	s.pos = i
+	if mag > 308 && s.bigAt == 0 && outOfFloat64(b[start:i]) {
+		s.bigAt = start + 1
+	}
 	return true
+}
+
+// outOfFloat64 reports whether a valid JSON number overflows float64.
+func outOfFloat64(lit []byte) bool {
+	f, err := strconv.ParseFloat(string(lit), 64)
+	return err != nil && math.IsInf(f, 0)
 }
 
 // literal reads true, false or null at s.pos.

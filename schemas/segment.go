@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 )
@@ -88,6 +89,17 @@ func (o SegmentOutcome) String() string {
 	return "unknown"
 }
 
+// SegmentOrderMapping says what a track "Order Completed" becomes.
+type SegmentOrderMapping uint8
+
+const (
+	// SegmentOrderPurchases sends one purchase per product (legacy purchase events).
+	SegmentOrderPurchases SegmentOrderMapping = iota
+	// SegmentOrderEcommerce sends one ecommerce.order_placed event (eCommerce recommended
+	// events).
+	SegmentOrderEcommerce
+)
+
 // DefaultSegmentAliasLabel is the alias_label of anonymous users by default.
 const DefaultSegmentAliasLabel = "anonymous_id"
 
@@ -107,6 +119,11 @@ type SegmentDecoder struct {
 	// GroupAsAttribute sends group calls as the custom attribute
 	// ab_segment_group_<groupId>: true, as Braze's classic Segment destination does.
 	GroupAsAttribute bool
+	// OrderCompleted says what a track "Order Completed" with products becomes: one purchase
+	// per product (SegmentOrderPurchases, the default) or one eCommerce recommended event
+	// ecommerce.order_placed (SegmentOrderEcommerce): Braze's purchase events are in
+	// maintenance mode (docs/braze-rules.md §1 "Purchase object").
+	OrderCompleted SegmentOrderMapping
 	// DefaultCurrency is the purchase currency when neither the product nor the order
 	// names one ("" = USD).
 	DefaultCurrency string
@@ -194,6 +211,11 @@ type segDecode struct {
 type segObj struct {
 	kind       Kind
 	start, end int
+	// item is 1 + the index of the order product a purchase was built from (0: not one).
+	item int
+	// err is set for a product that could not become a purchase: start:end then hold the
+	// product's own bytes, dead-lettered alone.
+	err *RecordError
 }
 
 func segErr(field, msg string) *MessageError {
@@ -412,9 +434,10 @@ func (sd *segDecode) optObject(v val, field string) error {
 }
 
 // identity writes the identifier that opens every object: external_id from userId, or else
-// a user_alias from anonymousId. attrs adds _update_existing_only: false for alias users, so
-// that an identify creates the alias-only profile.
-func (sd *segDecode) identity(attrs bool) error {
+// a user_alias from anonymousId with _update_existing_only: false, so that every object of
+// an anonymous user applies even before its alias profile exists (Braze's default for
+// alias objects is update-only: docs/braze-rules.md §1 "_update_existing_only").
+func (sd *segDecode) identity() error {
 	m := &sd.m
 	for _, f := range [...]struct {
 		v    val
@@ -438,9 +461,7 @@ func (sd *segDecode) identity(attrs bool) error {
 		}
 		sd.b = appendJSONString(sd.b, label)
 		sd.b = append(sd.b, '}')
-		if attrs {
-			sd.b = append(sd.b, `,"_update_existing_only":false`...)
-		}
+		sd.b = append(sd.b, `,"_update_existing_only":false`...)
 	default:
 		return segErr("/userId", "a Segment call needs a non-empty userId or anonymousId")
 	}
@@ -458,8 +479,8 @@ func (sd *segDecode) end() {
 	sd.objs[len(sd.objs)-1].end = len(sd.b)
 }
 
-// time writes ,"time":… from timestamp, or else originalTimestamp, sentAt, receivedAt.
-// Every one of them that is present (and not null) must be a valid time.
+// time writes ,"time":… from timestamp, or else originalTimestamp, sentAt, receivedAt: the
+// first one present and not null, which must be a valid time; the others are not read.
 func (sd *segDecode) time() error {
 	use := -1
 	for i, v := range sd.m.times {
@@ -468,11 +489,10 @@ func (sd *segDecode) time() error {
 		}
 		t, isStr := sd.str(v)
 		if !isStr || !isBrazeTime(t) {
-			return segErr("/"+segTimeKeys[i], "must be an ISO 8601 time (yyyy-MM-ddTHH:mm:ss with optional fraction and zone)")
+			return segErr("/"+segTimeKeys[i], "must be an ISO 8601 time (yyyy-MM-ddTHH:mm[:ss] with optional fraction and zone)")
 		}
-		if use < 0 {
-			use = i
-		}
+		use = i
+		break
 	}
 	if use < 0 {
 		return segErr("/timestamp", "is required: an event or purchase needs timestamp, originalTimestamp, sentAt or receivedAt")
@@ -582,6 +602,9 @@ func (sd *segDecode) track() (order bool, err error) {
 				products = v
 			}
 		})
+		if sd.d.OrderCompleted == SegmentOrderEcommerce {
+			return true, sd.orderPlaced(products)
+		}
 		if products.ok() && sd.buf[products.start] != 'n' {
 			if sd.buf[products.start] != '[' {
 				return true, segErr("/properties/products", "must be an array of product objects")
@@ -594,7 +617,7 @@ func (sd *segDecode) track() (order bool, err error) {
 		// An Order Completed without products is sent as the event it is.
 	}
 	start := len(sd.b)
-	if err := sd.identity(false); err != nil {
+	if err := sd.identity(); err != nil {
 		return false, err
 	}
 	sd.beginAt(KindEvent, start)
@@ -632,8 +655,17 @@ func (sd *segDecode) purchases(v val) (int, error) {
 		s.ws()
 		start := s.pos
 		s.skip()
-		if err := sd.purchase(val{start, s.pos}, i, orderCurrency); err != nil {
-			return n, err
+		p := val{start, s.pos}
+		mark, nobj := len(sd.b), len(sd.objs)
+		if err := sd.purchase(p, i, orderCurrency); err != nil {
+			re, ok := err.(*RecordError)
+			if !ok {
+				return n, err
+			}
+			// One bad product is dead-lettered alone; the order's other products go on.
+			sd.b, sd.objs = sd.b[:mark], sd.objs[:nobj]
+			sd.b = append(sd.b, sd.raw(p)...)
+			sd.objs = append(sd.objs, segObj{kind: KindPurchase, start: mark, end: len(sd.b), item: i + 1, err: re})
 		}
 		n++
 		s.ws()
@@ -650,11 +682,18 @@ type productFields struct {
 	productID, sku, id, price, quantity, currency val
 }
 
+// productErr is a problem of one order product: that product is dead-lettered alone.
+func productErr(field, msg string) *RecordError {
+	return &RecordError{Reason: ReasonInvalidRecord, Kind: KindPurchase, Field: field, Msg: msg}
+}
+
+// purchase writes the purchase of order product i. A problem of the product alone is a
+// *RecordError; a problem of the whole call (identity, time) a *MessageError.
 func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 	// field names a member of this product, for errors only (not built on the happy path).
 	field := func(member string) string { return "/properties/products/" + strconv.Itoa(i) + member }
 	if sd.buf[p.start] != '{' {
-		return segErr(field(""), "must be an object")
+		return productErr(field(""), "must be an object")
 	}
 	var f productFields
 	sd.members(p, func(ks, ke int, kesc bool, v val) {
@@ -674,10 +713,11 @@ func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 		}
 	})
 	start := len(sd.b)
-	if err := sd.identity(false); err != nil {
+	if err := sd.identity(); err != nil {
 		return err
 	}
 	sd.beginAt(KindPurchase, start)
+	sd.objs[len(sd.objs)-1].item = i + 1
 
 	// product_id: product_id, else sku, else id (a string, or a number written as a string).
 	var pid val
@@ -688,12 +728,12 @@ func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 		}
 	}
 	if !pid.ok() {
-		return segErr(field("/product_id"), "a product needs a non-empty product_id, sku or id")
+		return productErr(field("/product_id"), "a product needs a non-empty product_id, sku or id")
 	}
 	sd.b = append(sd.b, `,"product_id":`...)
 	if sd.buf[pid.start] == '"' {
 		if b, _ := sd.str(pid); utf8.RuneCount(b) > maxProductIDChars {
-			return segErr(field("/product_id"), "must be at most 255 characters")
+			return productErr(field("/product_id"), "must be at most 255 characters")
 		}
 		sd.b = append(sd.b, sd.raw(pid)...)
 	} else {
@@ -716,10 +756,7 @@ func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 		sd.b = append(sd.b, def...)
 	} else {
 		if !sd.isCurrency(cur) {
-			if curField == "/currency" {
-				curField = field(curField)
-			}
-			return segErr(curField, "must be a 3-letter ISO 4217 currency code")
+			return productErr(field(curField), "must be a 3-letter ISO 4217 currency code")
 		}
 		c, _ := sd.str(cur)
 		sd.b = append(sd.b, upper(c[0]), upper(c[1]), upper(c[2]))
@@ -727,7 +764,7 @@ func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 	sd.b = append(sd.b, '"')
 
 	if !f.price.ok() || !isNumberStart(sd.buf[f.price.start]) {
-		return segErr(field("/price"), "must be a number")
+		return productErr(field("/price"), "must be a number")
 	}
 	sd.b = append(sd.b, `,"price":`...)
 	sd.b = append(sd.b, sd.raw(f.price)...)
@@ -738,7 +775,7 @@ func (sd *segDecode) purchase(p val, i int, orderCurrency val) error {
 	} else {
 		q := sd.raw(f.quantity)
 		if v, isInt := jsonIntegerOK(q); !isInt || v < 1 || v > 100 {
-			return segErr(field("/quantity"), "must be an integer from 1 to 100")
+			return productErr(field("/quantity"), "must be an integer from 1 to 100")
 		}
 		sd.b = append(sd.b, q...)
 	}
@@ -810,7 +847,7 @@ func (sd *segDecode) pageEvent(name string) error {
 		return err
 	}
 	start := len(sd.b)
-	if err := sd.identity(false); err != nil {
+	if err := sd.identity(); err != nil {
 		return err
 	}
 	sd.beginAt(KindEvent, start)
@@ -845,7 +882,7 @@ func (sd *segDecode) group() error {
 		return segErr("/groupId", "must be a non-empty string")
 	}
 	start := len(sd.b)
-	if err := sd.identity(true); err != nil {
+	if err := sd.identity(); err != nil {
 		return err
 	}
 	sd.beginAt(KindAttributes, start)
@@ -886,7 +923,7 @@ func (sd *segDecode) identify() error {
 		return err
 	}
 	start := len(sd.b)
-	if err := sd.identity(true); err != nil {
+	if err := sd.identity(); err != nil {
 		return err
 	}
 	sd.beginAt(KindAttributes, start)
@@ -1014,12 +1051,11 @@ func (sd *segDecode) standard(i int, v val) {
 		}
 		norm = []byte(g)
 	case stdCountry:
-		s, isStr := sd.str(v)
-		if !isStr || len(s) != 2 || !isLetter(s[0]) || !isLetter(s[1]) {
-			sd.dropped++
-			return
+		// Two letters are upper-cased; anything else is passed on for Braze to map or set
+		// to NULL (docs/braze-rules.md §8 attr-2).
+		if s, isStr := sd.str(v); isStr && len(s) == 2 && isLetter(s[0]) && isLetter(s[1]) {
+			norm = []byte{upper(s[0]), upper(s[1])}
 		}
-		norm = []byte{upper(s[0]), upper(s[1])}
 	}
 	sd.b = append(sd.b, ',', '"')
 	sd.b = append(sd.b, stdNames[i]...)
@@ -1151,6 +1187,12 @@ func (sd *segDecode) finish() error {
 	var ids []byte
 	st := decodeState{s: scanner{buf: sd.b, errOff: -1}, maxRecord: sd.d.MaxRecordBytes, out: sd.out}
 	for i, o := range sd.objs {
+		if o.err != nil {
+			o.err.Index = i
+			st.out = append(st.out, Record{Kind: o.kind, Index: i, Raw: sd.b[o.start:o.end:o.end], Err: o.err})
+			sd.setID(&st.out[len(st.out)-1], id, &ids, i)
+			continue
+		}
 		st.s.pos = o.start
 		st.s.buf = sd.b[:o.end:o.end]
 		if !st.record(o.kind, loc{}, i) {
@@ -1158,27 +1200,37 @@ func (sd *segDecode) finish() error {
 			return &MessageError{Reason: ReasonInvalidRecord, Offset: -1, Msg: "internal error: built " + o.kind.EnvelopeType() + " object is not valid JSON: " + st.s.errMsg}
 		}
 		r := &st.out[len(st.out)-1]
-		if r.Err != nil {
+		switch {
+		case r.Err != nil && o.item > 0:
+			// The purchase of one order product: dead-lettered alone, its field named
+			// within the Segment call.
+			r.Err.Field = "/properties/products/" + strconv.Itoa(o.item-1) + strings.TrimPrefix(r.Err.Field, "/data")
+		case r.Err != nil:
 			sd.out = st.out
 			return &MessageError{Reason: r.Err.Reason, Offset: -1,
 				Msg: "the Braze " + o.kind.EnvelopeType() + " object built from this call breaks a rule: " + r.Err.Field + ": " + r.Err.Msg}
 		}
-		switch {
-		case id == nil:
-		case len(sd.objs) == 1:
-			r.ID = id
-		default:
-			// messageId/<index>, all in one buffer.
-			if ids == nil {
-				ids = make([]byte, 0, len(sd.objs)*(len(id)+6))
-			}
-			at := len(ids)
-			ids = strconv.AppendInt(append(append(ids, id...), '/'), int64(i), 10)
-			r.ID = ids[at:len(ids):len(ids)]
-		}
+		sd.setID(r, id, &ids, i)
 	}
 	sd.out = st.out
 	return nil
+}
+
+// setID gives record i its id: messageId for a call that yields one object, else
+// messageId/<index>, all in one buffer.
+func (sd *segDecode) setID(r *Record, id []byte, ids *[]byte, i int) {
+	switch {
+	case id == nil:
+	case len(sd.objs) == 1:
+		r.ID = id
+	default:
+		if *ids == nil {
+			*ids = make([]byte, 0, len(sd.objs)*(len(id)+6))
+		}
+		at := len(*ids)
+		*ids = strconv.AppendInt(append(append(*ids, id...), '/'), int64(i), 10)
+		r.ID = (*ids)[at:len(*ids):len(*ids)]
+	}
 }
 
 // appendJSONString appends s as a JSON string.

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"strconv"
 	"unicode/utf8"
 )
@@ -24,6 +25,7 @@ const (
 	kCurrency
 	kPrice
 	kQuantity
+	kPushTokenImport
 )
 
 var ruleKeyNames = [...]string{
@@ -41,6 +43,8 @@ var ruleKeyNames = [...]string{
 	kCurrency:   "currency",
 	kPrice:      "price",
 	kQuantity:   "quantity",
+
+	kPushTokenImport: "push_token_import",
 }
 
 // maxRuleKeyRaw bounds the escaped length of a key that can still be a rule key (the longest
@@ -75,6 +79,8 @@ func lookupRuleKey(b []byte) ruleKey {
 		return kPrice
 	case "quantity":
 		return kQuantity
+	case "push_token_import":
+		return kPushTokenImport
 	}
 	return kOther
 }
@@ -84,10 +90,14 @@ const idRuleKeys = 1<<kExternalID | 1<<kUserAlias | 1<<kBrazeID | 1<<kEmail | 1<
 // kindRuleKeys says which rule keys mean something for each kind: "name" in an attributes
 // object, say, is just a custom attribute.
 var kindRuleKeys = [...]uint32{
-	KindAttributes: idRuleKeys,
+	KindAttributes: idRuleKeys | 1<<kPushTokenImport,
 	KindEvent:      idRuleKeys | 1<<kName | 1<<kTime | 1<<kProperties,
 	KindPurchase:   idRuleKeys | 1<<kTime | 1<<kProperties | 1<<kProductID | 1<<kCurrency | 1<<kPrice | 1<<kQuantity,
 }
+
+// optionalRuleKeys are the rule keys a record may leave out (the identifier rules say which
+// identifier it needs).
+const optionalRuleKeys = idRuleKeys | 1<<kProperties | 1<<kQuantity | 1<<kPushTokenImport
 
 // Limits from docs/braze-rules.md §1.
 const (
@@ -101,6 +111,24 @@ type strSpan struct {
 	start, end int
 	esc        bool
 	ok         bool // present and passed its rule
+}
+
+// rewrite replaces the content of one string value of a record when it is sent
+// (docs/braze-rules.md §8 NORMALISE: time-2, pu-2).
+type rewrite struct {
+	start, end int // content span in the message
+	n          int
+	text       [maxTimeLen + 3]byte
+}
+
+// recState is what one record's members tell the record-level rules.
+type recState struct {
+	ext, braze            strSpan
+	email, phone          strSpan
+	aliasName, aliasLabel strSpan
+	pushImport            bool
+	nrw                   int
+	rw                    [2]rewrite
 }
 
 // bad sets r.Err unless it is already set: a record reports its first problem only.
@@ -125,6 +153,14 @@ func (st *decodeState) runeLen(sp strSpan) int {
 	return utf8.RuneCount(st.valueBytes(sp.start, sp.end, sp.esc))
 }
 
+// keyString returns a key's unescaped text, for error paths only.
+func (st *decodeState) keyString(ks, ke int, kesc bool) string {
+	if !kesc {
+		return string(st.s.buf[ks:ke])
+	}
+	return string(appendUnescaped(nil, st.s.buf[ks:ke]))
+}
+
 // record validates the Braze object at s.pos and appends it to st.out. It returns false
 // only on a syntax error; a rule failure sets the record's Err. A non-object value (possible
 // in a bundle) becomes a record whose Err says so.
@@ -143,14 +179,13 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 	}
 
 	var (
-		seen                  uint32
-		ext, braze            strSpan
-		email, phone          strSpan
-		aliasName, aliasLabel strSpan
-		nPrimary              int
-		secondPrimary         ruleKey
-		allowed               = kindRuleKeys[kind]
+		seen          uint32
+		rs            recState
+		nPrimary      int
+		secondPrimary ruleKey
+		allowed       = kindRuleKeys[kind]
 	)
+	st.top.reset()
 	s.pos++
 	s.ws()
 	if s.peek() == '}' {
@@ -164,24 +199,33 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			}
 			s.ws()
 			k := kOther
+			key := st.keyBytes(ks, ke, kesc)
+			if st.top.add(st, key, ks, ke, kesc) {
+				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
+			}
 			if ke-ks <= maxRuleKeyRaw {
-				if k = lookupRuleKey(st.keyBytes(ks, ke, kesc)); allowed&(1<<k) == 0 {
+				if k = lookupRuleKey(key); allowed&(1<<k) == 0 {
 					k = kOther
 				}
 			}
 			if k != kOther {
-				if seen&(1<<k) != 0 {
-					bad(r, l, "duplicate key", ruleKeyNames[k])
-				}
 				seen |= 1 << k
-				if k == kExternalID || k == kUserAlias || k == kBrazeID {
+				if (k == kExternalID || k == kUserAlias || k == kBrazeID) && s.peek() != 'n' {
 					if nPrimary++; nPrimary == 2 {
 						secondPrimary = k
 					}
 				}
 			}
-			if !st.member(r, l, k, kind, &ext, &braze, &email, &phone, &aliasName, &aliasLabel) {
+			s.bigAt = 0
+			if k == kOther && kind == KindAttributes && (s.peek() == '{' || s.peek() == '[') {
+				if !st.attrValue(r, l, ks, ke, kesc) {
+					return false
+				}
+			} else if !st.member(r, l, k, kind, &rs) {
 				return false
+			}
+			if s.bigAt != 0 {
+				bad(r, l, "holds a number outside the range of a 64-bit float (IEEE 754 double): Braze fails the whole request on it", st.keyString(ks, ke, kesc))
 			}
 			s.ws()
 			if c := s.peek(); c == ',' {
@@ -195,34 +239,9 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 		}
 	}
 	r.Raw = s.buf[start:s.pos]
+	st.identify(r, l, &rs, nPrimary, secondPrimary)
 
-	// Identifier resolution (docs/braze-rules.md §1 "Identifiers").
-	switch {
-	case nPrimary > 1:
-		bad(r, l, "only one primary identifier (external_id, user_alias, braze_id) is allowed", ruleKeyNames[secondPrimary])
-	case ext.ok:
-		st.setID(r, IDExternal, ext)
-	case aliasName.ok && aliasLabel.ok:
-		b := st.reserve(aliasLabel.end - aliasLabel.start + 1 + aliasName.end - aliasName.start)
-		b = appendUnescaped(b, s.buf[aliasLabel.start:aliasLabel.end])
-		b = append(b, 0)
-		b = appendUnescaped(b, s.buf[aliasName.start:aliasName.end])
-		r.IDKind, r.UserID = IDAlias, st.commit(b)
-		r.UserHash = userHash(IDAlias, r.UserID)
-	case braze.ok:
-		st.setID(r, IDBraze, braze)
-	case nPrimary == 1:
-		// The one primary identifier is malformed; that error is already set.
-	case email.ok:
-		st.setID(r, IDEmail, email)
-	case phone.ok:
-		st.setID(r, IDPhone, phone)
-	default:
-		bad(r, l, "no identifier: needs external_id, user_alias or braze_id, or else a non-empty email or phone")
-	}
-
-	required := allowed &^ idRuleKeys &^ (1<<kProperties | 1<<kQuantity)
-	if missing := required &^ seen; missing != 0 {
+	if missing := allowed &^ optionalRuleKeys &^ seen; missing != 0 {
 		for k := kName; k <= kQuantity; k++ {
 			if missing&(1<<k) != 0 {
 				bad(r, l, "is required", ruleKeyNames[k])
@@ -235,33 +254,85 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 		r.Err = &RecordError{Reason: ReasonTooLarge, Index: r.Index, Kind: r.Kind, Field: l.path(),
 			Msg: "record is " + strconv.Itoa(len(r.Raw)) + " bytes, over the limit of " + strconv.Itoa(st.maxRecord)}
 	}
+	if r.Err == nil && rs.nrw > 0 {
+		st.applyRewrites(r, start, &rs)
+	}
 	return true
 }
 
+// identify applies the identifier rules (docs/braze-rules.md §1 "Identifiers", §8 id-1..id-8).
+func (st *decodeState) identify(r *Record, l loc, rs *recState, nPrimary int, secondPrimary ruleKey) {
+	s := &st.s
+	switch {
+	case nPrimary > 1:
+		bad(r, l, "only one primary identifier (external_id, user_alias, braze_id) is allowed", ruleKeyNames[secondPrimary])
+	case rs.ext.ok:
+		st.setID(r, IDExternal, rs.ext)
+	case rs.aliasName.ok && rs.aliasLabel.ok:
+		b := st.reserve(rs.aliasLabel.end - rs.aliasLabel.start + 1 + rs.aliasName.end - rs.aliasName.start)
+		b = appendUnescaped(b, s.buf[rs.aliasLabel.start:rs.aliasLabel.end])
+		b = append(b, 0)
+		b = appendUnescaped(b, s.buf[rs.aliasName.start:rs.aliasName.end])
+		r.IDKind, r.UserID = IDAlias, st.commit(b)
+		r.UserHash = userHash(IDAlias, r.UserID)
+	case rs.braze.ok:
+		st.setID(r, IDBraze, rs.braze)
+	case nPrimary == 1:
+		// The one primary identifier is malformed; that error is already set.
+	case rs.email.ok:
+		st.setID(r, IDEmail, rs.email)
+	case rs.phone.ok:
+		st.setID(r, IDPhone, rs.phone)
+	case rs.pushImport:
+		// An anonymous push token import names no user: Braze creates one. It is routed by
+		// the hash of its bytes (IDKind stays 0, UserID empty).
+		r.UserHash = userHash(0, r.Raw)
+	default:
+		bad(r, l, "no identifier: needs external_id, user_alias or braze_id, or else a non-empty email or phone")
+	}
+}
+
+// applyRewrites gives r a Raw with the normalised values, built in the message's arena.
+func (st *decodeState) applyRewrites(r *Record, start int, rs *recState) {
+	rw := rs.rw[:rs.nrw]
+	if len(rw) == 2 && rw[1].start < rw[0].start {
+		rw[0], rw[1] = rw[1], rw[0]
+	}
+	n := len(r.Raw)
+	for i := range rw {
+		n += rw[i].n - (rw[i].end - rw[i].start)
+	}
+	b := st.reserve(n)
+	at := start
+	for i := range rw {
+		b = append(b, st.s.buf[at:rw[i].start]...)
+		b = append(b, rw[i].text[:rw[i].n]...)
+		at = rw[i].end
+	}
+	b = append(b, st.s.buf[at:start+len(r.Raw)]...)
+	r.Raw = st.commit(b)
+}
+
+// addRewrite notes that the string value at sp is sent as text.
+func (rs *recState) addRewrite(sp strSpan, text []byte) {
+	if rs.nrw == len(rs.rw) || len(text) > len(rs.rw[0].text) {
+		return // cannot happen: one time and one currency per record
+	}
+	w := &rs.rw[rs.nrw]
+	w.start, w.end, w.n = sp.start, sp.end, copy(w.text[:], text)
+	rs.nrw++
+}
+
 // member reads the value of one member of a Braze object and applies its rule.
-func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze, email, phone, aliasName, aliasLabel *strSpan) bool {
+func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, rs *recState) bool {
 	s := &st.s
 	name := ruleKeyNames[k]
+	if s.peek() == 'n' && k.nullable() {
+		return s.literal() // null: the member is absent (docs/braze-rules.md §8 id-6, ueo-1, ev-4, pu-4)
+	}
 	switch k {
 	case kExternalID, kBrazeID:
-		sp, isStr, ok := st.strValue()
-		if !ok {
-			return false
-		}
-		switch {
-		case !isStr || sp.end == sp.start:
-			bad(r, l, "must be a non-empty string", name)
-		case k == kExternalID && sp.end-sp.start > maxExternalIDBytes &&
-			(!sp.esc || len(st.valueBytes(sp.start, sp.end, true)) > maxExternalIDBytes):
-			bad(r, l, "must be at most 987 bytes", name)
-		default:
-			sp.ok = true
-			if k == kExternalID {
-				*ext = sp
-			} else {
-				*braze = sp
-			}
-		}
+		return st.idMember(r, l, k, rs)
 	case kEmail, kPhone:
 		// Only used when there is no primary identifier; otherwise any value is an attribute.
 		sp, isStr, ok := st.strValue()
@@ -271,9 +342,9 @@ func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze
 		if isStr && sp.end > sp.start {
 			sp.ok = true
 			if k == kEmail {
-				*email = sp
+				rs.email = sp
 			} else {
-				*phone = sp
+				rs.phone = sp
 			}
 		}
 	case kUserAlias:
@@ -281,13 +352,16 @@ func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze
 			bad(r, l, "must be an object with non-empty string alias_name and alias_label", name)
 			return s.skip()
 		}
-		return st.alias(r, l, aliasName, aliasLabel)
+		return st.alias(r, l, &rs.aliasName, &rs.aliasLabel)
 	case kUpdateOnly:
 		if c := s.peek(); c == 't' || c == 'f' {
 			return s.literal()
 		}
 		bad(r, l, "must be a boolean", name)
 		return s.skip()
+	case kPushTokenImport:
+		rs.pushImport = s.peek() == 't'
+		return s.skip() // any value is Braze's to judge
 	case kName:
 		sp, isStr, ok := st.strValue()
 		if !ok {
@@ -297,13 +371,7 @@ func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze
 			bad(r, l, "must be a non-empty string", name)
 		}
 	case kTime:
-		sp, isStr, ok := st.strValue()
-		if !ok {
-			return false
-		}
-		if !isStr || !isBrazeTime(st.valueBytes(sp.start, sp.end, sp.esc)) {
-			bad(r, l, "must be a Braze time string (yyyy-MM-dd, yyyy-MM-dd HH:mm:ss, or yyyy-MM-ddTHH:mm:ss with optional .fraction or :SSS and zone)", name)
-		}
+		return st.timeMember(r, l, rs)
 	case kProperties:
 		if s.peek() != '{' {
 			bad(r, l, "must be an object", name)
@@ -319,13 +387,7 @@ func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze
 			bad(r, l, "must be a string of 1 to 255 characters", name)
 		}
 	case kCurrency:
-		sp, isStr, ok := st.strValue()
-		if !ok {
-			return false
-		}
-		if !isStr || !isCurrency(st.valueBytes(sp.start, sp.end, sp.esc)) {
-			bad(r, l, "must be 3 upper-case letters (ISO 4217)", name)
-		}
+		return st.currencyMember(r, l, rs)
 	case kPrice:
 		if c := s.peek(); c == '-' || isDigit(c) {
 			return s.number()
@@ -351,8 +413,83 @@ func (st *decodeState) member(r *Record, l loc, k ruleKey, kind Kind, ext, braze
 	return true
 }
 
-func isCurrency(b []byte) bool {
-	return len(b) == 3 && 'A' <= b[0] && b[0] <= 'Z' && 'A' <= b[1] && b[1] <= 'Z' && 'A' <= b[2] && b[2] <= 'Z'
+// nullable reports the rule keys whose null value means "absent".
+func (k ruleKey) nullable() bool {
+	switch k {
+	case kExternalID, kBrazeID, kUserAlias, kUpdateOnly, kProperties, kQuantity:
+		return true
+	}
+	return false
+}
+
+// idMember reads external_id or braze_id.
+func (st *decodeState) idMember(r *Record, l loc, k ruleKey, rs *recState) bool {
+	name := ruleKeyNames[k]
+	sp, isStr, ok := st.strValue()
+	if !ok {
+		return false
+	}
+	switch {
+	case !isStr || sp.end == sp.start:
+		bad(r, l, "must be a non-empty string", name)
+	case k == kExternalID && sp.end-sp.start > maxExternalIDBytes &&
+		(!sp.esc || len(st.valueBytes(sp.start, sp.end, true)) > maxExternalIDBytes):
+		bad(r, l, "must be at most 987 bytes", name)
+	case k == kExternalID && sp.esc && bytes.IndexByte(st.valueBytes(sp.start, sp.end, true), 0) >= 0:
+		// A raw NUL is invalid JSON; only the \u0000 escape can carry one.
+		bad(r, l, "must not contain NUL (\\u0000): Braze fails the whole request on it", name)
+	default:
+		sp.ok = true
+		if k == kExternalID {
+			rs.ext = sp
+		} else {
+			rs.braze = sp
+		}
+	}
+	return true
+}
+
+// timeMember reads an event's or purchase's time; forms outside Braze's layouts are
+// normalised (time.go).
+func (st *decodeState) timeMember(r *Record, l loc, rs *recState) bool {
+	sp, isStr, ok := st.strValue()
+	if !ok {
+		return false
+	}
+	var t []byte
+	valid, norm := false, false
+	if isStr {
+		t = st.valueBytes(sp.start, sp.end, sp.esc)
+		valid, norm = timeForm(t)
+	}
+	switch {
+	case !valid:
+		bad(r, l, "must be a Braze time string (yyyy-MM-dd, or yyyy-MM-dd, T or a space, HH:mm[:ss[.fraction or :SSS]] and an optional zone)", "time")
+	case norm:
+		var buf [maxTimeLen + 3]byte
+		rs.addRewrite(sp, appendNormTime(buf[:0], t))
+	}
+	return true
+}
+
+// currencyMember reads a purchase currency: three ASCII letters, sent upper-cased.
+func (st *decodeState) currencyMember(r *Record, l loc, rs *recState) bool {
+	sp, isStr, ok := st.strValue()
+	if !ok {
+		return false
+	}
+	var c []byte
+	if isStr {
+		c = st.valueBytes(sp.start, sp.end, sp.esc)
+	}
+	if len(c) != 3 || !isLetter(c[0]) || !isLetter(c[1]) || !isLetter(c[2]) {
+		bad(r, l, "must be a 3-letter ISO 4217 code", "currency")
+		return true
+	}
+	if up := [3]byte{upper(c[0]), upper(c[1]), upper(c[2])}; string(up[:]) != string(c) {
+		rs.addRewrite(sp, up[:])
+	}
+	return true
 }
 
 // alias reads a user_alias object at s.pos ('{').
@@ -432,6 +569,7 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 		s.pos++
 		return true
 	}
+	st.props.reset()
 	for {
 		s.ws()
 		ks, ke, kesc, ok := s.key()
@@ -442,6 +580,8 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 			key := st.valueBytes(ks, ke, kesc)
 			if msg := propertyKeyProblem(key, kind); msg != "" {
 				bad(r, l, msg, "properties", string(key))
+			} else if st.props.add(st, key, ks, ke, kesc) {
+				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", "properties", string(key))
 			}
 		}
 		if !s.skip() {
@@ -459,8 +599,9 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 	}
 }
 
-// propertyKeyProblem says what is wrong with an (unescaped) property key, or "".
-func propertyKeyProblem(k []byte, kind Kind) string {
+// propertyKeyProblem says what is wrong with an (unescaped) property key, or "". Events and
+// purchases reserve the same keys (docs/braze-rules.md §1 "Purchase object", §8 pu-5).
+func propertyKeyProblem(k []byte, _ Kind) string {
 	switch {
 	case len(k) == 0:
 		return "property key must be non-empty"
@@ -472,10 +613,6 @@ func propertyKeyProblem(k []byte, kind Kind) string {
 	switch string(k) {
 	case "time", "event_name":
 		return "property key is reserved by Braze"
-	case "product_id", "quantity", "price", "currency":
-		if kind == KindPurchase {
-			return "property key is reserved by Braze for purchases"
-		}
 	}
 	return ""
 }
@@ -484,23 +621,6 @@ func (st *decodeState) setID(r *Record, kind IDKind, sp strSpan) {
 	r.IDKind = kind
 	r.UserID = st.stringBytes(sp.start, sp.end, sp.esc)
 	r.UserHash = userHash(kind, r.UserID)
-}
-
-// userHash is 64-bit FNV-1a over the IDKind byte and then the identifier, inlined so that
-// hashing costs no allocation (hash/fnv would need an interface value).
-func userHash(kind IDKind, id []byte) uint64 {
-	const (
-		offset64 = 14695981039346656037
-		prime64  = 1099511628211
-	)
-	h := uint64(offset64)
-	h ^= uint64(kind)
-	h *= prime64
-	for _, c := range id {
-		h ^= uint64(c)
-		h *= prime64
-	}
-	return h
 }
 
 // jsonInteger interprets a valid JSON number literal the way JSON Schema's "integer" type

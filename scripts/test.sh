@@ -42,6 +42,8 @@ export KAFKA_TEST_BROKERS KAFKA_TEST_SASL_BROKERS KAFKA_TEST_SASL_USER KAFKA_TES
 real_suite='^(TestEndToEnd|TestCrashLosesNothing|TestGracefulShutdownNoRedelivery|TestRealKafka.*)$'
 step "end-to-end suite on Apache Kafka, PLAINTEXT"
 KAFKA_TEST_SECURITY=plaintext go test -count=1 -timeout 20m -run "$real_suite" ./cmd/ingestor
+step "DLQ writer, replay and DLQ stage on Apache Kafka (topics with a small max.message.bytes)"
+go test -count=1 -timeout 10m -run '^(TestWriter.*|TestReplay.*|TestDLQLetterTooLargeAndTombstone)$' ./dlq ./pipeline
 step "end-to-end suite on Apache Kafka, SASL_SSL / SCRAM-SHA-512"
 KAFKA_TEST_SECURITY=sasl_ssl go test -count=1 -timeout 20m -run '^(TestEndToEnd|TestGracefulShutdownNoRedelivery)$' ./cmd/ingestor
 

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -56,21 +55,16 @@ type ItemError struct {
 	Index      int    `json:"index"`
 }
 
-// RateLimit is what Braze said about the rate-limit window, when it said it.
-type RateLimit struct {
-	Limit     int       // X-RateLimit-Limit, -1 when absent
-	Remaining int       // X-RateLimit-Remaining, -1 when absent
-	Reset     time.Time // X-RateLimit-Reset as an absolute time, zero when absent
-}
-
 // Response is a classified Braze answer.
 type Response struct {
-	Status     int
-	Class      Class
-	Message    string      // Braze's "message"
-	Errors     []ItemError // errors[] of a 2xx (Partial) or fatal answer
+	Status  int
+	Class   Class
+	Message string      // Braze's "message"
+	Errors  []ItemError // errors[] of a 2xx (Partial) or fatal answer
+	// Throttled: Braze refused the request for its rate limit (429); RetryAfter is its hint.
+	Throttled  bool
 	RetryAfter time.Duration
-	RateLimit  RateLimit
+	RateLimit  RateLimit // bounded rate-limit headers (sink/ratelimit.go)
 	// Err is the transport error behind a Retry without a status (timeout, reset, refused).
 	Err error
 	// Waited is how long the request waited for the rate limiter, 429 pauses and the
@@ -216,7 +210,7 @@ var errorsKey = []byte(`"errors"`)
 
 // Classify maps a Braze answer to its action (docs/design.md §3).
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
-	r := Response{Status: status, RateLimit: parseRateLimit(h, now)}
+	r := Response{Status: status, RateLimit: ParseRateLimit(h, now)}
 	if status/100 == 2 && !bytes.Contains(body, errorsKey) {
 		// The common answer, {"message":"success","events_processed":75}: nothing in it
 		// changes the outcome, so it is not decoded.
@@ -247,7 +241,8 @@ func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 		r.Class = Halt
 	case status == http.StatusTooManyRequests:
 		r.Class = Retry
-		r.RetryAfter = retryAfter(h, r.RateLimit, now)
+		r.Throttled = true
+		r.RetryAfter = retryAfter(r.RateLimit, now)
 	default:
 		// 5xx and anything unexpected (408, 409, 3xx): retrying is the only safe action, and
 		// Braze asks for exponential back-off on 5xx.
@@ -256,21 +251,11 @@ func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	return r
 }
 
-// retryAfter reads X-Ratelimit-Retry-After (seconds), then a plain Retry-After, then the
-// window reset; 0 means "no hint, use back-off".
-func retryAfter(h http.Header, rl RateLimit, now time.Time) time.Duration {
-	for _, name := range []string{"X-Ratelimit-Retry-After", "Retry-After"} {
-		if v := strings.TrimSpace(h.Get(name)); v != "" {
-			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-				return time.Duration(f * float64(time.Second))
-			}
-			if t, err := http.ParseTime(v); err == nil {
-				if d := t.Sub(now); d > 0 {
-					return d
-				}
-				return 0
-			}
-		}
+// retryAfter is the wait a 429 asks for: the bounded retry hint, else the window reset;
+// 0 means "no hint, use back-off".
+func retryAfter(rl RateLimit, now time.Time) time.Duration {
+	if rl.RetryAfter > 0 {
+		return rl.RetryAfter
 	}
 	if !rl.Reset.IsZero() {
 		if d := rl.Reset.Sub(now); d > 0 {
@@ -278,36 +263,6 @@ func retryAfter(h http.Header, rl RateLimit, now time.Time) time.Duration {
 		}
 	}
 	return 0
-}
-
-// epochThreshold tells epoch seconds from seconds-remaining in X-RateLimit-Reset: Braze's
-// pages document both meanings.
-const epochThreshold = 1_000_000_000
-
-func parseRateLimit(h http.Header, now time.Time) RateLimit {
-	rl := RateLimit{Limit: headerInt(h, "X-RateLimit-Limit"), Remaining: headerInt(h, "X-RateLimit-Remaining")}
-	if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-			if f > epochThreshold {
-				rl.Reset = time.Unix(0, int64(f*float64(time.Second)))
-			} else {
-				rl.Reset = now.Add(time.Duration(f * float64(time.Second)))
-			}
-		}
-	}
-	return rl
-}
-
-func headerInt(h http.Header, name string) int {
-	v := strings.TrimSpace(h.Get(name))
-	if v == "" {
-		return -1
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 func truncate(s string, n int) string {

@@ -66,6 +66,9 @@ func NewGuard(next Tracker, limiter *Limiter, bc BreakerConfig, log *slog.Logger
 		log = slog.Default()
 	}
 	g := &Guard{next: next, limiter: limiter, log: log}
+	if limiter != nil {
+		limiter.SetLogger(log)
+	}
 	g.cb = gobreaker.NewCircuitBreaker[Response](gobreaker.Settings{
 		Name:        "braze",
 		MaxRequests: 1, // a single half-open probe decides
@@ -149,7 +152,11 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 			continue
 		}
 		if g.limiter != nil {
-			g.limiter.Observe(resp)
+			if resp.Throttled {
+				g.limiter.Throttled(resp.RateLimit)
+			} else {
+				g.limiter.Observe(resp.RateLimit)
+			}
 		}
 		resp.Waited = waited
 		return resp

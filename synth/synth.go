@@ -200,7 +200,7 @@ func (g *Generator) object(kind, user string) (string, Record) {
 		}
 		cur := "USD"
 		if outcome == Invalid {
-			cur = "usd" // not 3 upper-case letters
+			cur = "US" // not a 3-letter code (a lower-case one would be upper-cased and sent)
 		}
 		obj = fmt.Sprintf(`{"external_id":"%s","product_id":"%s","currency":"%s","price":%d.%02d,"quantity":%d,"time":"%s","properties":{"seq":%d,"note":"%s"}}`,
 			id, products[g.r.IntN(len(products))], cur, 1+g.r.IntN(200), g.r.IntN(100), 1+g.r.IntN(3), ts, seq, pad)

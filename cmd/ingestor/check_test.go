@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
 
 // checkEnv sets the environment `ingestor check` reads, for broker k and simulator sim.
@@ -71,17 +71,17 @@ func TestCheck(t *testing.T) {
 		{name: "plain output", key: "good-key-0123456789", args: []string{"--plain", "--dlq-write=false"}, wantCode: 0,
 			want: []string{"ok   config valid", "WARN DLQ topic " + k.DLQ + ": writability not tested"}},
 		{name: "wrong key", key: "wrong-key-0123456789", wantCode: 1, want: []string{
-			"✗ Braze " + sim.URL + ": HTTP 401: key invalid or from another instance/workspace",
-			"fix: check BRAZE_API_KEY and BRAZE_REST_ENDPOINT",
+			"✗ Braze " + sim.URL + ": HTTP 401: ", ": refused: the API key is invalid, from another workspace",
+			"fix: check BRAZE_API_KEY",
 			"✓ brokers reachable",
 		}},
 		{name: "key without users.track", key: "noperm-key-0123456789", wantCode: 1, want: []string{
-			"✗ Braze " + sim.URL + ": HTTP 403: key lacks users.track or this IP is not allow-listed (Braze: \"Access Denied\")",
-			"fix: create a key with the users.track permission",
+			"✗ Braze " + sim.URL + ": HTTP 403: Access Denied: refused: the API key lacks the users.track permission",
+			"fix: check BRAZE_API_KEY (a key of a workspace on this instance, with the users.track permission",
 		}},
 		{name: "IP not allowed", key: "ip-key-0123456789", wantCode: 1, want: []string{
-			"✗ Braze " + sim.URL + ": HTTP 401: this IP is not allow-listed for the key: \"IP address not allowed for this API key\" (this host's address 127.0.0.1",
-			"fix: add this host's egress IP to the key's allowlist",
+			"✗ Braze " + sim.URL + ": HTTP 401: IP address not allowed for this API key: refused:", "this host's address is 127.0.0.1",
+			"the key's IP allowlist in Braze",
 		}},
 		{name: "missing source topic", key: "good-key-0123456789", env: map[string]string{"KAFKA_TOPICS": k.Topic + ",no-such-topic"}, wantCode: 1, want: []string{
 			"✓ source topic " + k.Topic + ": exists",
@@ -103,7 +103,7 @@ func TestCheck(t *testing.T) {
 			"✗ Braze http://127.0.0.1:1: endpoint unreachable: connection refused",
 		}},
 		{name: "wrong endpoint path", key: "good-key-0123456789", env: map[string]string{"BRAZE_REST_ENDPOINT": sim.URL + "/v1"}, wantCode: 1, want: []string{
-			"HTTP 404: wrong endpoint",
+			"HTTP 404: Not Found: refused: wrong REST endpoint URL",
 		}},
 		{name: "invalid config", key: "", wantCode: 2},
 	}
@@ -148,7 +148,7 @@ func TestCheck(t *testing.T) {
 	}
 	markers := 0
 	for _, m := range readDLQ(t, k) {
-		if header(m, sink.HeaderReason) != ReasonPreflightCheck || !strings.Contains(string(m.Value), `"preflight_check"`) {
+		if header(m, dlq.HeaderReason) != string(dlq.ReasonPreflightCheck) || !strings.Contains(string(m.Value), `"preflight_check"`) {
 			t.Errorf("unexpected DLQ record: %v %q", m.Headers, m.Value)
 		}
 		markers++

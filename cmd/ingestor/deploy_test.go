@@ -42,6 +42,11 @@ const partitionsAnnotation = "braze-ingestor/topic-partitions"
 // secretMountPath is where the Deployment mounts the Secret's keys as files.
 const secretMountPath = "/var/run/secrets/braze-ingestor"
 
+// secretName is the Secret the pods mount and KEDA reads. The manifests never render it: it is
+// created out of band (deploy/k8s/README.md "Secrets"), so that `kubectl apply -k` cannot
+// overwrite the real one.
+const secretName = "braze-ingestor"
+
 // requiredSettings must be set by every deployment (Config has no default for them).
 var requiredSettings = []string{"KAFKA_BROKERS", "KAFKA_TOPICS", "KAFKA_GROUP_ID", "KAFKA_DLQ_TOPIC", "BRAZE_REST_ENDPOINT", "BRAZE_API_KEY_FILE"}
 
@@ -95,7 +100,7 @@ type manifests struct {
 	namespaces  map[string]bool
 	deployment  *appsv1.Deployment
 	configMap   *corev1.ConfigMap
-	secret      *corev1.Secret
+	secret      *corev1.Secret // must stay nil
 	sa          *corev1.ServiceAccount
 	service     *corev1.Service
 	pdb         *policyv1.PodDisruptionBudget
@@ -127,6 +132,9 @@ func render(t *testing.T, dir string) *manifests {
 		y, err := r.AsYAML()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if bytes.Contains(bytes.ToUpper(y), []byte("REPLACE-ME")) {
+			t.Errorf("%s %s/%s: renders a placeholder value (REPLACE-ME)", dir, r.GetKind(), r.GetName())
 		}
 		js, err := yaml.YAMLToJSON(y)
 		if err != nil {
@@ -185,13 +193,16 @@ func render(t *testing.T, dir string) *manifests {
 		t.FailNow()
 	}
 	for what, missing := range map[string]bool{
-		"Deployment": m.deployment == nil, "ConfigMap": m.configMap == nil, "Secret": m.secret == nil,
+		"Deployment": m.deployment == nil, "ConfigMap": m.configMap == nil,
 		"ServiceAccount": m.sa == nil, "Service": m.service == nil, "PodDisruptionBudget": m.pdb == nil,
 		"NetworkPolicy": m.netpol == nil,
 	} {
 		if missing {
 			t.Errorf("%s: no %s", dir, what)
 		}
+	}
+	if m.secret != nil {
+		t.Errorf("%s renders Secret %s: `kubectl apply -k` would overwrite the real one; it is created out of band", dir, m.secret.Name)
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -312,22 +323,23 @@ func checkEnvironment(t *testing.T, m *manifests) (*Config, map[string]string) {
 		}
 	}
 
-	// Secret files: every *_FILE under the mount names a key of the mounted Secret. The test
-	// reproduces the mount in a temp dir with the Secret's (placeholder) values.
+	// Secret files: every *_FILE under the mount names a key of the Secret the README tells
+	// the operator to create. The test reproduces the mount in a temp dir with test values
+	// (with the trailing newline a file written by hand usually has).
 	mountDir := secretMountDir(t, m)
 	secretDir := t.TempDir()
+	keys := documentedSecretKeys(t)
 	for k, v := range env {
 		if !strings.HasSuffix(k, "_FILE") || !strings.HasPrefix(v, secretMountPath+"/") {
 			continue
 		}
 		key := strings.TrimPrefix(v, secretMountPath+"/")
-		val, ok := secretValue(m.secret, key)
-		if !ok {
-			t.Errorf("%s=%s: Secret %s has no key %q", k, v, m.secret.Name, key)
+		if !keys[key] {
+			t.Errorf("%s=%s: the Secret %s documented in deploy/k8s/README.md has no key %q", k, v, secretName, key)
 			continue
 		}
 		f := filepath.Join(secretDir, key)
-		if err := os.WriteFile(f, []byte(val), 0o600); err != nil {
+		if err := os.WriteFile(f, []byte("test-value-of-"+key+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		env[k] = f
@@ -366,12 +378,33 @@ func container(t *testing.T, m *manifests) *corev1.Container {
 	return &cs[0]
 }
 
-func secretValue(s *corev1.Secret, key string) (string, bool) {
-	if v, ok := s.StringData[key]; ok {
-		return v, true
+// documentedSecretKeys returns the keys of the `kubectl create secret generic braze-ingestor`
+// command in deploy/k8s/README.md, the one place that says what the out-of-band Secret holds.
+func documentedSecretKeys(t *testing.T) map[string]bool {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("..", "..", "deploy", "k8s", "README.md"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	v, ok := s.Data[key]
-	return string(v), ok
+	cmd := "create secret generic " + secretName
+	i := bytes.Index(text, []byte(cmd))
+	if i < 0 {
+		t.Fatalf("deploy/k8s/README.md does not show how to create the Secret (%q)", cmd)
+	}
+	block, _, _ := strings.Cut(string(text[i:]), "```")
+	keys := map[string]bool{}
+	for _, f := range strings.Fields(block) {
+		for _, flag := range []string{"--from-file=", "--from-literal="} {
+			if rest, ok := strings.CutPrefix(f, flag); ok {
+				key, _, _ := strings.Cut(rest, "=")
+				keys[key] = true
+			}
+		}
+	}
+	if len(keys) == 0 {
+		t.Fatalf("deploy/k8s/README.md: %q lists no keys", cmd)
+	}
+	return keys
 }
 
 // secretMountDir returns where the Secret is mounted, checking the volume names that Secret.
@@ -380,8 +413,11 @@ func secretMountDir(t *testing.T, m *manifests) string {
 	var vol string
 	for _, v := range m.deployment.Spec.Template.Spec.Volumes {
 		if v.Secret != nil {
-			if v.Secret.SecretName != m.secret.Name {
-				t.Errorf("volume %s mounts Secret %q, want %q", v.Name, v.Secret.SecretName, m.secret.Name)
+			if v.Secret.SecretName != secretName {
+				t.Errorf("volume %s mounts Secret %q, want %q", v.Name, v.Secret.SecretName, secretName)
+			}
+			if isTrue(v.Secret.Optional) {
+				t.Errorf("volume %s: optional Secret would start the worker without its key", v.Name)
 			}
 			if v.Secret.DefaultMode != nil && *v.Secret.DefaultMode&0o007 != 0 {
 				t.Errorf("volume %s: defaultMode %o gives others access", v.Name, *v.Secret.DefaultMode)
@@ -397,7 +433,7 @@ func secretMountDir(t *testing.T, m *manifests) string {
 			return vm.MountPath
 		}
 	}
-	t.Errorf("the Secret %s is not mounted", m.secret.Name)
+	t.Errorf("the Secret %s is not mounted", secretName)
 	return ""
 }
 
@@ -719,18 +755,18 @@ func checkScaling(t *testing.T, m *manifests, env map[string]string, keda bool) 
 		t.Fatalf("KEDA authenticationRef %q: no such TriggerAuthentication", tr.AuthenticationRef.Name)
 	}
 	params := map[string]string{}
+	keys := documentedSecretKeys(t)
 	for _, ref := range ta.Spec.SecretTargetRef {
-		v, ok := secretValue(m.secret, ref.Key)
-		if ref.Name != m.secret.Name || !ok {
-			t.Errorf("TriggerAuthentication %s: %s from Secret %s key %s, which the rendered Secret lacks", ta.Metadata.Name, ref.Parameter, ref.Name, ref.Key)
+		if ref.Name != secretName || !keys[ref.Key] {
+			t.Errorf("TriggerAuthentication %s: %s from Secret %s key %s, which the documented Secret %s lacks", ta.Metadata.Name, ref.Parameter, ref.Name, ref.Key, secretName)
 		}
-		params[ref.Parameter] = v
+		params[ref.Parameter] = ref.Key
 		if ref.Parameter == "password" && path.Join(secretMountPath, ref.Key) != env["KAFKA_SASL_PASSWORD_FILE"] {
 			t.Errorf("KEDA reads the password from key %s, the worker from %s", ref.Key, env["KAFKA_SASL_PASSWORD_FILE"])
 		}
 	}
-	if params["username"] != env["KAFKA_SASL_USERNAME"] {
-		t.Errorf("KEDA SASL username %q, the worker's KAFKA_SASL_USERNAME %q", params["username"], env["KAFKA_SASL_USERNAME"])
+	if _, ok := params["username"]; !ok {
+		t.Errorf("TriggerAuthentication %s: no username", ta.Metadata.Name)
 	}
 	if _, ok := params["password"]; !ok {
 		t.Errorf("TriggerAuthentication %s: no password", ta.Metadata.Name)
@@ -743,10 +779,14 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 		t.Errorf("NetworkPolicy policyTypes %v: want Ingress and Egress", np.Spec.PolicyTypes)
 	}
 	httpP := httpPort(t, env)
+	if len(np.Spec.Ingress) == 0 {
+		t.Errorf("NetworkPolicy has no ingress rule: the metrics port would be closed to the scraper")
+	}
 	for _, r := range np.Spec.Ingress {
 		if len(r.Ports) == 0 {
 			t.Errorf("NetworkPolicy ingress rule without ports allows every port")
 		}
+		checkIngressPeers(t, r.From)
 		for _, p := range r.Ports {
 			if p.Port == nil || p.Port.IntValue() != httpP || protocol(p.Protocol) != corev1.ProtocolTCP {
 				t.Errorf("NetworkPolicy ingress port %v: only TCP %d (HTTP_ADDR) is served", p.Port, httpP)
@@ -797,6 +837,30 @@ func checkNetworkPolicy(t *testing.T, m *manifests, cfg *Config, env map[string]
 			if _, ok := need[k]; !ok {
 				t.Errorf("NetworkPolicy egress allows %s, which nothing configured uses", k)
 			}
+		}
+	}
+}
+
+// metricsNamespaceLabel selects the namespace allowed to scrape /metrics; the API server sets
+// it on every namespace (deploy/k8s/README.md "Network and security").
+const metricsNamespaceLabel = "kubernetes.io/metadata.name"
+
+// checkIngressPeers: the HTTP port is open only to pods of a label-selected namespace (the
+// monitoring one), never to every source (no from), every namespace (an empty selector) or an
+// address block.
+func checkIngressPeers(t *testing.T, from []networkingv1.NetworkPolicyPeer) {
+	t.Helper()
+	if len(from) == 0 {
+		t.Errorf("NetworkPolicy ingress rule without from: admits the metrics port from anywhere")
+	}
+	for _, peer := range from {
+		switch {
+		case peer.IPBlock != nil:
+			t.Errorf("NetworkPolicy ingress from ipBlock %s: admit the scraper's namespace by label instead", peer.IPBlock.CIDR)
+		case peer.NamespaceSelector == nil:
+			t.Errorf("NetworkPolicy ingress peer %+v: no namespaceSelector, i.e. the worker's own namespace, not the monitoring one", peer)
+		case peer.NamespaceSelector.MatchLabels[metricsNamespaceLabel] == "":
+			t.Errorf("NetworkPolicy ingress namespaceSelector %+v: want matchLabels %s: <monitoring namespace>", peer.NamespaceSelector, metricsNamespaceLabel)
 		}
 	}
 }

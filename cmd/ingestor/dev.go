@@ -13,8 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/synth"
+	"github.com/braze-ingestor/braze-ingestor/worker"
 )
 
 // devEnv is the embedded environment of `ingestor dev` (and of the in-process tests): an
@@ -46,21 +48,14 @@ func (e *devEnv) Close() {
 	e.Cluster.Close()
 }
 
-// config returns a worker configuration for the environment on the embedded defaults.
+// config returns a worker configuration for the environment on the worker's defaults.
 func (e *devEnv) config(group string) *Config {
-	c := &Config{
-		KafkaBrokers: e.Brokers, KafkaTopics: []string{e.Topic}, KafkaGroupID: group, KafkaDLQTopic: e.DLQ,
-		BrazeEndpoint: e.Sim.URL, BrazeAPIKey: "dev-key",
-		KafkaStartOffset: "earliest", KafkaCommitInterval: time.Second, KafkaSessionTimeout: 30 * time.Second,
-		KafkaRebalanceTimeout: 30 * time.Second, KafkaHeartbeatInterval: 3 * time.Second, KafkaDrainTimeout: 10 * time.Second,
-		KafkaMinBytes: 1, KafkaMaxBytes: 10 << 20, KafkaMaxWait: 250 * time.Millisecond, KafkaQueueCapacity: 1000, KafkaFetcher: "batch",
-		KafkaMaxRunAhead: pipeline.DefaultMaxRunAhead, MaxInflightBytes: pipeline.DefaultMaxInflightBytes,
-		BatchLimitMode: "combined", BatchMaxObjects: 75, BatchMaxBytes: 3_500_000, BatchLinger: 100 * time.Millisecond,
-		Lanes: 64, LaneQueue: 1024, BrazeHTTPTimeout: 10 * time.Second, RetryInitial: 200 * time.Millisecond,
-		RetryMax: 30 * time.Second, BrazeRateLimit: 1000, BrazeRateBurst: 3000, BreakerFailures: 5, BreakerOpenFor: 10 * time.Second, HaltProbeMax: 30 * time.Second,
-		ShutdownTimeout: 25 * time.Second, HTTPAddr: "127.0.0.1:0", LogLevel: "warn",
-	}
-	return c
+	c := worker.Defaults()
+	c.KafkaBrokers, c.KafkaTopics, c.KafkaGroupID, c.KafkaDLQTopic = e.Brokers, []string{e.Topic}, group, e.DLQ
+	c.BrazeEndpoint, c.BrazeAPIKey = e.Sim.URL, "dev-key"
+	c.LaneQueue = 1024
+	c.HTTPAddr, c.LogLevel = "127.0.0.1:0", "warn"
+	return &c
 }
 
 // produce writes n generated messages (0 = until ctx ends) at up to rate messages/s and
@@ -72,9 +67,22 @@ func produce(ctx context.Context, brokers []string, topic string, gen *synth.Gen
 	return produceWith(ctx, w, gen, n, rate, produced, onMsg)
 }
 
+// produceTick is how often a paced producer writes: small enough that a low rate is seen as a
+// steady trickle (not a burst every few seconds), large enough that a write is not per message
+// at high rates.
+const produceTick = 20 * time.Millisecond
+
+// produceChunk is the number of messages written per tick at the given rate (0: unpaced, 500).
+func produceChunk(rate int) int {
+	if rate <= 0 {
+		return 500
+	}
+	return min(500, max(1, rate*int(produceTick/time.Millisecond)/1000))
+}
+
 // produceWith is produce on a given writer (tests bring one with TLS/SASL).
 func produceWith(ctx context.Context, w *kafka.Writer, gen *synth.Generator, n, rate int, produced *atomic.Int64, onMsg func(synth.Message)) error {
-	const chunk = 500
+	chunk := produceChunk(rate)
 	batch := make([]kafka.Message, 0, chunk)
 	start := time.Now()
 	sent := 0
@@ -217,7 +225,7 @@ func printSummary(w io.Writer, s pipeline.Snapshot, produced int64, d time.Durat
 	fmt.Fprintf(w, "  records consumed      %d decoded from %d messages (unparsable messages count once, as dead letters)\n", s.RecordsConsumed, s.MessagesConsumed)
 	fmt.Fprintf(w, "  delivered to Braze    %d\n", s.RecordsDelivered)
 	fmt.Fprintf(w, "  dead-lettered         %d", s.DeadLetteredAll)
-	for _, r := range pipeline.Reasons {
+	for _, r := range dlq.Reasons {
 		if n := s.DeadLettered[r]; n > 0 {
 			fmt.Fprintf(w, "  %s=%d", r, n)
 		}

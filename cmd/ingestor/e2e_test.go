@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
-	"github.com/braze-ingestor/braze-ingestor/schemas"
-	"github.com/braze-ingestor/braze-ingestor/sink"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
 
@@ -83,9 +82,9 @@ func TestEndToEnd(t *testing.T) {
 	if s.RecordsDelivered != int64(exp.deliver) {
 		t.Errorf("delivered %d records, want %d", s.RecordsDelivered, exp.deliver)
 	}
-	wantDLQ := map[schemas.Reason]int64{
-		schemas.ReasonInvalidJSON: int64(exp.badJSON), schemas.ReasonInvalidRecord: int64(exp.invalid),
-		schemas.ReasonBrazeRejected: int64(exp.rejected),
+	wantDLQ := map[dlq.Reason]int64{
+		dlq.ReasonInvalidJSON: int64(exp.badJSON), dlq.ReasonInvalidRecord: int64(exp.invalid),
+		dlq.ReasonBrazeRejected: int64(exp.rejected),
 	}
 	for r, n := range wantDLQ {
 		if s.DeadLettered[r] != n {
@@ -97,21 +96,21 @@ func TestEndToEnd(t *testing.T) {
 	dl := readDLQ(t, k)
 	byReason := map[string]int64{}
 	for _, m := range dl {
-		byReason[header(m, sink.HeaderReason)]++
-		if header(m, sink.HeaderSourceTopic) != k.Topic || header(m, sink.HeaderSourceOffset) == "" ||
-			header(m, sink.HeaderSourcePartition) == "" || header(m, sink.HeaderFailedAt) == "" || header(m, sink.HeaderError) == "" {
+		byReason[header(m, dlq.HeaderReason)]++
+		if header(m, dlq.HeaderSourceTopic) != k.Topic || header(m, dlq.HeaderSourceOffset) == "" ||
+			header(m, dlq.HeaderSourcePartition) == "" || header(m, dlq.HeaderFailedAt) == "" || header(m, dlq.HeaderError) == "" {
 			t.Errorf("dead letter missing source headers: %v", m.Headers)
 		}
-		switch header(m, sink.HeaderReason) {
+		switch header(m, dlq.HeaderReason) {
 		case "invalid_json":
 			if !strings.HasPrefix(string(m.Value), `{"type":"event","data":{"name":"x"`) {
 				t.Errorf("invalid_json dead letter should carry the original bytes, got %q", m.Value)
 			}
 		case "braze_rejected":
-			if !strings.Contains(string(m.Value), `"data":{`) || header(m, sink.HeaderAttempts) != "1" {
-				t.Errorf("braze_rejected dead letter: value %q attempts %q", m.Value, header(m, sink.HeaderAttempts))
+			if !strings.Contains(string(m.Value), `"data":{`) || header(m, dlq.HeaderAttempts) != "1" {
+				t.Errorf("braze_rejected dead letter: value %q attempts %q", m.Value, header(m, dlq.HeaderAttempts))
 			}
-			e := header(m, sink.HeaderError)
+			e := header(m, dlq.HeaderError)
 			if !strings.Contains(e, "email") && !strings.Contains(e, "BLACKLISTED") && !strings.Contains(e, "blacklisted") {
 				t.Errorf("braze_rejected dead letter without Braze's reason: %q", e)
 			}

@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
 
@@ -485,5 +485,5 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-var _ = sink.HeaderReason
+var _ = dlq.HeaderReason
 var _ = rand.IntN

@@ -300,26 +300,6 @@ func TestSharedStateAcrossWorkers(t *testing.T) {
 	}
 }
 
-// TestOptimizeConfig: settings and their validation.
-func TestOptimizeConfig(t *testing.T) {
-	c := &Config{SuppressCacheSize: 0, DedupCacheSize: 1, SuppressTTL: time.Hour, DedupWindow: 0, OptimizeStoreTimeout: time.Second, RedisURL: "http://x"}
-	got := strings.Join(c.validateOptimize(), "; ")
-	for _, want := range []string{"SUPPRESS_CACHE_SIZE", "DEDUP_WINDOW", "REDIS_URL"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("problems %q lack %s", got, want)
-		}
-	}
-	c = &Config{SuppressCacheSize: 1, DedupCacheSize: 1, SuppressTTL: time.Hour, DedupWindow: time.Hour, OptimizeStoreTimeout: time.Second, RedisURL: "redis://127.0.0.1:1/0"}
-	if p := c.validateOptimize(); len(p) != 0 {
-		t.Fatal(p)
-	}
-	// Unreachable Redis is a start-up error, not a silent fallback.
-	c.SuppressUnchanged = true
-	if _, _, err := optimizeConfig(context.Background(), c, newLogger(testLogWriter{t}, "error")); err == nil {
-		t.Fatal("unreachable Redis accepted")
-	}
-}
-
 // TestDataPointsReport measures requests and data points per 1,000 input records with each
 // optimization off and on (the BENCHMARKS.md table). Set OPT_REPORT=1 to run it.
 func TestDataPointsReport(t *testing.T) {

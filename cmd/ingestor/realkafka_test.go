@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
 
@@ -219,9 +219,9 @@ func TestRealKafkaKcatInterop(t *testing.T) {
 			}
 			return v
 		}
-		off, err := strconv.ParseInt(h(sink.HeaderSourceOffset), 10, 64)
+		off, err := strconv.ParseInt(h(dlq.HeaderSourceOffset), 10, 64)
 		if err != nil || off < 0 || off >= int64(len(msgs)) {
-			t.Errorf("dlq.source.offset %q: not one of the produced offsets (headers %q)", h(sink.HeaderSourceOffset), m.Headers)
+			t.Errorf("dlq.source.offset %q: not one of the produced offsets (headers %q)", h(dlq.HeaderSourceOffset), m.Headers)
 			continue
 		}
 		src := msgs[off]
@@ -231,16 +231,16 @@ func TestRealKafkaKcatInterop(t *testing.T) {
 			t.Errorf("unexpected dead letter for source offset %d (%s): headers %q", off, src.key, m.Headers)
 			continue
 		}
-		if r := h(sink.HeaderReason); r != src.dlq[i] {
+		if r := h(dlq.HeaderReason); r != src.dlq[i] {
 			t.Errorf("offset %d: dlq.reason %q, want %q", off, r, src.dlq[i])
 		}
-		if v := h(sink.HeaderSourceTopic); v != k.Topic {
+		if v := h(dlq.HeaderSourceTopic); v != k.Topic {
 			t.Errorf("offset %d: dlq.source.topic %q, want %q", off, v, k.Topic)
 		}
-		if v := h(sink.HeaderSourcePartition); v != "0" {
+		if v := h(dlq.HeaderSourcePartition); v != "0" {
 			t.Errorf("offset %d: dlq.source.partition %q, want 0", off, v)
 		}
-		if v := h(sink.HeaderRecordIndex); v != src.index[i] {
+		if v := h(dlq.HeaderRecordIndex); v != src.index[i] {
 			t.Errorf("offset %d: dlq.source.record_index %q, want %q", off, v, src.index[i])
 		}
 		if v := h("traceparent"); v != src.traceparent {
@@ -252,7 +252,7 @@ func TestRealKafkaKcatInterop(t *testing.T) {
 		if v := h("msg.no"); v != strconv.FormatInt(off, 10) {
 			t.Errorf("offset %d: msg.no header %q", off, v)
 		}
-		if h(sink.HeaderError) == "" || h(sink.HeaderFailedAt) == "" {
+		if h(dlq.HeaderError) == "" || h(dlq.HeaderFailedAt) == "" {
 			t.Errorf("offset %d: dlq.error/dlq.failed_at missing: %q", off, m.Headers)
 		}
 		if m.Key == nil || *m.Key != src.key {

@@ -13,8 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
-	"github.com/braze-ingestor/braze-ingestor/schemas"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
 
 const testTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -91,7 +90,7 @@ func TestReplayRoundTrip(t *testing.T) {
 		return s.RecordsDelivered+s.DeadLetteredAll >= int64(len(msgs))
 	})
 	stop()
-	if s := p.Stats().Snapshot(); s.DeadLettered[schemas.ReasonBrazeRejected] != int64(rejected) {
+	if s := p.Stats().Snapshot(); s.DeadLettered[dlq.ReasonBrazeRejected] != int64(rejected) {
 		t.Fatalf("first pass dead-lettered %v, want %d braze_rejected", s.DeadLettered, rejected)
 	}
 
@@ -133,24 +132,24 @@ func TestReplayRoundTrip(t *testing.T) {
 	// The still-bad records are back in the DLQ as a visible second attempt.
 	var second int
 	for _, m := range readDLQ(t, k) {
-		if header(m, HeaderReplayCount) == "" {
+		if header(m, dlq.HeaderReplayCount) == "" {
 			continue
 		}
 		second++
 		if !strings.HasPrefix(string(m.Key), "stillbad-") {
 			t.Errorf("replayed dead letter for %q, want only stillbad-*", m.Key)
 		}
-		if header(m, HeaderReplayCount) != "1" || header(m, sink.HeaderReason) != "braze_rejected" ||
-			!strings.HasPrefix(header(m, HeaderReplayFrom), k.DLQ+"/") || header(m, HeaderReplayAt) == "" ||
-			header(m, "traceparent") != testTraceparent || header(m, sink.HeaderSourceTopic) != k.Topic {
+		if header(m, dlq.HeaderReplayCount) != "1" || header(m, dlq.HeaderReason) != "braze_rejected" ||
+			!strings.HasPrefix(header(m, dlq.HeaderReplayFrom), k.DLQ+"/") || header(m, dlq.HeaderReplayAt) == "" ||
+			header(m, "traceparent") != testTraceparent || header(m, dlq.HeaderSourceTopic) != k.Topic {
 			t.Errorf("second dead letter headers: %v", m.Headers)
 		}
-		if !strings.Contains(header(m, sink.HeaderError), "BLACKLISTED") && !strings.Contains(header(m, sink.HeaderError), "blacklisted") {
-			t.Errorf("second dead letter error %q", header(m, sink.HeaderError))
+		if !strings.Contains(header(m, dlq.HeaderError), "BLACKLISTED") && !strings.Contains(header(m, dlq.HeaderError), "blacklisted") {
+			t.Errorf("second dead letter error %q", header(m, dlq.HeaderError))
 		}
 		n := 0
 		for _, h := range m.Headers {
-			if h.Key == sink.HeaderReason || h.Key == HeaderReplayCount {
+			if h.Key == dlq.HeaderReason || h.Key == dlq.HeaderReplayCount {
 				n++
 			}
 		}
@@ -176,18 +175,18 @@ func dlqFixture(t *testing.T, k *testKafka) {
 	}
 	env := func(u string) []byte { return []byte(`{"external_id":"` + u + `","plan":"gold"}`) }
 	trace := []kafka.Header{{Key: "traceparent", Value: []byte(testTraceparent)}, {Key: "app", Value: []byte("shop")}}
-	letters := []sink.DeadLetter{
-		{Reason: schemas.ReasonBrazeRejected, Error: "rec-1", FailedAt: at("2026-01-01T10:00:00Z"), SourceTopic: k.Topic, SourcePartition: 2, SourceOffset: 7,
-			Key: []byte("u1"), Headers: trace, Kind: schemas.KindAttributes, Record: env("u1"), Attempts: 1},
-		{Reason: schemas.ReasonBrazeRejected, Error: "rec-2", FailedAt: at("2026-01-01T12:00:00Z"), SourceTopic: "other-topic", SourcePartition: 0,
-			Key: []byte("u2"), Kind: schemas.KindAttributes, Record: env("u2"), Attempts: 1},
-		{Reason: schemas.ReasonInvalidRecord, Error: "rec-3", FailedAt: at("2026-01-01T11:00:00Z"), SourceTopic: k.Topic, SourcePartition: 1,
-			Key: []byte("u3"), Kind: schemas.KindAttributes, Record: env("u3")},
-		{Reason: schemas.ReasonRetriesExhausted, Error: "rec-4", FailedAt: at("2026-01-02T00:00:00Z"), SourceTopic: k.Topic, SourcePartition: 0,
-			Key: []byte("u4"), Kind: schemas.KindAttributes, Record: env("u4"), Attempts: 9,
+	letters := []dlq.Letter{
+		{Reason: dlq.ReasonBrazeRejected, Error: "rec-1", FailedAt: at("2026-01-01T10:00:00Z"), SourceTopic: k.Topic, SourcePartition: 2, SourceOffset: 7,
+			Key: []byte("u1"), Headers: trace, Type: "attributes", Record: env("u1"), Attempts: 1},
+		{Reason: dlq.ReasonBrazeRejected, Error: "rec-2", FailedAt: at("2026-01-01T12:00:00Z"), SourceTopic: "other-topic", SourcePartition: 0,
+			Key: []byte("u2"), Type: "attributes", Record: env("u2"), Attempts: 1},
+		{Reason: dlq.ReasonInvalidRecord, Error: "rec-3", FailedAt: at("2026-01-01T11:00:00Z"), SourceTopic: k.Topic, SourcePartition: 1,
+			Key: []byte("u3"), Type: "attributes", Record: env("u3")},
+		{Reason: dlq.ReasonRetriesExhausted, Error: "rec-4", FailedAt: at("2026-01-02T00:00:00Z"), SourceTopic: k.Topic, SourcePartition: 0,
+			Key: []byte("u4"), Type: "attributes", Record: env("u4"), Attempts: 9,
 			// replayed twice before
-			Headers: []kafka.Header{{Key: HeaderReplayCount, Value: []byte("2")}, {Key: HeaderReplayFrom, Value: []byte("old/0/1")}}},
-		{Reason: schemas.ReasonInvalidJSON, Error: "rec-5", FailedAt: at("2026-01-01T09:00:00Z"), SourceTopic: k.Topic, SourcePartition: 0,
+			Headers: []kafka.Header{{Key: dlq.HeaderReplayCount, Value: []byte("2")}, {Key: dlq.HeaderReplayFrom, Value: []byte("old/0/1")}}},
+		{Reason: dlq.ReasonInvalidJSON, Error: "rec-5", FailedAt: at("2026-01-01T09:00:00Z"), SourceTopic: k.Topic, SourcePartition: 0,
 			Key: []byte("u5"), Original: []byte(`{"type":"event","data":{"name":"x"`), RecordIndex: -1},
 	}
 	msgs := make([]kafka.Message, 0, len(letters)+1)
@@ -195,8 +194,8 @@ func dlqFixture(t *testing.T, k *testKafka) {
 		msgs = append(msgs, letters[i].Message())
 	}
 	msgs = append(msgs, kafka.Message{Key: []byte("ingestor-preflight-check"), Value: []byte(`{"preflight_check":{}}`), Headers: []kafka.Header{
-		{Key: sink.HeaderReason, Value: []byte(ReasonPreflightCheck)}, {Key: sink.HeaderError, Value: []byte("rec-marker")},
-		{Key: sink.HeaderFailedAt, Value: []byte("2026-01-01T11:30:00Z")}}})
+		{Key: dlq.HeaderReason, Value: []byte(dlq.ReasonPreflightCheck)}, {Key: dlq.HeaderError, Value: []byte("rec-marker")},
+		{Key: dlq.HeaderFailedAt, Value: []byte("2026-01-01T11:30:00Z")}}})
 	writeTopic(t, k.Brokers, k.DLQ, msgs...)
 }
 
@@ -265,6 +264,9 @@ func TestReplayFilters(t *testing.T) {
 		{[]string{"--all", "--until", "2026-01-01T10:00:00.000000001Z"}, "rec-1,rec-5"},
 		{[]string{"--reason", "invalid_json, retries_exhausted"}, "rec-4,rec-5"},
 		{[]string{"--reason", "too_large"}, ""},
+		// rec-4 was replayed twice before (dlq.replay.count 2).
+		{[]string{"--all", "--max-replays", "2"}, "rec-1,rec-2,rec-3,rec-5"},
+		{[]string{"--all", "--max-replays", "3"}, "rec-1,rec-2,rec-3,rec-4,rec-5"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out := runReplayCmd(t, append(tc.args, "--dry-run", "--to", k.Topic)...)
@@ -287,7 +289,8 @@ func TestReplayFilters(t *testing.T) {
 	})
 	t.Run("usage errors", func(t *testing.T) {
 		for _, args := range [][]string{{}, {"--reason", "x", "--all"}, {"--all", "--since", "yesterday"},
-			{"--all", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, {"--reason", "preflight_check"}, {"--all", "--to", k.DLQ}} {
+			{"--all", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, {"--reason", "preflight_check"}, {"--all", "--to", k.DLQ},
+			{"--all", "--max-replays", "-1"}} {
 			if code, _ := runReplayCmd(t, args...); code != 2 {
 				t.Errorf("%v: exit %d, want 2", args, code)
 			}
@@ -314,8 +317,8 @@ func TestReplayFilters(t *testing.T) {
 	if m1.Partition != 2 || string(m1.Value) != `{"type":"attributes","data":{"external_id":"u1","plan":"gold"}}` {
 		t.Errorf("u1 replayed to partition %d with value %q", m1.Partition, m1.Value)
 	}
-	if header(m1, "traceparent") != testTraceparent || header(m1, "app") != "shop" || header(m1, HeaderReplayCount) != "1" ||
-		!strings.HasPrefix(header(m1, HeaderReplayFrom), k.DLQ+"/") || header(m1, HeaderReplayAt) == "" {
+	if header(m1, "traceparent") != testTraceparent || header(m1, "app") != "shop" || header(m1, dlq.HeaderReplayCount) != "1" ||
+		!strings.HasPrefix(header(m1, dlq.HeaderReplayFrom), k.DLQ+"/") || header(m1, dlq.HeaderReplayAt) == "" {
 		t.Errorf("u1 headers: %v", m1.Headers)
 	}
 	for _, m := range got {
@@ -325,7 +328,7 @@ func TestReplayFilters(t *testing.T) {
 			}
 		}
 	}
-	if m4 := got["u4"]; header(m4, HeaderReplayCount) != "3" || m4.Partition != 0 || strings.Contains(header(m4, HeaderReplayFrom), "old/") {
+	if m4 := got["u4"]; header(m4, dlq.HeaderReplayCount) != "3" || m4.Partition != 0 || strings.Contains(header(m4, dlq.HeaderReplayFrom), "old/") {
 		t.Errorf("u4 (replayed twice before): partition %d headers %v", m4.Partition, m4.Headers)
 	}
 	if _, ok := got["u3"]; !ok {

@@ -10,8 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/braze-ingestor/braze-ingestor/schemas"
-	"github.com/braze-ingestor/braze-ingestor/sink"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 )
 
 // TestSegmentEndToEnd produces Segment calls to a topic configured as segment and checks
@@ -55,7 +54,7 @@ func TestSegmentEndToEnd(t *testing.T) {
 	cfg.SegmentAnonymousAliasLabel = "anonymous_id"
 	cfg.SegmentUnsupported = "skip"
 	cfg.SegmentDefaultCurrency = "USD"
-	if p := cfg.validateFormats(); len(p) != 0 {
+	if p := cfg.Validate(); len(p) != 0 {
 		t.Fatalf("config: %v", p)
 	}
 	p, stop := startWorker(t, cfg)
@@ -83,7 +82,7 @@ func TestSegmentEndToEnd(t *testing.T) {
 	stop()
 
 	s := p.Stats().Snapshot()
-	if s.RecordsDelivered != wantDelivered || s.DeadLettered[schemas.ReasonInvalidRecord] != 1 || s.DeadLetteredAll != 1 {
+	if s.RecordsDelivered != wantDelivered || s.DeadLettered[dlq.ReasonInvalidRecord] != 1 || s.DeadLetteredAll != 1 {
 		t.Errorf("delivered %d, dead-lettered %v; want %d delivered, 1 invalid_record", s.RecordsDelivered, s.DeadLettered, wantDelivered)
 	}
 
@@ -148,8 +147,8 @@ func TestSegmentEndToEnd(t *testing.T) {
 	if len(dl) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dl))
 	}
-	if string(dl[0].Value) != bad || header(dl[0], sink.HeaderReason) != "invalid_record" ||
-		!strings.Contains(header(dl[0], sink.HeaderError), "/event") || header(dl[0], sink.HeaderSourceTopic) != k.Topic {
+	if string(dl[0].Value) != bad || header(dl[0], dlq.HeaderReason) != "invalid_record" ||
+		!strings.Contains(header(dl[0], dlq.HeaderError), "/event") || header(dl[0], dlq.HeaderSourceTopic) != k.Topic {
 		t.Errorf("dead letter %q headers %v", dl[0].Value, dl[0].Headers)
 	}
 }
@@ -164,59 +163,4 @@ func normalise(v any) any {
 		return out
 	}
 	return v
-}
-
-// TestSegmentConfig: KAFKA_TOPIC_FORMATS and the SEGMENT_* settings are validated with every
-// problem listed, and the decoder factory gives segment topics the shared Segment decoder.
-func TestSegmentConfig(t *testing.T) {
-	base := func() *Config {
-		return &Config{KafkaTopics: []string{"events", "seg"}, SegmentAnonymousAliasLabel: "anonymous_id",
-			SegmentUnsupported: "skip", SegmentDefaultCurrency: "USD", BatchMaxBytes: 3_500_000}
-	}
-	for _, tc := range []struct {
-		name    string
-		mut     func(*Config)
-		problem string
-	}{
-		{"no colon", func(c *Config) { c.KafkaTopicFormats = "seg" }, `KAFKA_TOPIC_FORMATS item "seg": want topic:format`},
-		{"unknown format", func(c *Config) { c.KafkaTopicFormats = "seg:rudder" }, `KAFKA_TOPIC_FORMATS seg: format "rudder": want native or segment`},
-		{"not a source topic", func(c *Config) { c.KafkaTopicFormats = "other:segment" }, `names topic "other", which is not in KAFKA_TOPICS`},
-		{"twice", func(c *Config) { c.KafkaTopicFormats = "seg:segment, seg:native" }, `lists topic "seg" twice`},
-		{"unsupported", func(c *Config) { c.SegmentUnsupported = "drop" }, `SEGMENT_UNSUPPORTED "drop": want skip or dlq`},
-		{"label", func(c *Config) { c.SegmentAnonymousAliasLabel = "" }, `SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty`},
-		{"currency", func(c *Config) { c.SegmentDefaultCurrency = "usd" }, `SEGMENT_DEFAULT_CURRENCY "usd"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := base()
-			tc.mut(c)
-			p := c.validateFormats()
-			if len(p) != 1 || !strings.Contains(p[0], tc.problem) {
-				t.Errorf("problems %q, want one containing %q", p, tc.problem)
-			}
-		})
-	}
-
-	c := base()
-	if c.newDecoderFunc() != nil {
-		t.Errorf("no segment topic: want the pipeline's default decoder (nil)")
-	}
-	c.KafkaTopicFormats = " events:native , seg:segment "
-	c.SegmentUnsupported, c.SegmentPageAsEvent = "dlq", true
-	if p := c.validateFormats(); len(p) != 0 {
-		t.Fatalf("problems %q", p)
-	}
-	f := c.newDecoderFunc()
-	seg, ok := f("seg").(*schemas.SegmentDecoder)
-	if !ok || f("seg") != seg {
-		t.Fatalf("segment topic decoder %T is not one shared *SegmentDecoder", f("seg"))
-	}
-	if seg.Unsupported != schemas.SegmentDeadLetter || !seg.PageAsEvent || seg.AliasLabel != "anonymous_id" ||
-		seg.DefaultCurrency != "USD" || seg.MaxRecordBytes <= 0 || seg.MaxRecordBytes >= 3_500_000 {
-		t.Errorf("segment decoder options %+v", seg)
-	}
-	for _, topic := range []string{"events", "unlisted"} {
-		if _, ok := f(topic).(*schemas.Decoder); !ok {
-			t.Errorf("topic %s: decoder %T, want native", topic, f(topic))
-		}
-	}
 }

@@ -36,9 +36,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
+	"github.com/braze-ingestor/braze-ingestor/dlq"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
-	"github.com/braze-ingestor/braze-ingestor/schemas"
-	"github.com/braze-ingestor/braze-ingestor/sink"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 	"github.com/braze-ingestor/braze-ingestor/telemetry"
 )
@@ -498,8 +497,8 @@ func TestTelemetryEndToEnd(t *testing.T) {
 	if s.RecordsDelivered != int64(exp.deliver) {
 		t.Errorf("delivered %d records, want %d", s.RecordsDelivered, exp.deliver)
 	}
-	wantDLQ := map[schemas.Reason]int64{schemas.ReasonInvalidJSON: int64(exp.badJSON),
-		schemas.ReasonInvalidRecord: int64(exp.invalid), schemas.ReasonBrazeRejected: int64(exp.rejected)}
+	wantDLQ := map[dlq.Reason]int64{dlq.ReasonInvalidJSON: int64(exp.badJSON),
+		dlq.ReasonInvalidRecord: int64(exp.invalid), dlq.ReasonBrazeRejected: int64(exp.rejected)}
 	for r, n := range wantDLQ {
 		if s.DeadLettered[r] != n {
 			t.Errorf("dead-lettered %s: %d, want %d", r, s.DeadLettered[r], n)
@@ -591,9 +590,9 @@ func checkMetrics(t *testing.T, rm *metricdata.ResourceMetrics, s pipeline.Snaps
 		t.Errorf("ingestor.requests.status = %v; want 2xx = %d, all = %d", status, s.SuccessRequests, s.Requests)
 	}
 	// Expected series exist from the start at 0 (a series first seen with a value loses that
-	// increase in rate()): 3 record kinds x 4 record reasons + whole messages x 2.
-	if len(dead) != 14 || len(status) != 6 {
-		t.Errorf("want 14 dead_lettered series and 6 status classes, got %d %v and %d %v", len(dead), dead, len(status), status)
+	// increase in rate()): 3 record kinds x 6 record reasons + whole messages x 4 (docs/dlq.md).
+	if len(dead) != 22 || len(status) != 6 {
+		t.Errorf("want 22 dead_lettered series and 6 status classes, got %d %v and %d %v", len(dead), dead, len(status), status)
 	}
 	if got := total(points(t, rm, "ingestor.retries"), ""); got != s.Retries || got == 0 {
 		t.Errorf("ingestor.retries = %d, want %d (> 0: the simulator answers 5xx)", got, s.Retries)
@@ -865,7 +864,7 @@ func checkSpans(t *testing.T, spans tracetest.SpanStubs, s pipeline.Snapshot, dl
 		if tpH != traceparent(tm.sc) || header(m, "tracestate") != tm.sc.TraceState().String() || header(m, "content-type") != "application/json" {
 			t.Errorf("dead letter headers %v, want traceparent %s tracestate %q", m.Headers, traceparent(tm.sc), tm.sc.TraceState())
 		}
-		off, _ := strconv.ParseInt(header(m, sink.HeaderSourceOffset), 10, 64)
+		off, _ := strconv.ParseInt(header(m, dlq.HeaderSourceOffset), 10, 64)
 		found := false
 		for _, sp := range dlqSpans {
 			for _, l := range sp.Links {
@@ -946,8 +945,8 @@ func checkExposition(t *testing.T, text string, s pipeline.Snapshot) {
 	if v, n := promValue(samples, "ingestor_records_delivered_total"); n != 3 || int64(v) != s.RecordsDelivered {
 		t.Errorf("/metrics ingestor_records_delivered_total = %v over %d series, want %d over 3 kinds", v, n, s.RecordsDelivered)
 	}
-	if v, _ := promValue(samples, "ingestor_records_dead_lettered_total", `reason="braze_rejected"`); int64(v) != s.DeadLettered[schemas.ReasonBrazeRejected] {
-		t.Errorf("/metrics braze_rejected dead letters = %v, want %d", v, s.DeadLettered[schemas.ReasonBrazeRejected])
+	if v, _ := promValue(samples, "ingestor_records_dead_lettered_total", `reason="braze_rejected"`); int64(v) != s.DeadLettered[dlq.ReasonBrazeRejected] {
+		t.Errorf("/metrics braze_rejected dead letters = %v, want %d", v, s.DeadLettered[dlq.ReasonBrazeRejected])
 	}
 	if v, _ := promValue(samples, "ingestor_request_objects_count"); int64(v) != s.SuccessRequests {
 		t.Errorf("/metrics ingestor_request_objects_count = %v, want %d", v, s.SuccessRequests)

@@ -1,10 +1,13 @@
-package main
+package worker
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,12 +15,16 @@ import (
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
+	"github.com/braze-ingestor/braze-ingestor/preflight"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // Config is the worker's whole configuration, read from the environment. The first six names
-// are fixed by docs/design.md §5; every other setting has a default and is listed in the README.
+// are fixed by docs/design.md §5; every other setting is optional and listed in the README.
+// The default tags below are the one home of the worker's defaults: LoadConfig and Defaults
+// apply them (setField), and the libraries' own zero-value fallbacks
+// (pipeline.Config.Defaults) are held equal to them by TestDefaultsOneHome.
 type Config struct {
 	KafkaBrokers    []string `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated (required)"`
 	KafkaTopics     []string `envconfig:"KAFKA_TOPICS" desc:"source topics, comma-separated (required)"`
@@ -39,7 +46,7 @@ type Config struct {
 	KafkaFetcher           string        `envconfig:"KAFKA_FETCHER" default:"batch" desc:"batch (fetch responses read on the partition's own loop; fastest) or reader (a kafka-go Reader per partition)"`
 	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition (reader fetcher only)"`
 	KafkaMaxRunAhead       int           `envconfig:"KAFKA_MAX_RUN_AHEAD" default:"2048" desc:"most offsets a partition hands out past its oldest unsettled message (1..2800; bounds the offset map in the commit metadata)"`
-	MaxInflightBytes       int64         `envconfig:"MAX_INFLIGHT_BYTES" default:"33554432" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
+	MaxInflightBytes       int           `envconfig:"MAX_INFLIGHT_BYTES" default:"33554432" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
 
 	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
 	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
@@ -88,6 +95,7 @@ type Config struct {
 	SegmentPageAsEvent         bool   `envconfig:"SEGMENT_PAGE_AS_EVENT" default:"false" desc:"segment topics: send page and screen calls as events named Viewed Page and Viewed Screen"`
 	SegmentGroupAsAttribute    bool   `envconfig:"SEGMENT_GROUP_AS_ATTRIBUTE" default:"false" desc:"segment topics: send group calls as the custom attribute ab_segment_group_<groupId>: true"`
 	SegmentDefaultCurrency     string `envconfig:"SEGMENT_DEFAULT_CURRENCY" default:"USD" desc:"segment topics: purchase currency when neither the product nor the order has one (ISO 4217)"`
+	SegmentOrderCompleted      string `envconfig:"SEGMENT_ORDER_COMPLETED" default:"purchases" desc:"segment topics: what track Order Completed becomes: purchases (one legacy purchase per product) or ecommerce (one ecommerce.order_placed event)"`
 }
 
 // ConfigError lists every configuration problem at once.
@@ -98,22 +106,25 @@ func (e *ConfigError) Error() string {
 }
 
 // LoadConfig reads and validates the environment. Secrets from files are resolved here.
+//
+// Every variable is parsed on its own, so one unparsable value is reported once, with its
+// name and the shape wanted, and the others are still read. A variable that failed to parse
+// takes its default for the rest of the validation, and the checks that relate it to other
+// settings are skipped: a typo never causes follow-on errors about fields it left empty.
 func LoadConfig() (*Config, error) {
 	var c Config
-	var problems []string
-	if err := envconfig.Process("", &c); err != nil {
-		// envconfig stops at the first unparsable value; report it and go on validating the
-		// rest so the operator sees every problem in one go.
-		problems = append(problems, cleanEnvconfigError(err))
-	}
-	problems = append(problems, c.validate()...)
-	if len(problems) > 0 {
-		return nil, &ConfigError{Problems: problems}
+	v := &problems{bad: map[string]bool{}, seen: map[string]bool{}}
+	c.parseEnv(v)
+	c.validate(v)
+	if len(v.list) > 0 {
+		return nil, &ConfigError{Problems: v.list}
 	}
 	return &c, nil
 }
 
-func cleanEnvconfigError(err error) string {
+// EnvconfigProblem words an envconfig parse error (`ingestor replay` reads its settings
+// with envconfig).
+func EnvconfigProblem(err error) string {
 	var pe *envconfig.ParseError
 	if errors.As(err, &pe) {
 		return fmt.Sprintf("%s: cannot parse %q as %s", pe.KeyName, pe.Value, pe.TypeName)
@@ -121,127 +132,280 @@ func cleanEnvconfigError(err error) string {
 	return err.Error()
 }
 
-func (c *Config) validate() []string {
-	var p []string
-	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	c.KafkaBrokers = trimList(c.KafkaBrokers)
-	c.KafkaTopics = trimList(c.KafkaTopics)
+// problems collects configuration problems, at most one per variable.
+type problems struct {
+	list []string
+	bad  map[string]bool // variables whose value did not parse
+	seen map[string]bool // variables with a problem reported
+}
+
+// add reports a problem about vars (one name, or several separated by '/'), unless one of them
+// failed to parse or already has a problem reported.
+func (p *problems) add(vars, format string, args ...any) {
+	names := strings.Split(vars, "/")
+	for _, n := range names {
+		if p.bad[n] || p.seen[n] {
+			return
+		}
+	}
+	for _, n := range names {
+		p.seen[n] = true
+	}
+	p.list = append(p.list, fmt.Sprintf(format, args...))
+}
+
+// addAll reports the problems of a sub-validator (whose lines start with their variable),
+// except those about a variable that failed to parse.
+func (p *problems) addAll(lines []string) {
+	for _, l := range lines {
+		name, _, _ := strings.Cut(l, " ")
+		name = strings.TrimSuffix(name, ":")
+		if p.bad[name] {
+			continue
+		}
+		p.seen[name] = true
+		p.list = append(p.list, l)
+	}
+}
+
+// parseEnv fills c from the environment and the fields' defaults. A value that does not parse
+// is reported with the shape wanted; the field keeps its default.
+func (c *Config) parseEnv(p *problems) {
+	rv := reflect.ValueOf(c).Elem()
+	rt := rv.Type()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		name := f.Tag.Get("envconfig")
+		def, hasDef := f.Tag.Lookup("default")
+		raw, set := os.LookupEnv(name)
+		if hasDef {
+			if err := setField(rv.Field(i), def); err != nil {
+				panic(fmt.Sprintf("Config.%s: default %q: %v", f.Name, def, err)) // a bug, caught by every test
+			}
+		}
+		if !set {
+			continue
+		}
+		if err := setField(rv.Field(i), raw); err != nil {
+			p.bad[name] = true
+			p.list = append(p.list, fmt.Sprintf("%s=%s: want %s", name, quoteShort(raw), shapeOf(f.Type)))
+		}
+	}
+}
+
+// setField parses s into the field's type (the types Config uses).
+func setField(v reflect.Value, s string) error {
+	switch v.Interface().(type) {
+	case string:
+		v.SetString(s)
+	case []string:
+		v.Set(reflect.ValueOf(strings.Split(s, ",")))
+	case time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(d))
+	case int:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 0)
+		if err != nil {
+			return err
+		}
+		v.SetInt(n)
+	case float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("not a finite number")
+		}
+		v.SetFloat(x)
+	case bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		v.SetBool(b)
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}
+
+// shapeOf describes the values a field of type t accepts.
+func shapeOf(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return "a duration with its unit, e.g. 250ms, 10s, 1m30s"
+	case reflect.TypeFor[int]():
+		return "a whole number, e.g. 64"
+	case reflect.TypeFor[float64]():
+		return "a number, e.g. 1000 or 0.5"
+	case reflect.TypeFor[bool]():
+		return "true or false"
+	}
+	return "text"
+}
+
+// quoteShort quotes a value for an error message, cut to 40 bytes. Only values of typed
+// (non-string) fields are ever quoted, so no secret is echoed.
+func quoteShort(s string) string {
+	if len(s) > 40 {
+		return strconv.Quote(s[:40]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// Validate returns every problem of c, as LoadConfig reports them. It also trims the list
+// settings and reads the secret files into their settings.
+func (c *Config) Validate() []string {
+	v := &problems{bad: map[string]bool{}, seen: map[string]bool{}}
+	c.validate(v)
+	return v.list
+}
+
+func (c *Config) validate(p *problems) {
+	c.KafkaBrokers = TrimList(c.KafkaBrokers)
+	c.KafkaTopics = TrimList(c.KafkaTopics)
 	if len(c.KafkaBrokers) == 0 {
-		add("KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
+		p.add("KAFKA_BROKERS", "KAFKA_BROKERS is required (e.g. broker-1:9092,broker-2:9092)")
 	}
 	if len(c.KafkaTopics) == 0 {
-		add("KAFKA_TOPICS is required (comma-separated source topics)")
+		p.add("KAFKA_TOPICS", "KAFKA_TOPICS is required (comma-separated source topics)")
 	}
 	if c.KafkaGroupID == "" {
-		add("KAFKA_GROUP_ID is required")
+		p.add("KAFKA_GROUP_ID", "KAFKA_GROUP_ID is required")
 	}
 	if c.KafkaDLQTopic == "" {
-		add("KAFKA_DLQ_TOPIC is required")
+		p.add("KAFKA_DLQ_TOPIC", "KAFKA_DLQ_TOPIC is required")
 	}
 	for _, t := range c.KafkaTopics {
 		if t == c.KafkaDLQTopic && t != "" {
-			add("KAFKA_DLQ_TOPIC %q must not also be a source topic", t)
+			p.add("KAFKA_DLQ_TOPIC", "KAFKA_DLQ_TOPIC %q must not also be a source topic", t)
 		}
 	}
 	if c.BrazeEndpoint == "" {
-		add("BRAZE_REST_ENDPOINT is required (e.g. https://rest.iad-01.braze.com)")
+		p.add("BRAZE_REST_ENDPOINT", "BRAZE_REST_ENDPOINT is required (e.g. https://rest.iad-01.braze.com)")
 	} else if _, err := sink.ValidateEndpoint(c.BrazeEndpoint); err != nil {
-		add("BRAZE_REST_ENDPOINT: %v", err)
+		p.add("BRAZE_REST_ENDPOINT", "BRAZE_REST_ENDPOINT: %v", err)
 	}
-	switch {
-	case c.BrazeAPIKey != "" && c.BrazeAPIKeyFile != "":
-		add("set only one of BRAZE_API_KEY and BRAZE_API_KEY_FILE")
-	case c.BrazeAPIKeyFile != "":
-		key, err := readSecretFile(c.BrazeAPIKeyFile)
-		if err != nil {
-			add("BRAZE_API_KEY_FILE: %v", err)
-		}
-		c.BrazeAPIKey = key
-	case c.BrazeAPIKey == "":
-		add("BRAZE_API_KEY or BRAZE_API_KEY_FILE is required")
-	}
+	c.validateAPIKey(p)
 	switch c.KafkaStartOffset {
 	case "earliest", "latest":
 	default:
-		add("KAFKA_START_OFFSET %q: want earliest or latest", c.KafkaStartOffset)
+		p.add("KAFKA_START_OFFSET", "KAFKA_START_OFFSET %q: want earliest or latest", c.KafkaStartOffset)
 	}
-	if err := (batcher.Limits{Mode: batcher.Mode(c.BatchLimitMode), MaxObjects: c.BatchMaxObjects, MaxBytes: c.BatchMaxBytes}).Validate(); err != nil {
-		add("BATCH_LIMIT_MODE/BATCH_MAX_OBJECTS/BATCH_MAX_BYTES: %v", err)
-	}
-	if c.BatchMaxObjects > 75 {
-		add("BATCH_MAX_OBJECTS %d: Braze accepts at most 75", c.BatchMaxObjects)
-	}
-	if c.BatchMaxBytes > 4*1024*1024 {
-		add("BATCH_MAX_BYTES %d: Braze refuses bodies over 4 MB", c.BatchMaxBytes)
-	}
+	c.validateBatch(p)
 	positive := map[string]time.Duration{
 		"KAFKA_COMMIT_INTERVAL": c.KafkaCommitInterval, "KAFKA_SESSION_TIMEOUT": c.KafkaSessionTimeout,
 		"KAFKA_REBALANCE_TIMEOUT": c.KafkaRebalanceTimeout, "KAFKA_HEARTBEAT_INTERVAL": c.KafkaHeartbeatInterval,
 		"KAFKA_DRAIN_TIMEOUT": c.KafkaDrainTimeout, "KAFKA_FETCH_MAX_WAIT": c.KafkaMaxWait, "BATCH_LINGER": c.BatchLinger,
 		"BRAZE_HTTP_TIMEOUT": c.BrazeHTTPTimeout, "RETRY_INITIAL": c.RetryInitial, "RETRY_MAX": c.RetryMax,
-		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "HALT_PROBE_MAX": c.HaltProbeMax, "BREAKER_OPEN_FOR": c.BreakerOpenFor,
 	}
 	for _, name := range sortedKeys(positive) {
 		if positive[name] <= 0 {
-			add("%s must be positive", name)
+			p.add(name, "%s must be positive", name)
 		}
 	}
 	if c.RetryMaxDuration < 0 {
-		add("RETRY_MAX_DURATION must not be negative")
+		p.add("RETRY_MAX_DURATION", "RETRY_MAX_DURATION must not be negative")
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
-		add("KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
+		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
 	}
 	if c.BrazeRateLimit < 0 {
-		add("BRAZE_RATE_LIMIT must not be negative (0 = unpaced)")
+		p.add("BRAZE_RATE_LIMIT", "BRAZE_RATE_LIMIT must not be negative (0 = unpaced)")
 	}
 	if c.BrazeRateBurst < 1 {
-		add("BRAZE_RATE_BURST must be at least 1")
+		p.add("BRAZE_RATE_BURST", "BRAZE_RATE_BURST must be at least 1")
 	}
 	if c.BreakerFailures < 1 {
-		add("BREAKER_FAILURES must be at least 1")
-	}
-	if c.HaltProbeMax <= 0 {
-		add("HALT_PROBE_MAX must be positive")
-	}
-	if c.BreakerOpenFor <= 0 {
-		add("BREAKER_OPEN_FOR must be positive")
+		p.add("BREAKER_FAILURES", "BREAKER_FAILURES must be at least 1")
 	}
 	if c.Lanes < 1 || c.Lanes > 4096 {
-		add("LANES %d: want 1..4096", c.Lanes)
+		p.add("LANES", "LANES %d: want 1..4096", c.Lanes)
 	}
 	if c.LaneQueue < 1 {
-		add("LANE_QUEUE must be at least 1")
+		p.add("LANE_QUEUE", "LANE_QUEUE must be at least 1")
 	}
 	if c.KafkaMinBytes < 1 || c.KafkaMaxBytes < c.KafkaMinBytes {
-		add("KAFKA_FETCH_MIN_BYTES/KAFKA_FETCH_MAX_BYTES: want 1 <= min <= max")
+		p.add("KAFKA_FETCH_MIN_BYTES/KAFKA_FETCH_MAX_BYTES", "KAFKA_FETCH_MIN_BYTES/KAFKA_FETCH_MAX_BYTES: want 1 <= min <= max")
 	}
 	switch c.KafkaFetcher {
 	case "batch", "reader":
 	default:
-		add("KAFKA_FETCHER %q: want batch or reader", c.KafkaFetcher)
+		p.add("KAFKA_FETCHER", "KAFKA_FETCHER %q: want batch or reader", c.KafkaFetcher)
 	}
 	if c.KafkaQueueCapacity < 1 {
-		add("KAFKA_QUEUE_CAPACITY must be at least 1")
+		p.add("KAFKA_QUEUE_CAPACITY", "KAFKA_QUEUE_CAPACITY must be at least 1")
 	}
 	if c.KafkaMaxRunAhead < 1 || c.KafkaMaxRunAhead > 2800 {
-		add("KAFKA_MAX_RUN_AHEAD %d: want 1..2800 (the offset map must fit the broker's 4096-byte commit metadata)", c.KafkaMaxRunAhead)
+		p.add("KAFKA_MAX_RUN_AHEAD", "KAFKA_MAX_RUN_AHEAD %d: want 1..2800 (the offset map must fit the broker's 4096-byte commit metadata)", c.KafkaMaxRunAhead)
 	}
 	if c.MaxInflightBytes < 1<<20 {
-		add("MAX_INFLIGHT_BYTES %d: want at least 1048576", c.MaxInflightBytes)
+		p.add("MAX_INFLIGHT_BYTES", "MAX_INFLIGHT_BYTES %d: want at least 1048576", c.MaxInflightBytes)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
-		add("LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
+		p.add("LOG_LEVEL", "LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
-	p = append(p, c.validateKafkaSecurity()...)
-	p = append(p, c.validateOptimize()...)
-	p = append(p, c.validateFormats()...)
-	return p
+	p.addAll(c.ValidateKafkaSecurity())
+	p.addAll(c.validateOptimize())
+	p.addAll(c.validateFormats())
 }
 
-func (c *Config) validateKafkaSecurity() []string {
+// validateBatch checks the request limits: each variable on its own first, then the three
+// together (batcher.Limits) only when each is usable.
+func (c *Config) validateBatch(p *problems) {
+	switch batcher.Mode(c.BatchLimitMode) {
+	case batcher.Combined, batcher.PerArray:
+	default:
+		p.add("BATCH_LIMIT_MODE", "BATCH_LIMIT_MODE %q: want %s or %s", c.BatchLimitMode, batcher.Combined, batcher.PerArray)
+	}
+	if c.BatchMaxObjects < 1 || c.BatchMaxObjects > 75 {
+		p.add("BATCH_MAX_OBJECTS", "BATCH_MAX_OBJECTS %d: want 1..75 (Braze accepts at most 75)", c.BatchMaxObjects)
+	}
+	if c.BatchMaxBytes > 4*1024*1024 {
+		p.add("BATCH_MAX_BYTES", "BATCH_MAX_BYTES %d: Braze refuses bodies over 4 MB", c.BatchMaxBytes)
+	}
+	if err := (batcher.Limits{Mode: batcher.Mode(c.BatchLimitMode), MaxObjects: c.BatchMaxObjects, MaxBytes: c.BatchMaxBytes}).Validate(); err != nil {
+		p.add("BATCH_LIMIT_MODE/BATCH_MAX_OBJECTS/BATCH_MAX_BYTES", "BATCH_LIMIT_MODE/BATCH_MAX_OBJECTS/BATCH_MAX_BYTES: %v", err)
+	}
+}
+
+// validateAPIKey resolves BRAZE_API_KEY(_FILE). Surrounding whitespace (a trailing newline
+// from `echo` or an editor) is trimmed; a key with whitespace or a control character inside,
+// or a byte outside printable ASCII, is refused here: it could never be sent as a header, and
+// every request would fail locally. The key itself is never echoed.
+func (c *Config) validateAPIKey(p *problems) {
+	name := "BRAZE_API_KEY"
+	switch {
+	case c.BrazeAPIKey != "" && c.BrazeAPIKeyFile != "":
+		p.add("BRAZE_API_KEY/BRAZE_API_KEY_FILE", "set only one of BRAZE_API_KEY and BRAZE_API_KEY_FILE")
+		return
+	case c.BrazeAPIKeyFile != "":
+		name = "BRAZE_API_KEY_FILE"
+		key, err := readSecretFile(c.BrazeAPIKeyFile)
+		if err != nil {
+			p.add(name, "BRAZE_API_KEY_FILE: %v", err)
+			return
+		}
+		c.BrazeAPIKey = key
+	default:
+		c.BrazeAPIKey = strings.TrimSpace(c.BrazeAPIKey)
+		if c.BrazeAPIKey == "" {
+			p.add(name, "BRAZE_API_KEY or BRAZE_API_KEY_FILE is required")
+			return
+		}
+	}
+	if err := preflight.CheckAPIKey(c.BrazeAPIKey); err != nil {
+		p.add(name, "%s: %v", name, err)
+	}
+}
+
+// ValidateKafkaSecurity returns the problems of the TLS and SASL settings (replay and check
+// need only these).
+func (c *Config) ValidateKafkaSecurity() []string {
 	var p []string
 	switch strings.ToLower(c.KafkaSASLMechanism) {
 	case "":
@@ -292,7 +456,8 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-func trimList(in []string) []string {
+// TrimList drops empty items and the spaces around the others (comma-separated settings).
+func TrimList(in []string) []string {
 	var out []string
 	for _, s := range in {
 		if s = strings.TrimSpace(s); s != "" {
@@ -321,7 +486,7 @@ const (
 func (c *Config) topicFormats() (map[string]string, []string) {
 	var p []string
 	formats := map[string]string{}
-	for _, item := range trimList(strings.Split(c.KafkaTopicFormats, ",")) {
+	for _, item := range TrimList(strings.Split(c.KafkaTopicFormats, ",")) {
 		topic, format, ok := strings.Cut(item, ":")
 		topic, format = strings.TrimSpace(topic), strings.TrimSpace(format)
 		switch {
@@ -331,7 +496,7 @@ func (c *Config) topicFormats() (map[string]string, []string) {
 		case format != formatNative && format != formatSegment:
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS %s: format %q: want native or segment", topic, format))
 			continue
-		case !slices.Contains(trimList(c.KafkaTopics), topic):
+		case !slices.Contains(TrimList(c.KafkaTopics), topic):
 			p = append(p, fmt.Sprintf("KAFKA_TOPIC_FORMATS names topic %q, which is not in KAFKA_TOPICS", topic))
 			continue
 		}
@@ -350,6 +515,11 @@ func (c *Config) validateFormats() []string {
 	case "", "skip", "dlq":
 	default:
 		p = append(p, fmt.Sprintf("SEGMENT_UNSUPPORTED %q: want skip or dlq", c.SegmentUnsupported))
+	}
+	switch c.SegmentOrderCompleted {
+	case "", "purchases", "ecommerce":
+	default:
+		p = append(p, fmt.Sprintf("SEGMENT_ORDER_COMPLETED %q: want purchases or ecommerce", c.SegmentOrderCompleted))
 	}
 	if c.SegmentAnonymousAliasLabel == "" {
 		p = append(p, "SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty")
@@ -371,6 +541,9 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 	if c.SegmentUnsupported == "dlq" {
 		d.Unsupported = schemas.SegmentDeadLetter
 	}
+	if c.SegmentOrderCompleted == "ecommerce" {
+		d.OrderCompleted = schemas.SegmentOrderEcommerce
+	}
 	return d
 }
 
@@ -388,7 +561,7 @@ func (c *Config) newDecoders() (func(topic string) pipeline.Decoder, *schemas.Se
 	formats, _ := c.topicFormats() // validated by LoadConfig
 	maxBytes := c.BatchMaxBytes
 	if maxBytes <= 0 {
-		maxBytes = 3_500_000 // pipeline.Config.Defaults
+		maxBytes = Defaults().BatchMaxBytes
 	}
 	maxRecord := batcher.Limits{MaxBytes: maxBytes}.MaxRecordBytes()
 	var seg *schemas.SegmentDecoder

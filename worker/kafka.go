@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"crypto/tls"
@@ -14,9 +14,9 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
-// kafkaSecurity builds the TLS config and SASL mechanism shared by the consumer and the DLQ
+// KafkaSecurity builds the TLS config and SASL mechanism shared by the consumer and the DLQ
 // writer. TLS verification is always on.
-func kafkaSecurity(c *Config) (*tls.Config, sasl.Mechanism, error) {
+func KafkaSecurity(c *Config) (*tls.Config, sasl.Mechanism, error) {
 	var tlsCfg *tls.Config
 	if c.KafkaTLSEnabled || c.KafkaTLSCAFile != "" || c.KafkaTLSCertFile != "" {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.KafkaTLSServerName}
@@ -58,10 +58,12 @@ func kafkaSecurity(c *Config) (*tls.Config, sasl.Mechanism, error) {
 	return tlsCfg, mech, nil
 }
 
-func kafkaDialer(tlsCfg *tls.Config, mech sasl.Mechanism) *kafka.Dialer {
+// KafkaDialer is the consumer's dialer with c's security.
+func KafkaDialer(tlsCfg *tls.Config, mech sasl.Mechanism) *kafka.Dialer {
 	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: tlsCfg, SASLMechanism: mech}
 }
 
-func kafkaTransport(tlsCfg *tls.Config, mech sasl.Mechanism) *kafka.Transport {
+// KafkaTransport is the DLQ writer's and admin clients' transport with c's security.
+func KafkaTransport(tlsCfg *tls.Config, mech sasl.Mechanism) *kafka.Transport {
 	return &kafka.Transport{DialTimeout: 10 * time.Second, TLS: tlsCfg, SASL: mech}
 }

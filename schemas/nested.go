@@ -1,0 +1,390 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"slices"
+	"unicode/utf8"
+)
+
+// Checks of attribute values that Braze applies to a whole request, made per record so that
+// one bad record is dead-lettered alone (docs/braze-rules.md §1 "Nested custom attributes",
+// §8 nested-1 and poison-3).
+
+// keySet finds a repeated key among the members of one object. Small objects are searched
+// linearly by hash; an object with more keys than fit spills into a map.
+type keySet struct {
+	n     int
+	bloom uint64 // bit keyPrint%64 of every key added: most keys are new at one test
+	ents  [32]keyEnt
+	spill map[uint64][]keyEnt
+}
+
+type keyEnt struct {
+	h          uint64
+	start, end int32
+	esc        bool
+}
+
+func (ks *keySet) reset() {
+	ks.n, ks.bloom = 0, 0
+	ks.spill = nil
+}
+
+// add records key (unescaped; its span in the message is start:end, escaped when esc) and
+// reports whether the object already had it.
+func (ks *keySet) add(st *decodeState, key []byte, start, end int, esc bool) bool {
+	h := keyPrint(key)
+	e := keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
+	if bit := uint64(1) << (h & 63); ks.bloom&bit == 0 {
+		ks.bloom |= bit
+	} else if ks.has(st, e) {
+		return true
+	}
+	if ks.n < len(ks.ents) {
+		ks.ents[ks.n] = e
+		ks.n++
+		return false
+	}
+	if ks.spill == nil {
+		ks.spill = make(map[uint64][]keyEnt)
+	}
+	ks.spill[h] = append(ks.spill[h], e)
+	return false
+}
+
+func (ks *keySet) has(st *decodeState, e keyEnt) bool {
+	for i := 0; i < ks.n; i++ {
+		if ks.ents[i].h == e.h && st.sameKey(ks.ents[i], e) {
+			return true
+		}
+	}
+	if ks.spill != nil {
+		for _, o := range ks.spill[e.h] {
+			if st.sameKey(o, e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keyPrint is a cheap fingerprint of a key (length, first and last 8 bytes): equal keys have
+// equal prints, and different keys of one object rarely do (then sameKey tells).
+func keyPrint(k []byte) uint64 {
+	n := uint64(len(k)) * 0x9E3779B97F4A7C15
+	if len(k) >= 8 {
+		return n ^ binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[len(k)-8:]), 29)
+	}
+	var w uint64
+	for i, c := range k {
+		w |= uint64(c) << (8 * i)
+	}
+	return n ^ w
+}
+
+// sameKey compares two keys of the message after unescaping (only on a hash match).
+func (st *decodeState) sameKey(a, b keyEnt) bool {
+	ka, kb := st.s.buf[a.start:a.end], st.s.buf[b.start:b.end]
+	if !a.esc && !b.esc {
+		return string(ka) == string(kb)
+	}
+	return string(appendUnescaped(nil, ka)) == string(appendUnescaped(nil, kb))
+}
+
+// attrValue reads an object or array value of an attributes object's member (s.pos at '{'
+// or '[') and checks it as a nested custom attribute.
+func (st *decodeState) attrValue(r *Record, l loc, ks, ke int, kesc bool) bool {
+	s := &st.s
+	start := s.pos
+	if !s.skip() {
+		return false
+	}
+	if r.Err != nil {
+		return true
+	}
+	key := st.keyBytes(ks, ke, kesc)
+	switch string(key) {
+	case "current_location", "push_tokens", "subscription_groups", "facebook", "twitter":
+		return true // standard fields with their own shapes, checked by Braze per object
+	}
+	if msg, path := attrValueProblem(s.buf[start:s.pos]); msg != "" {
+		slices.Reverse(path)
+		bad(r, l, msg, append([]string{string(key)}, path...)...)
+	}
+	return true
+}
+
+// attrValueProblem checks an attribute value that is an object or an array (valid JSON).
+// Operator objects ({"inc": n}, {"add": […], "remove": […]}) are not nested attributes;
+// {"$add", "$remove", "$update"} hold objects that are. It returns what is wrong and the
+// path to it below the attribute, innermost token first.
+func attrValueProblem(v []byte) (msg string, path []string) {
+	sc := &scanner{buf: v, errOff: -1}
+	if v[0] == '[' {
+		// A whole-array set: objects in it are an array of objects.
+		return eachElement(sc, func(i int) (string, []string) {
+			if sc.peek() != '{' {
+				sc.skip()
+				return "", nil
+			}
+			return nestedObject(sc, 0)
+		})
+	}
+	switch objectOperator(v) {
+	case opSimple:
+		return "", nil
+	case opObjectArray:
+		return objectArrayOps(sc)
+	}
+	return nestedObject(sc, 0)
+}
+
+type attrOperator uint8
+
+const (
+	opNone attrOperator = iota
+	opSimple
+	opObjectArray
+)
+
+// objectOperator says whether the object v is an operator: {"inc": number},
+// {"add": [...], "remove": [...]} (either or both), or {"$add", "$remove", "$update"}
+// (any of them). Anything else is a nested custom attribute.
+func objectOperator(v []byte) attrOperator {
+	sc := &scanner{buf: v, pos: 1, errOff: -1}
+	var simple, objArr, other, n int
+	sc.ws()
+	if sc.peek() == '}' {
+		return opNone
+	}
+	for {
+		sc.ws()
+		ks, ke, kesc, _ := sc.key()
+		sc.ws()
+		k := sc.buf[ks:ke]
+		if kesc {
+			k = appendUnescaped(nil, k)
+		}
+		c := sc.peek()
+		switch string(k) {
+		case "inc":
+			if isNumberStart(c) {
+				simple |= 1
+			} else {
+				other++
+			}
+		case "add", "remove":
+			if c == '[' {
+				simple |= 2
+			} else {
+				other++
+			}
+		case "$add", "$remove", "$update":
+			objArr++
+		default:
+			other++
+		}
+		n++
+		sc.skip()
+		sc.ws()
+		if sc.peek() != ',' {
+			break
+		}
+		sc.pos++
+	}
+	switch {
+	case other > 0:
+		return opNone
+	case objArr == n:
+		return opObjectArray
+	case objArr == 0 && (simple == 2 || (simple == 1 && n == 1)):
+		return opSimple
+	}
+	return opNone
+}
+
+// objectArrayOps checks the objects of $add and the $new_object of each $update.
+func objectArrayOps(sc *scanner) (string, []string) {
+	return eachMember(sc, func(k []byte) (string, []string) {
+		switch string(k) {
+		case "$add":
+			if sc.peek() != '[' {
+				sc.skip()
+				return "", nil
+			}
+			return eachElement(sc, func(i int) (string, []string) {
+				if sc.peek() == 'n' {
+					sc.skip()
+					return "a null is not allowed inside a nested custom attribute: Braze would drop every nested update of the request", nil
+				}
+				if sc.peek() != '{' {
+					sc.skip()
+					return "", nil
+				}
+				return nestedObject(sc, 0)
+			})
+		case "$update":
+			if sc.peek() != '[' {
+				sc.skip()
+				return "", nil
+			}
+			return eachElement(sc, func(i int) (string, []string) {
+				if sc.peek() != '{' {
+					sc.skip()
+					return "", nil
+				}
+				return eachMember(sc, func(k []byte) (string, []string) {
+					if string(k) != "$new_object" || sc.peek() != '{' {
+						sc.skip()
+						return "", nil
+					}
+					return nestedObject(sc, 0)
+				})
+			})
+		}
+		sc.skip()
+		return "", nil
+	})
+}
+
+// eachMember calls fn for each member of the object at sc.pos, with sc at the member's
+// value; fn must consume the value. It stops at the first problem (path gets the key).
+func eachMember(sc *scanner, fn func(k []byte) (string, []string)) (string, []string) {
+	sc.pos++
+	sc.ws()
+	if sc.peek() == '}' {
+		sc.pos++
+		return "", nil
+	}
+	for {
+		sc.ws()
+		ks, ke, kesc, _ := sc.key()
+		sc.ws()
+		k := sc.buf[ks:ke]
+		if kesc {
+			k = appendUnescaped(nil, k)
+		}
+		if msg, path := fn(k); msg != "" {
+			return msg, append(path, string(k))
+		}
+		sc.ws()
+		if sc.peek() == ',' {
+			sc.pos++
+			continue
+		}
+		sc.pos++ // '}'
+		return "", nil
+	}
+}
+
+// eachElement calls fn for each element of the array at sc.pos, with sc at the element;
+// fn must consume it. It stops at the first problem (path gets the index).
+func eachElement(sc *scanner, fn func(i int) (string, []string)) (string, []string) {
+	sc.pos++
+	sc.ws()
+	if sc.peek() == ']' {
+		sc.pos++
+		return "", nil
+	}
+	for i := 0; ; i++ {
+		sc.ws()
+		if msg, path := fn(i); msg != "" {
+			return msg, append(path, itoa(i))
+		}
+		sc.ws()
+		if sc.peek() == ',' {
+			sc.pos++
+			continue
+		}
+		sc.pos++ // ']'
+		return "", nil
+	}
+}
+
+func itoa(i int) string {
+	var b [20]byte
+	n := len(b)
+	for {
+		n--
+		b[n] = byte('0' + i%10)
+		if i /= 10; i == 0 {
+			return string(b[n:])
+		}
+	}
+}
+
+// nestedObject checks a nested custom attribute object at sc.pos: no null anywhere, keys
+// non-empty, at most 255 characters, without space, '.' or '$'; {"$time": t} with t a time.
+func nestedObject(sc *scanner, depth int) (string, []string) {
+	members := 0
+	sawTime := false
+	msg, path := eachMember(sc, func(k []byte) (string, []string) {
+		members++
+		if string(k) == "$time" {
+			sawTime = true
+			if sc.peek() != '"' {
+				sc.skip()
+				return "$time must be a time string: Braze would drop every nested update of the request", nil
+			}
+			start, end, esc, _ := sc.str()
+			t := sc.buf[start:end]
+			if esc {
+				t = appendUnescaped(nil, t)
+			}
+			if !isBrazeTime(t) && !isUSDate(t) {
+				return "$time is not a valid time: Braze would drop every nested update of the request", nil
+			}
+			return "", nil
+		}
+		if p := nestedKeyProblem(k); p != "" {
+			sc.skip()
+			return p, nil
+		}
+		return nestedValue(sc, depth)
+	})
+	if msg == "" && sawTime && members > 1 {
+		return "an object with $time must have no other key", nil
+	}
+	return msg, path
+}
+
+// nestedValue checks one value inside a nested custom attribute.
+func nestedValue(sc *scanner, depth int) (string, []string) {
+	switch sc.peek() {
+	case 'n':
+		sc.skip()
+		return "a null is not allowed inside a nested custom attribute: Braze would drop every nested update of the request", nil
+	case '{':
+		return nestedObject(sc, depth+1)
+	case '[':
+		return eachElement(sc, func(int) (string, []string) { return nestedValue(sc, depth+1) })
+	}
+	sc.skip()
+	return "", nil
+}
+
+// nestedKeyProblem applies the key rules of nested custom attributes.
+func nestedKeyProblem(k []byte) string {
+	if len(k) == 0 {
+		return "a nested custom attribute key must be non-empty"
+	}
+	if len(k) > maxPropertyKeyChar && utf8.RuneCount(k) > maxPropertyKeyChar {
+		return "a nested custom attribute key must be at most 255 characters"
+	}
+	for _, c := range k {
+		if c == ' ' || c == '.' || c == '$' {
+			return "a nested custom attribute key must not contain a space, '.' or '$'"
+		}
+	}
+	return ""
+}
+
+// isUSDate checks MM/dd/yyyy, a Braze attribute date layout.
+func isUSDate(b []byte) bool {
+	if len(b) != 10 || b[2] != '/' || b[5] != '/' {
+		return false
+	}
+	iso := [10]byte{b[6], b[7], b[8], b[9], '-', b[0], b[1], '-', b[3], b[4]}
+	return isDate(iso[:])
+}
