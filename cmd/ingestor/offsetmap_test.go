@@ -112,9 +112,10 @@ func TestKill9HotUsersDuplicates(t *testing.T) {
 	}
 }
 
-// hotDuplicateBound is the most duplicates TestKill9HotUsersDuplicates accepts: about a third
-// of what the worker without the offset map produced on this scenario (BENCHMARKS.md).
-func hotDuplicateBound() int { return 1500 }
+// hotDuplicateBound is the most duplicates TestKill9HotUsersDuplicates accepts: under a
+// quarter of what the worker without the offset map produced on this scenario (4,370-4,628;
+// with it 258-603, BENCHMARKS.md), leaving room for a noisy machine.
+func hotDuplicateBound() int { return 1000 }
 
 // peakRSS returns the process's peak resident set (VmHWM) in bytes, or 0 when unknown.
 func peakRSS(pid int) int64 {
