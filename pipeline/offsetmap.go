@@ -186,7 +186,6 @@ func (u *uvarints) next() uint64 {
 // skipSet answers, for increasing offsets, whether the previous owner settled them.
 type skipSet struct {
 	runs []span
-	end  int64
 }
 
 // settled reports whether off was settled; offsets must be asked in increasing order.
