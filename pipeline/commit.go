@@ -50,7 +50,7 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 	req := &kafka.OffsetCommitRequest{GroupID: gen.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{}}
 	var moved []pendingCommit
-	var runs []span
+	var runs []offsetRun
 	for _, ps := range parts {
 		if ps.revoked.Load() {
 			continue
@@ -133,7 +133,7 @@ func (p *Pipeline) sendCommit(req *kafka.OffsetCommitRequest) (map[topicPartitio
 type startPoint struct {
 	offset     int64 // committed offset, or kafka.FirstOffset/LastOffset for a partition with none
 	fromCommit bool
-	settled    []span // what the previous owner's offset map says is settled past offset
+	settled    []offsetRun // what the previous owner's offset map says is settled past offset
 }
 
 // startPoints reads the group's committed offsets and their metadata for the assigned

@@ -42,13 +42,13 @@ const maxOffsetMetadata = 4000
 // after), within maxOffsetMetadata without relying on compression.
 const DefaultMaxRunAhead = 2048
 
-// span is a run of settled offsets [lo, hi).
-type span struct{ lo, hi int64 }
+// offsetRun is a run of settled offsets [lo, hi).
+type offsetRun struct{ lo, hi int64 }
 
 // offsetMap is the decoded metadata: settled runs above base, below end.
 type offsetMap struct {
 	base, end int64
-	runs      []span
+	runs      []offsetRun
 }
 
 // errForeignMetadata is returned for a metadata string this worker did not write.
@@ -82,12 +82,14 @@ func encodeOffsetMap(m offsetMap, limit int) (string, bool) {
 }
 
 // encodeRuns renders runs, compressed when that is shorter.
-func encodeRuns(base, end int64, runs []span) string { return encodeRunsWithin(base, end, runs, 0) }
+func encodeRuns(base, end int64, runs []offsetRun) string {
+	return encodeRunsWithin(base, end, runs, 0)
+}
 
 // encodeRunsWithin renders runs plainly when that fits in limit characters (the common case:
 // the run-ahead bound keeps the plain map within it, and compressing costs far more CPU than
 // walking the tracker), and compressed otherwise.
-func encodeRunsWithin(base, end int64, runs []span, limit int) string {
+func encodeRunsWithin(base, end int64, runs []offsetRun, limit int) string {
 	raw := make([]byte, 1, 16+3*len(runs))
 	raw = binary.AppendUvarint(raw, uint64(base))
 	raw = binary.AppendUvarint(raw, uint64(end-base))
@@ -148,7 +150,7 @@ func decodeOffsetMap(s string) (offsetMap, error) {
 		return m, errors.New("offset map: header out of range")
 	}
 	m.base, m.end = int64(base), int64(base+width)
-	m.runs = make([]span, 0, min(n, uint64(len(raw))))
+	m.runs = make([]offsetRun, 0, min(n, uint64(len(raw))))
 	prev := m.base
 	for i := uint64(0); i < n; i++ {
 		gap, length := d.next(), d.next()
@@ -156,7 +158,7 @@ func decodeOffsetMap(s string) (offsetMap, error) {
 			return offsetMap{}, errors.New("offset map: run out of range")
 		}
 		lo := prev + int64(gap)
-		m.runs = append(m.runs, span{lo, lo + int64(length)})
+		m.runs = append(m.runs, offsetRun{lo, lo + int64(length)})
 		prev = lo + int64(length)
 	}
 	if len(d.b) != 0 {
@@ -185,7 +187,7 @@ func (u *uvarints) next() uint64 {
 
 // skipSet answers, for increasing offsets, whether the previous owner settled them.
 type skipSet struct {
-	runs []span
+	runs []offsetRun
 }
 
 // settled reports whether off was settled; offsets must be asked in increasing order.
@@ -198,12 +200,12 @@ func (s *skipSet) settled(off int64) bool {
 
 // beyond returns the runs at or past off (what the map still says that fetching has not
 // reached yet), clipped to start at off.
-func (s *skipSet) beyond(off int64) []span {
+func (s *skipSet) beyond(off int64) []offsetRun {
 	for i, r := range s.runs {
 		if r.hi > off {
 			out := s.runs[i:]
 			if out[0].lo < off {
-				out = append([]span{{off, out[0].hi}}, out[1:]...)
+				out = append([]offsetRun{{off, out[0].hi}}, out[1:]...)
 			}
 			return out
 		}

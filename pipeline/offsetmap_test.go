@@ -14,8 +14,8 @@ func TestOffsetMapRoundTrip(t *testing.T) {
 	cases := []offsetMap{
 		{base: 0, end: 0},
 		{base: 42, end: 50},
-		{base: 1 << 40, end: 1<<40 + 10, runs: []span{{1<<40 + 1, 1<<40 + 3}, {1<<40 + 9, 1<<40 + 10}}},
-		{base: 7, end: 9, runs: []span{{7, 9}}},
+		{base: 1 << 40, end: 1<<40 + 10, runs: []offsetRun{{1<<40 + 1, 1<<40 + 3}, {1<<40 + 9, 1<<40 + 10}}},
+		{base: 7, end: 9, runs: []offsetRun{{7, 9}}},
 	}
 	for i := 0; i < 200; i++ {
 		m := offsetMap{base: r.Int64N(1 << 50)}
@@ -23,7 +23,7 @@ func TestOffsetMapRoundTrip(t *testing.T) {
 		for j := r.IntN(300); j > 0; j-- {
 			lo := at + 1 + r.Int64N(20)
 			hi := lo + 1 + r.Int64N(20)
-			m.runs = append(m.runs, span{lo, hi})
+			m.runs = append(m.runs, offsetRun{lo, hi})
 			at = hi
 		}
 		m.end = at + r.Int64N(5)
@@ -49,7 +49,7 @@ func TestOffsetMapRoundTrip(t *testing.T) {
 func TestOffsetMapWorstCaseFits(t *testing.T) {
 	m := offsetMap{base: 1 << 45}
 	for off := m.base + 1; off < m.base+DefaultMaxRunAhead; off += 2 {
-		m.runs = append(m.runs, span{off, off + 1})
+		m.runs = append(m.runs, offsetRun{off, off + 1})
 	}
 	m.end = m.base + DefaultMaxRunAhead
 	s, cut := encodeOffsetMap(m, maxOffsetMetadata)
@@ -60,7 +60,7 @@ func TestOffsetMapWorstCaseFits(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 8))
 	m.runs = m.runs[:0]
 	for off := m.base + 1; off < m.base+DefaultMaxRunAhead; off += 2 + r.Int64N(2) {
-		m.runs = append(m.runs, span{off, off + 1})
+		m.runs = append(m.runs, offsetRun{off, off + 1})
 	}
 	s2, cut := encodeOffsetMap(m, maxOffsetMetadata)
 	t.Logf("worst case %d chars, random alternation %d chars", len(s), len(s2))
@@ -75,7 +75,7 @@ func TestOffsetMapTruncates(t *testing.T) {
 	at := int64(0)
 	for i := 0; i < 20000; i++ {
 		lo := at + 1 + r.Int64N(300)
-		m.runs = append(m.runs, span{lo, lo + 1 + r.Int64N(300)})
+		m.runs = append(m.runs, offsetRun{lo, lo + 1 + r.Int64N(300)})
 		at = m.runs[len(m.runs)-1].hi
 	}
 	m.end = at
@@ -102,23 +102,23 @@ func TestOffsetMapRejectsForeign(t *testing.T) {
 		}
 	}
 	// Runs out of order or past the end are refused.
-	bad := encodeRuns(0, 10, []span{{5, 8}, {6, 9}})
+	bad := encodeRuns(0, 10, []offsetRun{{5, 8}, {6, 9}})
 	if _, err := decodeOffsetMap(bad); err == nil {
 		t.Error("overlapping runs decoded")
 	}
-	bad = encodeRuns(0, 10, []span{{5, 12}})
+	bad = encodeRuns(0, 10, []offsetRun{{5, 12}})
 	if _, err := decodeOffsetMap(bad); err == nil {
 		t.Error("run past the end decoded")
 	}
 }
 
 func FuzzDecodeOffsetMap(f *testing.F) {
-	f.Add(encodeRuns(5, 100, []span{{6, 9}, {20, 21}}))
+	f.Add(encodeRuns(5, 100, []offsetRun{{6, 9}, {20, 21}}))
 	f.Add("bzo1:AAAA")
 	f.Add("")
 	big := offsetMap{base: 0, end: 4000}
 	for off := int64(1); off < 4000; off += 2 {
-		big.runs = append(big.runs, span{off, off + 1})
+		big.runs = append(big.runs, offsetRun{off, off + 1})
 	}
 	s, _ := encodeOffsetMap(big, maxOffsetMetadata)
 	f.Add(s)
@@ -187,7 +187,7 @@ func TestCommitPointMapsSettled(t *testing.T) {
 // before it gets there does not forget what the first owner settled.
 func TestCommitPointCarriesInherited(t *testing.T) {
 	ps := newPartitionState("t", 0)
-	ps.start(10, true, []span{{12, 15}, {20, 22}})
+	ps.start(10, true, []offsetRun{{12, 15}, {20, 22}})
 	// The fetch loop skips 12..14 (tracked and completed at once); 10 and 11 are in flight.
 	a10 := ps.track(&kafka.Message{Offset: 10}, 1)
 	ps.track(&kafka.Message{Offset: 11}, 1)
@@ -199,7 +199,7 @@ func TestCommitPointCarriesInherited(t *testing.T) {
 	if off != 11 {
 		t.Fatalf("watermark %d, want 11", off)
 	}
-	want := []span{{12, 15}, {20, 22}}
+	want := []offsetRun{{12, 15}, {20, 22}}
 	if !slices.Equal(m.runs, want) || m.end != 22 {
 		t.Fatalf("runs %v end %d, want %v end 22", m.runs, m.end, want)
 	}
@@ -252,7 +252,7 @@ func BenchmarkCommitMap(b *testing.B) {
 			a.resolve()
 		}
 	}
-	var runs []span
+	var runs []offsetRun
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		ps.mu.Lock()

@@ -91,6 +91,16 @@ type Config struct {
 	RetryMaxDuration time.Duration
 	// HaltProbeMax caps the back-off between probes while halted.
 	HaltProbeMax time.Duration
+	// Isolate5xxAfter is how long a request may get only 5xx answers, while other requests
+	// are accepted, before it is split to isolate the payload (send_isolate.go); a lone
+	// record in that state is dead-lettered as persistent_5xx. 0 = 5 minutes; < 0 = never.
+	Isolate5xxAfter time.Duration
+	// UserMinSpacing > 0 keeps at least that long between two requests carrying the same
+	// user (send_spacing.go); 0 (default) sends as soon as the lane may.
+	UserMinSpacing time.Duration
+	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
+	// has work before Alive reports false (liveness.go).
+	StuckAfter time.Duration
 
 	Logger *slog.Logger
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
@@ -147,6 +157,10 @@ func (c *Config) Defaults() {
 	def(&c.RetryInitial, 200*time.Millisecond)
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
+	def(&c.StuckAfter, DefaultStuckAfter)
+	if c.Isolate5xxAfter == 0 {
+		c.Isolate5xxAfter = 5 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -174,7 +188,6 @@ type Pipeline struct {
 	halted       atomic.Bool
 	// revokeEpoch counts generation ends; see item.epoch.
 	revokeEpoch atomic.Int64
-	haltLog     rate.Sometimes
 	recordLog   rate.Sometimes
 	mapLog      rate.Sometimes
 
@@ -182,6 +195,15 @@ type Pipeline struct {
 	// requests that carry the offset map (commit.go).
 	flow   flow
 	client *kafka.Client
+	// chain sends a lane's requests (chain.go); halt is the worker-wide halt gate.
+	chain sendLayer
+	halt  *haltGate
+	mass  massGuard
+	// objCap is the object cap lowered by a "too many objects" answer (send_split.go); 0
+	// while the configured limit holds.
+	objCap atomic.Int64
+	// lastAccepted is when Braze last accepted a request (unix nanos; send_observe.go).
+	lastAccepted atomic.Int64
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).
@@ -194,6 +216,7 @@ type Pipeline struct {
 	partitions []*partitionState // of the current generation
 	inGroup    atomic.Bool
 	lastLoop   atomic.Int64 // unix nanos of the last run-loop heartbeat (liveness)
+	watch      watchdog     // progress marks of lanes, fetch loops and committers (liveness.go)
 }
 
 // New validates cfg and returns a pipeline.
@@ -217,13 +240,14 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		dlq:       dlq,
 		log:       cfg.Logger,
 		dlqCh:     make(chan dlqEntry, 4096),
-		haltLog:   rate.Sometimes{Interval: time.Minute},
 		recordLog: rate.Sometimes{Interval: time.Second},
 		mapLog:    rate.Sometimes{First: 1},
 	}
 	p.flow.maxBytes = cfg.MaxInflightBytes
 	p.flow.records = &p.stats.InFlightRecords
 	p.client = newKafkaClient(cfg.Brokers, cfg.Dialer)
+	p.halt = newHaltGate(p)
+	p.chain = p.newChain()
 	var err error
 	if p.opt, err = newOptimizer(cfg.Optimize); err != nil {
 		return nil, err
@@ -255,11 +279,6 @@ func (p *Pipeline) Paused() bool { return p.senderPaused() }
 func (p *Pipeline) senderPaused() bool {
 	ps, ok := p.sender.(pauser)
 	return ok && ps.Paused()
-}
-
-// Alive reports whether the run loop has shown a sign of life within d.
-func (p *Pipeline) Alive(d time.Duration) bool {
-	return time.Since(time.Unix(0, p.lastLoop.Load())) < d
 }
 
 // Halted reports whether delivery is halted on a configuration or key problem.
@@ -405,6 +424,9 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	p.log.Info("joined group", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 
 	gen.Start(func(gctx context.Context) {
+		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
+		defer p.watch.remove(prog)
+		commit := func() { prog.work(); p.commit(gen, parts); prog.idle() }
 		// Commits follow the watermark and the offset map as they change, coalesced to one
 		// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
 		// nothing settles.
@@ -418,11 +440,11 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 			select {
 			case <-t.C:
 				p.lastLoop.Store(time.Now().UnixNano())
-				p.commit(gen, parts)
+				commit()
 				continue
 			case <-idle.C:
 				if settledUncommitted(parts) {
-					p.commit(gen, parts)
+					commit()
 				}
 				continue
 			case <-gctx.Done():
@@ -434,7 +456,7 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		deadline := time.Now().Add(p.drainBudget())
 		fetchers.Wait()
 		drained := p.drain(parts, time.Until(deadline))
-		p.commit(gen, parts)
+		commit()
 		for _, ps := range parts {
 			ps.revoked.Store(true)
 			ps.abandon()
@@ -584,11 +606,17 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 		dec = p.cfg.NewDecoder(ps.topic)
 	}
 	var recs []schemas.Record
+	prog := p.watch.add(fmt.Sprintf("fetch loop %s/%d", ps.topic, ps.partition))
+	defer p.watch.remove(prog)
 	for {
 		if !p.fetchAllowed(gctx) {
 			return
 		}
+		if ps.highWater.Load() > ps.fetched.Load()+1 {
+			prog.work() // unread messages are known: this fetch has work (liveness.go)
+		}
 		m, err := r.next(gctx)
+		prog.idle()
 		if err != nil {
 			if gctx.Err() != nil {
 				return

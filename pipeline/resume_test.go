@@ -165,7 +165,7 @@ func fetchCommitted(t *testing.T, addrs []string, group, topic string) (int64, s
 // metadata, or with this worker's map: the worker resumes at the committed offset and skips
 // exactly what the map says is settled.
 func TestResumeCompatibility(t *testing.T) {
-	settled := []span{{110, 150}, {200, 201}}
+	settled := []offsetRun{{110, 150}, {200, 201}}
 	mapMeta, _ := encodeOffsetMap(offsetMap{base: 100, end: 201, runs: settled}, maxOffsetMetadata)
 	for _, tc := range []struct {
 		name                  string

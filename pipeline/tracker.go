@@ -29,7 +29,7 @@ type partitionState struct {
 	tracked int64
 	// inherited is what the previous owner's offset map says is settled (offsetmap.go);
 	// the part past tracked is carried into this owner's commits until fetching gets there.
-	inherited []span
+	inherited []offsetRun
 
 	// The fields below are each written or read for every record by different goroutines
 	// (fetch loop, lanes, DLQ stage); each sits on its own cache line so that they do not
@@ -192,7 +192,7 @@ func (ps *partitionState) toCommit() int64 {
 
 // commitPoint returns what to commit: the watermark and the settled runs above it (appended
 // to runs), with the completion count they reflect; off is -1 when nothing changed.
-func (ps *partitionState) commitPoint(runs []span) (off int64, m offsetMap, seq uint64) {
+func (ps *partitionState) commitPoint(runs []offsetRun) (off int64, m offsetMap, seq uint64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.watermark < 0 || (ps.watermark <= ps.committed && ps.seq == ps.committedSeq) {
@@ -207,7 +207,7 @@ func (ps *partitionState) commitPoint(runs []span) (off int64, m offsetMap, seq 
 		case open:
 			m.runs[len(m.runs)-1].hi = a.offset + 1
 		default:
-			m.runs = append(m.runs, span{a.offset, a.offset + 1})
+			m.runs = append(m.runs, offsetRun{a.offset, a.offset + 1})
 			open = true
 		}
 	}
@@ -236,7 +236,7 @@ func (ps *partitionState) markCommitted(off int64, seq uint64) {
 // start sets where the partition starts in this generation: the offset the fetch loop
 // begins at, committed when it was not read from a commit (a new group's resolved start
 // offset), and what the previous owner's offset map says is settled past it.
-func (ps *partitionState) start(off int64, fromCommit bool, inherited []span) {
+func (ps *partitionState) start(off int64, fromCommit bool, inherited []offsetRun) {
 	ps.mu.Lock()
 	ps.watermark, ps.tracked, ps.inherited = off, off, inherited
 	if fromCommit {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptrace"
-	"strings"
 	"syscall"
 
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -106,10 +105,6 @@ func explainHTTPErr(err error) (what, hint string) {
 	return err.Error(), "check BRAZE_REST_ENDPOINT and network egress to it"
 }
 
-// redact removes the key from text Braze sent back, in case an answer echoes it.
-func redact(s, key string) string {
-	if key == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, key, "[redacted]")
-}
+// redact removes the key from text Braze sent back, in case an answer echoes it (the one
+// redaction function, sink.Redact; the client already applies it to every answer).
+func redact(s, key string) string { return sink.Redact(s, key) }

@@ -1,9 +1,6 @@
 package preflight
 
 import (
-	"net/http"
-	"strings"
-
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -21,30 +18,22 @@ const (
 )
 
 // probeOutcome is the one place that maps the client's classified answer to the probe's
-// outcome, from its Class first.
-//
-// NOTE: the sink package of this revision has no typed cause for "Braze's JSON judged the
-// request" versus "a non-Braze 400", nor for throttled versus outage, so the status code and,
-// for the 400, Braze's documented message prefix decide here. Replace this with the client's
-// typed cause when it has one.
+// outcome, from its typed cause (sink/braze.go is the only reader of status codes).
 func probeOutcome(res sink.Response) probe {
-	switch res.Class {
-	case sink.Delivered, sink.Partial:
+	switch res.Cause() {
+	case sink.CauseAccepted:
 		return probeAcceptedEmpty
-	case sink.Halt:
+	case sink.CauseRejected:
+		// Braze's JSON judged the body (400, or a 2xx carrying the fatal message).
+		return probeJudged
+	case sink.CauseKey:
 		return probeKey
-	case sink.Split:
-		if res.Status == http.StatusBadRequest && strings.HasPrefix(res.Message, "Valid data must be provided") {
-			return probeJudged
-		}
-		return probeOther
-	}
-	switch {
-	case res.Status == 0:
-		return probeNoAnswer
-	case res.Status == http.StatusTooManyRequests:
+	case sink.CauseThrottled:
 		return probeThrottled
-	case res.Status >= 500:
+	case sink.CauseOutage, sink.CauseCanceled:
+		if !res.Answered() {
+			return probeNoAnswer
+		}
 		return probeOutage
 	}
 	return probeOther

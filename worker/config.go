@@ -74,6 +74,8 @@ type Config struct {
 	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
 	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
+	Isolate5xxAfter  time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
+	UserMinSpacing   time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -85,9 +87,10 @@ type Config struct {
 	RedisURL             string        `envconfig:"REDIS_URL" desc:"redis:// or rediss:// URL of a Redis shared by the replicas for suppression and de-duplication (empty: in-memory per replica)"`
 	OptimizeStoreTimeout time.Duration `envconfig:"OPTIMIZE_STORE_TIMEOUT" default:"2s" desc:"bound of one suppression/de-duplication store round trip (on failure the request goes out unoptimized)"`
 
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
+	HTTPAddr           string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
+	LivenessStuckAfter time.Duration `envconfig:"LIVENESS_STUCK_AFTER" default:"1m" desc:"/livez fails when a lane, fetch loop or committer makes no progress this long while it has work (10s to 1h; deliberate waits do not count)"`
+	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 
 	KafkaTopicFormats          string `envconfig:"KAFKA_TOPIC_FORMATS" desc:"input format per source topic, topic:format comma-separated, format native or segment (e.g. events:native,segment-tracks:segment); unlisted topics are native (docs/segment.md)"`
 	SegmentAnonymousAliasLabel string `envconfig:"SEGMENT_ANONYMOUS_ALIAS_LABEL" default:"anonymous_id" desc:"segment topics: alias_label of the user_alias built from anonymousId when a call has no userId"`
@@ -308,6 +311,15 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.RetryMaxDuration < 0 {
 		p.add("RETRY_MAX_DURATION", "RETRY_MAX_DURATION must not be negative")
+	}
+	if c.Isolate5xxAfter < 0 {
+		p.add("ISOLATE_5XX_AFTER", "ISOLATE_5XX_AFTER must not be negative (0 = never)")
+	}
+	if c.LivenessStuckAfter < 10*time.Second || c.LivenessStuckAfter > time.Hour {
+		p.add("LIVENESS_STUCK_AFTER", "LIVENESS_STUCK_AFTER %s: want 10s up to 1h", c.LivenessStuckAfter)
+	}
+	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
+		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)

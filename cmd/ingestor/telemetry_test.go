@@ -394,6 +394,7 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.offset_map.ignored", "{partition}", "ingestor_offset_map_ignored_total", "counter"},
 	{"ingestor.halted", "{state}", "ingestor_halted", "gauge"},
 	{"ingestor.breaker.state", "{state}", "ingestor_breaker_state", "gauge"},
+	{"ingestor.request.object_cap", "{object}", "ingestor_request_object_cap", "gauge"},
 	{"messaging.kafka.consumer.lag", "{message}", "messaging_kafka_consumer_lag", "gauge"},
 	{"ingestor.commit.lag", "{message}", "ingestor_commit_lag", "gauge"},
 	{"ingestor.datapoints.saved", "{datapoint}", "ingestor_datapoints_saved_total", "counter"},
