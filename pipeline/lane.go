@@ -94,8 +94,15 @@ func (p *Pipeline) deliverCapped(ctx context.Context, items []item, body []byte)
 			break
 		}
 	}
+	if cap(body) > laneBodyKeep {
+		return nil // a rare large body is not kept by every lane (MAX_INFLIGHT_BYTES)
+	}
 	return body
 }
+
+// laneBodyKeep is the largest request body a lane keeps for reuse: 64 lanes each holding a
+// body grown for a few very large records would hold far more than the records in flight.
+const laneBodyKeep = 1 << 20
 
 // collect fills a batch: it blocks for its first record, then takes what comes until the
 // batch is full, the linger time passes, or (while draining) the lane is empty. It reports
@@ -110,7 +117,6 @@ func (p *Pipeline) collect(ctx context.Context, l *lane, b *laneBatch) bool {
 			// Its generation is over; the next owner reads it again. Resolving keeps
 			// the outstanding count honest; the commit is fenced by revoked.
 			it.ack.resolve()
-			p.stats.InFlightRecords.Add(-1)
 			continue
 		}
 		if !b.packer.fits(&it) {
@@ -197,7 +203,6 @@ func (p *Pipeline) delivered(items []item) {
 			p.stats.RecordsDelivered[k].Add(c)
 		}
 	}
-	p.stats.InFlightRecords.Add(-n)
 }
 
 func (p *Pipeline) anyRevoked(items []item) bool {

@@ -35,6 +35,14 @@ type Stats struct {
 	MassRejections  atomic.Int64
 	InFlightRecords atomic.Int64 // fetched, not yet delivered or dead-lettered
 
+	// ResumeSkipped counts messages not delivered again on resume because the previous
+	// owner's offset map (pipeline/offsetmap.go) says they were settled.
+	ResumeSkipped atomic.Int64
+	// OffsetMapTruncated counts commits whose offset map did not fit the metadata limit and
+	// was cut short; OffsetMapIgnored counts commit metadata not written by this worker.
+	OffsetMapTruncated atomic.Int64
+	OffsetMapIgnored   atomic.Int64
+
 	// Optimize counts coalescing, suppression and de-duplication (optimize.go).
 	Optimize OptimizeStats
 }
