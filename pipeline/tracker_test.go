@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/segmentio/kafka-go"
@@ -151,4 +152,32 @@ func TestFlowBytesBatched(t *testing.T) {
 	if got := ps.flow.bytes.Load(); got != 0 {
 		t.Fatalf("all settled: shared count %d, want exactly 0", got)
 	}
+}
+
+// BenchmarkTrackSettle is the tracker's cost per message as fetch loops and lanes pay it:
+// goroutines each tracking and settling the messages of their own partition, all on one
+// shared flow (the pipeline's byte and in-flight counts).
+func BenchmarkTrackSettle(b *testing.B) {
+	f := &flow{records: new(atomic.Int64)}
+	var id atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ps := newPartitionState("t", int(id.Add(1)))
+		ps.flow = f
+		m := kafka.Message{Value: make([]byte, 500)}
+		acks := make([]*msgAck, 0, 64)
+		for pb.Next() {
+			acks = append(acks, ps.track(&m, 1))
+			ps.hold(1)
+			m.Offset++
+			if len(acks) == cap(acks) {
+				var s settled
+				for _, a := range acks {
+					s.add(a)
+				}
+				s.flush()
+				acks = acks[:0]
+			}
+		}
+	})
 }
