@@ -12,10 +12,11 @@ import (
 // §8 nested-1 and poison-3).
 
 // keySet finds a repeated key among the members of one object. Small objects are searched
-// linearly by hash; an object with more keys than fit spills into a map.
+// linearly by fingerprint, behind a 64-bit filter that answers "new key" for most keys at one
+// test; an object with more keys than fit spills into a map.
 type keySet struct {
 	n     int
-	bloom uint64 // bit keyPrint%64 of every key added: most keys are new at one test
+	bloom uint64 // bit filterBit(print) of every key added
 	ents  [32]keyEnt
 	spill map[uint64][]keyEnt
 }
@@ -35,12 +36,22 @@ func (ks *keySet) reset() {
 // reports whether the object already had it.
 func (ks *keySet) add(st *decodeState, key []byte, start, end int, esc bool) bool {
 	h := keyPrint(key)
-	e := keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
-	if bit := uint64(1) << (h & 63); ks.bloom&bit == 0 {
+	bit := uint64(1) << (h * 0x9E3779B97F4A7C15 >> 58)
+	if ks.bloom&bit == 0 && ks.n < len(ks.ents) {
 		ks.bloom |= bit
-	} else if ks.has(st, e) {
+		ks.ents[ks.n] = keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
+		ks.n++
+		return false
+	}
+	return ks.addSlow(st, keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}, bit)
+}
+
+// addSlow is add after a filter hit or once ents is full.
+func (ks *keySet) addSlow(st *decodeState, e keyEnt, bit uint64) bool {
+	if ks.bloom&bit != 0 && ks.has(st, e) {
 		return true
 	}
+	ks.bloom |= bit
 	if ks.n < len(ks.ents) {
 		ks.ents[ks.n] = e
 		ks.n++
@@ -49,7 +60,7 @@ func (ks *keySet) add(st *decodeState, key []byte, start, end int, esc bool) boo
 	if ks.spill == nil {
 		ks.spill = make(map[uint64][]keyEnt)
 	}
-	ks.spill[h] = append(ks.spill[h], e)
+	ks.spill[e.h] = append(ks.spill[e.h], e)
 	return false
 }
 
@@ -70,20 +81,26 @@ func (ks *keySet) has(st *decodeState, e keyEnt) bool {
 }
 
 // keyPrint is a cheap fingerprint of a key (length, first and last 8 bytes): equal keys have
-// equal prints, and different keys of one object rarely do (then sameKey tells).
+// equal prints, and different keys of one object rarely do (then sameKey tells). A key
+// shorter than 8 bytes is read as one word when its slice has the capacity (it is a window
+// on the message or on kbuf), the bytes past its end masked off.
 func keyPrint(k []byte) uint64 {
-	n := uint64(len(k)) * 0x9E3779B97F4A7C15
-	if len(k) >= 8 {
-		return n ^ binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[len(k)-8:]), 29)
-	}
+	n := len(k)
 	var w uint64
-	for i, c := range k {
-		w |= uint64(c) << (8 * i)
+	switch {
+	case n >= 8:
+		w = binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[n-8:]), 29)
+	case cap(k) >= 8:
+		w = binary.LittleEndian.Uint64(k[:8]) & (1<<(8*n) - 1)
+	default:
+		for i, c := range k {
+			w |= uint64(c) << (8 * i)
+		}
 	}
-	return n ^ w
+	return w ^ uint64(n)*0x9E3779B97F4A7C15
 }
 
-// sameKey compares two keys of the message after unescaping (only on a hash match).
+// sameKey compares two keys of the message after unescaping (only on a print match).
 func (st *decodeState) sameKey(a, b keyEnt) bool {
 	ka, kb := st.s.buf[a.start:a.end], st.s.buf[b.start:b.end]
 	if !a.esc && !b.esc {
