@@ -200,13 +200,14 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			s.ws()
 			k := kOther
 			key := st.keyBytes(ks, ke, kesc)
-			if st.top.add(st, key, ks, ke, kesc) {
-				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
-			}
 			if ke-ks <= maxRuleKeyRaw {
 				if k = lookupRuleKey(key); allowed&(1<<k) == 0 {
 					k = kOther
 				}
+			}
+			// A rule key is its own bit in seen; only the other keys need the key set.
+			if (k != kOther && seen&(1<<k) != 0) || (k == kOther && st.top.add(st, key, ks, ke, kesc)) {
+				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
 			}
 			if k != kOther {
 				seen |= 1 << k
