@@ -32,22 +32,29 @@ func (ks *keySet) reset() {
 	ks.spill = nil
 }
 
-// add records key (unescaped; its span in the message is start:end, escaped when esc) and
-// reports whether the object already had it.
-func (ks *keySet) add(st *decodeState, key []byte, start, end int, esc bool) bool {
-	h := keyPrint(key)
+// A key with print h (keyPrint of the unescaped key; its span in the message is start:end,
+// escaped when esc) is recorded by tryNew, small enough to be inlined into the loops that
+// read keys, or when that declines by add, which also tells a repeat:
+//
+//	dup := !ks.tryNew(h, start, end, esc) && ks.add(st, h, start, end, esc)
+
+// tryNew records a key whose filter bit is not set while ents has room, and reports whether
+// it did. A false answer leaves everything as it was, for add.
+func (ks *keySet) tryNew(h uint64, start, end int, esc bool) bool {
 	bit := uint64(1) << (h * 0x9E3779B97F4A7C15 >> 58)
-	if ks.bloom&bit == 0 && ks.n < len(ks.ents) {
-		ks.bloom |= bit
-		ks.ents[ks.n] = keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
-		ks.n++
+	if ks.bloom&bit != 0 || ks.n >= len(ks.ents) {
 		return false
 	}
-	return ks.addSlow(st, keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}, bit)
+	ks.bloom |= bit
+	ks.ents[ks.n] = keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
+	ks.n++
+	return true
 }
 
-// addSlow is add after a filter hit or once ents is full.
-func (ks *keySet) addSlow(st *decodeState, e keyEnt, bit uint64) bool {
+// add records a key tryNew did not take and reports whether the object already had it.
+func (ks *keySet) add(st *decodeState, h uint64, start, end int, esc bool) bool {
+	e := keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
+	bit := uint64(1) << (h * 0x9E3779B97F4A7C15 >> 58)
 	if ks.bloom&bit != 0 && ks.has(st, e) {
 		return true
 	}
@@ -60,7 +67,7 @@ func (ks *keySet) addSlow(st *decodeState, e keyEnt, bit uint64) bool {
 	if ks.spill == nil {
 		ks.spill = make(map[uint64][]keyEnt)
 	}
-	ks.spill[e.h] = append(ks.spill[e.h], e)
+	ks.spill[h] = append(ks.spill[h], e)
 	return false
 }
 

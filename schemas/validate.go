@@ -199,14 +199,22 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			}
 			s.ws()
 			k := kOther
-			key := st.keyBytes(ks, ke, kesc)
+			key := s.buf[ks:ke]
+			if kesc {
+				key = st.keyBytes(ks, ke, kesc)
+			}
 			if ke-ks <= maxRuleKeyRaw {
 				if k = lookupRuleKey(key); allowed&(1<<k) == 0 {
 					k = kOther
 				}
 			}
 			// A rule key is its own bit in seen; only the other keys need the key set.
-			if (k != kOther && seen&(1<<k) != 0) || (k == kOther && st.top.add(st, key, ks, ke, kesc)) {
+			dup := seen&(1<<k) != 0
+			if k == kOther {
+				h := keyPrint(key)
+				dup = !st.top.tryNew(h, ks, ke, kesc) && st.top.add(st, h, ks, ke, kesc)
+			}
+			if dup {
 				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
 			}
 			if k != kOther {
@@ -218,11 +226,15 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 				}
 			}
 			s.bigAt = 0
-			if k == kOther && kind == KindAttributes && (s.peek() == '{' || s.peek() == '[') {
+			if k != kOther {
+				if !st.member(r, l, k, kind, &rs) {
+					return false
+				}
+			} else if kind == KindAttributes && (s.peek() == '{' || s.peek() == '[') {
 				if !st.attrValue(r, l, ks, ke, kesc) {
 					return false
 				}
-			} else if !st.member(r, l, k, kind, &rs) {
+			} else if !s.skip() {
 				return false
 			}
 			if s.bigAt != 0 {
@@ -578,10 +590,13 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 			return false
 		}
 		if r.Err == nil {
-			key := st.valueBytes(ks, ke, kesc)
+			key := s.buf[ks:ke]
+			if kesc {
+				key = st.valueBytes(ks, ke, kesc)
+			}
 			if msg := propertyKeyProblem(key, kind); msg != "" {
 				bad(r, l, msg, "properties", string(key))
-			} else if st.props.add(st, key, ks, ke, kesc) {
+			} else if h := keyPrint(key); !st.props.tryNew(h, ks, ke, kesc) && st.props.add(st, h, ks, ke, kesc) {
 				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", "properties", string(key))
 			}
 		}
