@@ -13,10 +13,15 @@ import (
 
 // keySet finds a repeated key among the members of one object. Small objects are searched
 // linearly by fingerprint, behind a 64-bit filter that answers "new key" for most keys at one
-// test; an object with more keys than fit spills into a map.
+// test; an object with more keys than fit spills into a map. A key with print h (keyPrint of
+// the unescaped key; its span in the message is start:end, escaped when esc) is recorded by
+// tryNew, small enough to be inlined into the loops that read keys, or when that declines by
+// add, which also tells a repeat:
+//
+//	dup := !ks.tryNew(h, start, end, esc) && ks.add(st, h, start, end, esc)
 type keySet struct {
 	n     int
-	bloom uint64 // bit filterBit(print) of every key added
+	bloom uint64 // bit h*φ>>58 of the print h of every key recorded
 	ents  [32]keyEnt
 	spill map[uint64][]keyEnt
 }
@@ -31,12 +36,6 @@ func (ks *keySet) reset() {
 	ks.n, ks.bloom = 0, 0
 	ks.spill = nil
 }
-
-// A key with print h (keyPrint of the unescaped key; its span in the message is start:end,
-// escaped when esc) is recorded by tryNew, small enough to be inlined into the loops that
-// read keys, or when that declines by add, which also tells a repeat:
-//
-//	dup := !ks.tryNew(h, start, end, esc) && ks.add(st, h, start, end, esc)
 
 // tryNew records a key whose filter bit is not set while ents has room, and reports whether
 // it did. A false answer leaves everything as it was, for add.
@@ -88,16 +87,17 @@ func (ks *keySet) has(st *decodeState, e keyEnt) bool {
 }
 
 // keyPrint is a cheap fingerprint of a key (length, first and last 8 bytes): equal keys have
-// equal prints, and different keys of one object rarely do (then sameKey tells). A key
-// shorter than 8 bytes is read as one word when its slice has the capacity (it is a window
-// on the message or on kbuf), the bytes past its end masked off.
-func keyPrint(k []byte) uint64 {
+// equal prints, and different keys of one object rarely do (then sameKey tells). room is how
+// many bytes from the key's start the caller's buffer holds (the rest of the message, or the
+// capacity of a scratch buffer): a key shorter than 8 bytes is read as one word when room
+// allows, the bytes past its end masked off.
+func keyPrint(k []byte, room int) uint64 {
 	n := len(k)
 	var w uint64
 	switch {
 	case n >= 8:
 		w = binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[n-8:]), 29)
-	case cap(k) >= 8:
+	case room >= 8 && cap(k) >= 8:
 		w = binary.LittleEndian.Uint64(k[:8]) & (1<<(8*n) - 1)
 	default:
 		for i, c := range k {

@@ -199,9 +199,10 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			}
 			s.ws()
 			k := kOther
-			key := s.buf[ks:ke]
+			key, room := s.buf[ks:ke], len(s.buf)-ks
 			if kesc {
 				key = st.keyBytes(ks, ke, kesc)
+				room = cap(key)
 			}
 			if ke-ks <= maxRuleKeyRaw {
 				if k = lookupRuleKey(key); allowed&(1<<k) == 0 {
@@ -211,7 +212,7 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			// A rule key is its own bit in seen; only the other keys need the key set.
 			dup := seen&(1<<k) != 0
 			if k == kOther {
-				h := keyPrint(key)
+				h := keyPrint(key, room)
 				dup = !st.top.tryNew(h, ks, ke, kesc) && st.top.add(st, h, ks, ke, kesc)
 			}
 			if dup {
@@ -590,13 +591,18 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 			return false
 		}
 		if r.Err == nil {
-			key := s.buf[ks:ke]
+			key, room := s.buf[ks:ke], len(s.buf)-ks
 			if kesc {
 				key = st.valueBytes(ks, ke, kesc)
+				room = cap(key)
 			}
-			if msg := propertyKeyProblem(key, kind); msg != "" {
+			msg := ""
+			if propertyKeySuspect(key) {
+				msg = propertyKeyProblem(key, kind)
+			}
+			if msg != "" {
 				bad(r, l, msg, "properties", string(key))
-			} else if h := keyPrint(key); !st.props.tryNew(h, ks, ke, kesc) && st.props.add(st, h, ks, ke, kesc) {
+			} else if h := keyPrint(key, room); !st.props.tryNew(h, ks, ke, kesc) && st.props.add(st, h, ks, ke, kesc) {
 				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", "properties", string(key))
 			}
 		}
@@ -631,6 +637,13 @@ func propertyKeyProblem(k []byte, _ Kind) string {
 		return "property key is reserved by Braze"
 	}
 	return ""
+}
+
+// propertyKeySuspect is false for most keys, which propertyKeyProblem cannot find wrong: it
+// looks only at the length and the first byte, and is cheap enough to be inlined.
+func propertyKeySuspect(k []byte) bool {
+	n := len(k)
+	return n == 0 || n == len("time") || n == len("event_name") || n > maxPropertyKeyChar || k[0] == '$'
 }
 
 func (st *decodeState) setID(r *Record, kind IDKind, sp strSpan) {
