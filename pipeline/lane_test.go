@@ -69,12 +69,16 @@ func ev(user string, seq int) []byte {
 }
 
 // laneHarness runs one lane and the DLQ stage without Kafka.
-func laneHarness(t *testing.T, braze *fakeBraze, limits batcher.Limits) (*Pipeline, *memDLQ, *partitionState, func()) {
+func laneHarness(t *testing.T, braze *fakeBraze, limits batcher.Limits, opts ...func(*Config)) (*Pipeline, *memDLQ, *partitionState, func()) {
 	t.Helper()
 	mq := &memDLQ{}
-	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 10 * time.Millisecond,
+	cfg := Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 10 * time.Millisecond,
 		Limits: limits, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, HaltProbeMax: 20 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, braze, mq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := New(cfg, braze, mq)
 	if err != nil {
 		t.Fatal(err)
 	}

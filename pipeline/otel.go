@@ -115,15 +115,13 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Failed round trips to the suppression/de-duplication store (the request then goes out unoptimized)."))
 	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
 		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
+	objCap, _ := m.Int64ObservableGauge("ingestor.request.object_cap", metric.WithUnit("{object}"),
+		metric.WithDescription("Most objects a request carries now: BATCH_MAX_OBJECTS, or lower after Braze refused a request for its number of objects."))
 	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the partition end and the last fetched message."))
 	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages between the last fetched and the last committed offset (in flight, not yet committable)."))
 
-	classStatus := []struct {
-		class sink.Class
-		name  string
-	}{{sink.Delivered, "delivered"}, {sink.Partial, "partial"}, {sink.Split, "split"}, {sink.Halt, "halt"}, {sink.Retry, "retry"}}
 	statusNames := [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 	group := attribute.String("messaging.consumer.group.name", p.cfg.GroupID)
 
@@ -147,8 +145,8 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
-		for _, cs := range classStatus {
-			o.ObserveInt64(requests, s.Requests[cs.class].Load(), metric.WithAttributes(attribute.String("outcome", cs.name)))
+		for c := range s.Requests {
+			o.ObserveInt64(requests, s.Requests[c].Load(), metric.WithAttributes(attribute.String("outcome", sink.Class(c).String())))
 		}
 		for i, name := range statusNames {
 			o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
@@ -170,6 +168,7 @@ func (p *Pipeline) initTelemetry() error {
 		o.ObserveInt64(optRecords, os.DuplicatesSkipped.Load(), metric.WithAttributes(attribute.String("why", "duplicate")))
 		o.ObserveInt64(coalesced, os.CoalescedObjects.Load())
 		o.ObserveInt64(storeErrors, os.StoreErrors.Load())
+		o.ObserveInt64(objCap, int64(p.objectCap()))
 		if bs, ok := p.sender.(breakerStater); ok {
 			o.ObserveInt64(breaker, int64(bs.State()))
 		}
@@ -188,7 +187,7 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors)
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors, objCap)
 	return err
 }
 
@@ -302,7 +301,7 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 		attribute.String("braze.outcome", outcome),
 		attribute.Float64("braze.limiter_wait_seconds", wait.Seconds()),
 	)
-	if resp.Status != 0 {
+	if resp.Answered() {
 		span.SetAttributes(attribute.Int("http.response.status_code", resp.Status))
 	}
 	if len(resp.Errors) > 0 {
@@ -310,9 +309,9 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 	}
 	switch resp.Class {
 	case sink.Retry, sink.Halt:
-		et := "http_" + strconv.Itoa(resp.Status)
-		if resp.Status == 0 {
-			et = "transport"
+		et := "transport"
+		if resp.Answered() {
+			et = "http_" + strconv.Itoa(resp.Status)
 		}
 		span.SetAttributes(attribute.String("error.type", et))
 		span.SetStatus(codes.Error, resp.Describe())

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -74,6 +72,12 @@ type Config struct {
 	MaxBytes      int
 	MaxWait       time.Duration
 	QueueCapacity int
+	// MaxRunAhead bounds how many offsets past its oldest unsettled message a partition hands
+	// out (DefaultMaxRunAhead), which keeps the offset map within the commit metadata limit.
+	MaxRunAhead int
+	// MaxInflightBytes bounds the bytes of fetched messages not yet settled, over all
+	// partitions (DefaultMaxInflightBytes); a single larger message still passes alone.
+	MaxInflightBytes int64
 
 	Lanes     int
 	LaneQueue int // records buffered per lane
@@ -87,6 +91,16 @@ type Config struct {
 	RetryMaxDuration time.Duration
 	// HaltProbeMax caps the back-off between probes while halted.
 	HaltProbeMax time.Duration
+	// Isolate5xxAfter is how long a request may get only 5xx answers, while other requests
+	// are accepted, before it is split to isolate the payload (send_isolate.go); a lone
+	// record in that state is dead-lettered as persistent_5xx. 0 = 5 minutes; < 0 = never.
+	Isolate5xxAfter time.Duration
+	// UserMinSpacing > 0 keeps at least that long between two requests carrying the same
+	// user (send_spacing.go); 0 (default) sends as soon as the lane may.
+	UserMinSpacing time.Duration
+	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
+	// has work before Alive reports false (liveness.go).
+	StuckAfter time.Duration
 
 	Logger *slog.Logger
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
@@ -128,6 +142,10 @@ func (c *Config) Defaults() {
 	defInt(&c.MaxBytes, 10<<20)
 	def(&c.MaxWait, 250*time.Millisecond)
 	defInt(&c.QueueCapacity, 1000)
+	defInt(&c.MaxRunAhead, DefaultMaxRunAhead)
+	if c.MaxInflightBytes <= 0 {
+		c.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	defInt(&c.Lanes, 64)
 	defInt(&c.LaneQueue, 256)
 	def(&c.Linger, 100*time.Millisecond)
@@ -139,10 +157,19 @@ func (c *Config) Defaults() {
 	def(&c.RetryInitial, 200*time.Millisecond)
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
+	def(&c.StuckAfter, DefaultStuckAfter)
+	if c.Isolate5xxAfter == 0 {
+		c.Isolate5xxAfter = 5 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 }
+
+// DefaultMaxInflightBytes is the default byte bound on fetched, unsettled messages: with the
+// copies a request makes of them (body, compression) it keeps the worker well inside the
+// Deployment's 320Mi memory limit (deploy/k8s/base/deployment.yaml).
+const DefaultMaxInflightBytes = 32 << 20
 
 // Pipeline moves records from Kafka to Braze. Create it with New and call Run once.
 type Pipeline struct {
@@ -161,8 +188,22 @@ type Pipeline struct {
 	halted       atomic.Bool
 	// revokeEpoch counts generation ends; see item.epoch.
 	revokeEpoch atomic.Int64
-	haltLog     rate.Sometimes
 	recordLog   rate.Sometimes
+	mapLog      rate.Sometimes
+
+	// flow accounts records and bytes in flight (flow.go); client makes the group's offset
+	// requests that carry the offset map (commit.go).
+	flow   flow
+	client *kafka.Client
+	// chain sends a lane's requests (chain.go); halt is the worker-wide halt gate.
+	chain sendLayer
+	halt  *haltGate
+	mass  massGuard
+	// objCap is the object cap lowered by a "too many objects" answer (send_split.go); 0
+	// while the configured limit holds.
+	objCap atomic.Int64
+	// lastAccepted is when Braze last accepted a request (unix nanos; send_observe.go).
+	lastAccepted atomic.Int64
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).
@@ -175,6 +216,7 @@ type Pipeline struct {
 	partitions []*partitionState // of the current generation
 	inGroup    atomic.Bool
 	lastLoop   atomic.Int64 // unix nanos of the last run-loop heartbeat (liveness)
+	watch      watchdog     // progress marks of lanes, fetch loops and committers (liveness.go)
 }
 
 // New validates cfg and returns a pipeline.
@@ -198,15 +240,23 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		dlq:       dlq,
 		log:       cfg.Logger,
 		dlqCh:     make(chan dlqEntry, 4096),
-		haltLog:   rate.Sometimes{Interval: time.Minute},
 		recordLog: rate.Sometimes{Interval: time.Second},
+		mapLog:    rate.Sometimes{First: 1},
 	}
+	p.flow.maxBytes = cfg.MaxInflightBytes
+	p.flow.records = &p.stats.InFlightRecords
+	p.client = newKafkaClient(cfg.Brokers, cfg.Dialer)
+	p.halt = newHaltGate(p)
+	p.chain = p.newChain()
 	var err error
 	if p.opt, err = newOptimizer(cfg.Optimize); err != nil {
 		return nil, err
 	}
 	p.fetchDialer = BufferedDialer(cfg.Dialer)
 	if err := p.initTelemetry(); err != nil {
+		return nil, fmt.Errorf("pipeline telemetry: %w", err)
+	}
+	if err := p.initOffsetTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
 	p.lanes = make([]*lane, cfg.Lanes)
@@ -229,11 +279,6 @@ func (p *Pipeline) Paused() bool { return p.senderPaused() }
 func (p *Pipeline) senderPaused() bool {
 	ps, ok := p.sender.(pauser)
 	return ok && ps.Paused()
-}
-
-// Alive reports whether the run loop has shown a sign of life within d.
-func (p *Pipeline) Alive(d time.Duration) bool {
-	return time.Since(time.Unix(0, p.lastLoop.Load())) < d
 }
 
 // Halted reports whether delivery is halted on a configuration or key problem.
@@ -341,6 +386,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	stopWork()
 	workers.Wait()
 	waitTimeout(&p.closers, 5*time.Second)
+	if t, ok := p.client.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
 	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
 	return nil
 }
@@ -355,14 +403,17 @@ type genResult struct {
 func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	var parts []*partitionState
 	var fetchers sync.WaitGroup
+	starts := p.startPoints(gen)
 	for topic, assigned := range gen.Assignments {
 		for _, a := range assigned {
 			ps := newPartitionState(topic, a.ID)
+			ps.flow = &p.flow
 			parts = append(parts, ps)
 			fetchers.Add(1)
+			sp := starts[topicPartition{topic, a.ID}]
 			gen.Start(func(gctx context.Context) {
 				defer fetchers.Done()
-				p.fetchLoop(gctx, ps, a.Offset)
+				p.fetchLoop(gctx, ps, sp)
 			})
 		}
 	}
@@ -373,22 +424,27 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	p.log.Info("joined group", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 
 	gen.Start(func(gctx context.Context) {
-		t := time.NewTicker(p.cfg.CommitInterval)
+		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
+		defer p.watch.remove(prog)
+		commit := func() { prog.work(); p.commit(gen, parts); prog.idle() }
+		// Commits follow the watermark and the offset map as they change, coalesced to one
+		// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
+		// nothing settles.
+		t := time.NewTicker(min(p.cfg.CommitInterval, commitCoalesce))
 		defer t.Stop()
 		// Between ticks, a partition that has settled everything it fetched is committed at
-		// once: at the end of a burst the offset need not wait for the next tick (shorter
-		// redelivery window, faster drain), while under backlog commits stay batched.
+		// once: at the end of a burst the offset need not wait for the next tick.
 		idle := time.NewTicker(idleCommitCheck)
 		defer idle.Stop()
 		for {
 			select {
 			case <-t.C:
 				p.lastLoop.Store(time.Now().UnixNano())
-				p.commit(gen, parts)
+				commit()
 				continue
 			case <-idle.C:
 				if settledUncommitted(parts) {
-					p.commit(gen, parts)
+					commit()
 				}
 				continue
 			case <-gctx.Done():
@@ -400,9 +456,10 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		deadline := time.Now().Add(p.drainBudget())
 		fetchers.Wait()
 		drained := p.drain(parts, time.Until(deadline))
-		p.commit(gen, parts)
+		commit()
 		for _, ps := range parts {
 			ps.revoked.Store(true)
+			ps.abandon()
 		}
 		p.revokeEpoch.Add(1) // after the flags: a record that sees the new epoch sees its flag
 		p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
@@ -425,51 +482,6 @@ func (p *Pipeline) drain(parts []*partitionState, timeout time.Duration) bool {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// commit commits every partition whose watermark moved. Commits of a revoked partition are
-// never made: its generation is over and another member may own it.
-func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
-	offsets := map[string]map[int]int64{}
-	type pc struct {
-		ps  *partitionState
-		off int64
-	}
-	var moved []pc
-	for _, ps := range parts {
-		if ps.revoked.Load() {
-			continue
-		}
-		if off := ps.toCommit(); off >= 0 {
-			if offsets[ps.topic] == nil {
-				offsets[ps.topic] = map[int]int64{}
-			}
-			offsets[ps.topic][ps.partition] = off
-			moved = append(moved, pc{ps, off})
-		}
-	}
-	if len(moved) == 0 {
-		return
-	}
-	_, span := p.ins.tracer.Start(context.Background(), "commit offsets", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.name", "commit"),
-			attribute.String("messaging.consumer.group.name", p.cfg.GroupID), attribute.Int("ingestor.commit.partitions", len(moved))))
-	start := time.Now()
-	err := gen.CommitOffsets(offsets)
-	p.ins.commitDur.Record(context.Background(), time.Since(start).Seconds())
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
-	if err != nil {
-		p.stats.CommitErrors.Add(1)
-		p.log.Warn("offset commit failed; will retry (records may be delivered again after a restart)", "error", err)
-		return
-	}
-	p.stats.Commits.Add(1)
-	for _, m := range moved {
-		m.ps.markCommitted(m.off)
 	}
 }
 
@@ -565,9 +577,19 @@ func (p *Pipeline) handoffContext(gctx context.Context) (context.Context, contex
 	return ctx, cancel
 }
 
-func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset int64) {
+func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startPoint) {
 	handoff, cancelHandoff := p.handoffContext(gctx)
 	defer cancelHandoff()
+	offset := sp.offset
+	if offset < 0 {
+		var ok bool
+		if offset, ok = p.resolveStart(gctx, ps, offset); !ok {
+			return
+		}
+	}
+	ps.start(offset, sp.fromCommit, sp.settled)
+	skip := skipSet{runs: sp.settled}
+	oldest := int64(-1) // the partition's oldest unsettled offset as last looked up (admit)
 	r, err := p.newSource(ps, offset)
 	if err != nil {
 		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
@@ -584,11 +606,17 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		dec = p.cfg.NewDecoder(ps.topic)
 	}
 	var recs []schemas.Record
+	prog := p.watch.add(fmt.Sprintf("fetch loop %s/%d", ps.topic, ps.partition))
+	defer p.watch.remove(prog)
 	for {
 		if !p.fetchAllowed(gctx) {
 			return
 		}
+		if ps.highWater.Load() > ps.fetched.Load()+1 {
+			prog.work() // unread messages are known: this fetch has work (liveness.go)
+		}
 		m, err := r.next(gctx)
+		prog.idle()
 		if err != nil {
 			if gctx.Err() != nil {
 				return
@@ -602,16 +630,23 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 			continue
 		}
 		p.stats.MessagesConsumed.Add(1)
+		if skip.settled(m.Offset) {
+			// Settled by the previous owner (its offset map): done without a second delivery.
+			ps.complete(ps.track(m, 0))
+			p.stats.ResumeSkipped.Add(1)
+			continue
+		}
+		if !p.admit(gctx, ps, m, &oldest) {
+			return
+		}
 		var derr error
 		recs, derr = dec.Decode(m.Value, recs[:0])
 		if derr != nil {
 			ack := ps.track(m, 1)
-			ps.outstanding.Add(1)
-			p.stats.InFlightRecords.Add(1)
+			ps.hold(1)
 			p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
 			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: dlq.ForMessage(m.Value, derr)}) {
-				ps.outstanding.Add(-1)
-				p.stats.InFlightRecords.Add(-1)
+				ps.release(1)
 				return
 			}
 			continue
@@ -627,8 +662,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
 		n := int64(len(recs))
 		epoch := p.revokeEpoch.Load()
-		ps.outstanding.Add(n)
-		p.stats.InFlightRecords.Add(n)
+		ps.hold(n)
 		var kinds [3]int64
 		for i := range recs {
 			kinds[recs[i].Kind]++
@@ -663,8 +697,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 				// The rest of this message is never handed out, so it never completes and is
 				// never committed: the next owner reads it again. A drain must not wait for it.
 				rest := n - int64(i)
-				ps.outstanding.Add(-rest)
-				p.stats.InFlightRecords.Add(-rest)
+				ps.release(rest)
 				return
 			}
 		}

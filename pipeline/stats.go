@@ -22,15 +22,26 @@ type Stats struct {
 	DLQWrites    atomic.Int64
 	DLQErrors    atomic.Int64
 
-	Requests        [5]atomic.Int64 // by sink.Class
-	RequestsStatus  [6]atomic.Int64 // by status class: 0 = no answer, 1..5 = 1xx..5xx
-	ObjectsSent     atomic.Int64    // objects in requests that got a 2xx
-	Retries         atomic.Int64
-	Splits          atomic.Int64
-	Commits         atomic.Int64
-	CommitErrors    atomic.Int64
-	Halted          atomic.Bool
+	Requests       [5]atomic.Int64 // by sink.Class
+	RequestsStatus [6]atomic.Int64 // by status class: 0 = no answer, 1..5 = 1xx..5xx
+	ObjectsSent    atomic.Int64    // objects in requests that got a 2xx
+	Retries        atomic.Int64
+	Splits         atomic.Int64
+	Commits        atomic.Int64
+	CommitErrors   atomic.Int64
+	Halted         atomic.Bool
+	// MassRejections counts lone records not dead-lettered because most recent requests
+	// were rejected as a whole with the same answer (massreject.go).
+	MassRejections  atomic.Int64
 	InFlightRecords atomic.Int64 // fetched, not yet delivered or dead-lettered
+
+	// ResumeSkipped counts messages not delivered again on resume because the previous
+	// owner's offset map (pipeline/offsetmap.go) says they were settled.
+	ResumeSkipped atomic.Int64
+	// OffsetMapTruncated counts commits whose offset map did not fit the metadata limit and
+	// was cut short; OffsetMapIgnored counts commit metadata not written by this worker.
+	OffsetMapTruncated atomic.Int64
+	OffsetMapIgnored   atomic.Int64
 
 	// Optimize counts coalescing, suppression and de-duplication (optimize.go).
 	Optimize OptimizeStats

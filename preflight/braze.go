@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptrace"
-	"strings"
 	"syscall"
 
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -52,7 +51,7 @@ func CheckBraze(ctx context.Context, cfg Config, p *Printer) {
 // reportProbe prints what the classified answer to the probe means (any echo of the key in
 // the answer is redacted).
 func reportProbe(p *Printer, ep string, res sink.Response, key, local string) {
-	desc := redact(res.Describe(), key)
+	desc := sink.Redact(res.Describe(), key)
 	switch probeOutcome(res) {
 	case probeJudged:
 		p.OK("Braze %s: key accepted for users.track from this IP (probe {} refused for its content as expected; nothing written)", ep)
@@ -69,6 +68,9 @@ func reportProbe(p *Printer, ep string, res sink.Response, key, local string) {
 		p.Warn("", "Braze %s: %s: rate limited: endpoint reachable, key not fully verified; retry later", ep, desc)
 	case probeOutage:
 		p.Fail("Braze or a proxy is failing; retry later", "Braze %s: %s", ep, desc)
+	case probeNotBraze:
+		p.Fail("check BRAZE_REST_ENDPOINT points at Braze's REST endpoint and that no proxy, WAF or load balancer answers in its place",
+			"Braze %s: %s: %s", ep, desc, sink.HaltCause(res))
 	case probeAcceptedEmpty:
 		p.Fail("BRAZE_REST_ENDPOINT does not look like Braze (it accepted an empty body)", "Braze %s: %s for an empty body", ep, desc)
 	default:
@@ -104,12 +106,4 @@ func explainHTTPErr(err error) (what, hint string) {
 		return "timed out: " + err.Error(), "allow egress to the Braze REST host (firewall, NetworkPolicy, proxy)"
 	}
 	return err.Error(), "check BRAZE_REST_ENDPOINT and network egress to it"
-}
-
-// redact removes the key from text Braze sent back, in case an answer echoes it.
-func redact(s, key string) string {
-	if key == "" {
-		return s
-	}
-	return strings.ReplaceAll(s, key, "[redacted]")
 }

@@ -86,7 +86,10 @@ func TestProbeOutcome(t *testing.T) {
 		output string
 	}{
 		{"Braze judged the body", sink.Classify(400, nil, []byte(`{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`), now), probeJudged, "ok   Braze"},
-		{"a WAF 400", sink.Classify(400, nil, []byte(`<html>blocked by WAF</html>`), now), probeOther, "FAIL Braze e: unexpected answer"},
+		{"another JSON 400 is still Braze judging the body", sink.Classify(400, nil, []byte(`{"message":"Invalid request"}`), now), probeJudged, "ok   Braze e: key accepted"},
+		{"a WAF 400", sink.Classify(400, nil, []byte(`<html>blocked by WAF</html>`), now), probeNotBraze, "FAIL Braze e: HTTP 400: <html>blocked by WAF</html>: the answer is not Braze's"},
+		{"a non-JSON 200", sink.Classify(200, nil, []byte(`ok`), now), probeNotBraze, "not Braze's"},
+		{"a redirect", sink.Classify(302, nil, nil, now), probeOther, "FAIL Braze e: unexpected answer to the probe: HTTP 302"},
 		{"401", sink.Classify(401, nil, []byte(`{"message":"Invalid API key"}`), now), probeKey, "refused: the API key is invalid"},
 		{"403", sink.Classify(403, nil, []byte(`{"message":"Access Denied"}`), now), probeKey, "refused: the API key lacks the users.track permission"},
 		{"404", sink.Classify(404, nil, nil, now), probeKey, "wrong REST endpoint URL"},
@@ -94,13 +97,14 @@ func TestProbeOutcome(t *testing.T) {
 		{"503", sink.Classify(503, nil, []byte("upstream down"), now), probeOutage, "FAIL Braze e: HTTP 503: upstream down"},
 		{"201 for an empty body", sink.Classify(201, nil, []byte(`{"message":"success"}`), now), probeAcceptedEmpty, "does not look like Braze"},
 		{"no answer", sink.Response{Class: sink.Retry, Err: errors.New("dial tcp: connection refused")}, probeNoAnswer, "endpoint unreachable"},
+		{"gave up", sink.Response{Class: sink.Retry, Err: context.Canceled}, probeNoAnswer, "endpoint unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := probeOutcome(tc.res); got != tc.want {
 				t.Errorf("outcome %d, want %d", got, tc.want)
 			}
 			var out bytes.Buffer
-			reportProbe(NewPrinter(&out, true), "e", tc.res, "k", "")
+			reportProbe(NewPrinter(&out, true), "e", tc.res, "zz-secret-key", "")
 			if !strings.Contains(out.String(), tc.output) {
 				t.Errorf("output %q lacks %q", out.String(), tc.output)
 			}

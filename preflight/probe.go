@@ -1,11 +1,6 @@
 package preflight
 
-import (
-	"net/http"
-	"strings"
-
-	"github.com/braze-ingestor/braze-ingestor/sink"
-)
+import "github.com/braze-ingestor/braze-ingestor/sink"
 
 // probe is what an answer to the probe {} proves.
 type probe int
@@ -17,34 +12,29 @@ const (
 	probeThrottled                  // rate limited before judging
 	probeOutage                     // 5xx: Braze or a proxy failing
 	probeAcceptedEmpty              // a 2xx for an empty body: not Braze
-	probeOther                      // anything else, e.g. a 400 that is not Braze's JSON
+	probeNotBraze                   // an answer that is not Braze's JSON (a proxy or firewall page)
+	probeOther                      // anything else
 )
 
-// probeOutcome is the one place that maps the client's classified answer to the probe's
-// outcome, from its Class first.
-//
-// NOTE: the sink package of this revision has no typed cause for "Braze's JSON judged the
-// request" versus "a non-Braze 400", nor for throttled versus outage, so the status code and,
-// for the 400, Braze's documented message prefix decide here. Replace this with the client's
-// typed cause when it has one.
+// probeOutcome maps the client's typed cause (sink.Response.Cause, the one place that reads
+// statuses and bodies) to what the probe proves. Nothing here looks at a status code or at
+// Braze's message text.
 func probeOutcome(res sink.Response) probe {
-	switch res.Class {
-	case sink.Delivered, sink.Partial:
-		return probeAcceptedEmpty
-	case sink.Halt:
+	switch res.Cause() {
+	case sink.CauseRejected, sink.CauseTooMany:
+		return probeJudged
+	case sink.CauseKey:
 		return probeKey
-	case sink.Split:
-		if res.Status == http.StatusBadRequest && strings.HasPrefix(res.Message, "Valid data must be provided") {
-			return probeJudged
-		}
-		return probeOther
-	}
-	switch {
-	case res.Status == 0:
-		return probeNoAnswer
-	case res.Status == http.StatusTooManyRequests:
+	case sink.CauseThrottled:
 		return probeThrottled
-	case res.Status >= 500:
+	case sink.CauseAccepted:
+		return probeAcceptedEmpty
+	case sink.CauseNotBraze:
+		return probeNotBraze
+	case sink.CauseOutage, sink.CauseCanceled:
+		if !res.Answered() {
+			return probeNoAnswer
+		}
 		return probeOutage
 	}
 	return probeOther

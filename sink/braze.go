@@ -59,7 +59,7 @@ type ItemError struct {
 type Response struct {
 	Status  int
 	Class   Class
-	Message string      // Braze's "message"
+	Message string      // Braze's "message", secrets redacted
 	Errors  []ItemError // errors[] of a 2xx (Partial) or fatal answer
 	// Throttled: Braze refused the request for its rate limit (429); RetryAfter is its hint.
 	Throttled  bool
@@ -70,6 +70,103 @@ type Response struct {
 	// Waited is how long the request waited for the rate limiter, 429 pauses and the
 	// circuit breaker before it was sent.
 	Waited time.Duration
+	// cause is set by Classify and the client; zero means "derive it from Status" (answers
+	// built by hand, e.g. in tests).
+	cause Cause
+}
+
+// Cause says why an answer has its Class. It is derived in this file, from the status, the
+// body and the transport error, and nowhere else: every layer above the HTTP client acts on
+// Class and Cause, never on a status code or a message text (docs/architecture.md).
+type Cause uint8
+
+const (
+	causeUnset Cause = iota
+	// CauseAccepted: a 2xx whose body confirms it ("success" or "queued").
+	CauseAccepted
+	// CauseRejected: Braze judged the request as a whole (400, or a 2xx carrying a fatal
+	// message instead of "success").
+	CauseRejected
+	// CauseTooLarge: 413, the request body is over the size limit.
+	CauseTooLarge
+	// CauseTooMany: 400 "Max Input Length Exceeded", more objects than the contract allows
+	// in one request.
+	CauseTooMany
+	// CauseKey: 401, 403, 404, 415; the key, its permissions or the endpoint are wrong.
+	CauseKey
+	// CauseNotBraze: an answer that is not Braze's JSON (a proxy or WAF page): never Braze's
+	// verdict on a record.
+	CauseNotBraze
+	// CauseThrottled: 429, a rate limit.
+	CauseThrottled
+	// CauseOutage: 5xx, timeout, reset, refused connection.
+	CauseOutage
+	// CauseUnexpected: any other status (3xx, 408, 409...).
+	CauseUnexpected
+	// CauseCanceled: the caller gave up before an answer.
+	CauseCanceled
+)
+
+var causeNames = [...]string{"unset", "accepted", "rejected", "too_large", "too_many", "key", "not_braze", "throttled", "outage", "unexpected", "canceled"}
+
+func (c Cause) String() string {
+	if int(c) < len(causeNames) {
+		return causeNames[c]
+	}
+	return "unknown"
+}
+
+// Cause is why the answer has its class.
+func (r Response) Cause() Cause {
+	if r.cause != causeUnset {
+		return r.cause
+	}
+	return deriveCause(r)
+}
+
+// WithCause returns r with its cause set (tests and senders that build answers by hand).
+func (r Response) WithCause(c Cause) Response { r.cause = c; return r }
+
+// Answered reports whether an HTTP answer arrived (Status is set).
+func (r Response) Answered() bool { return r.Status != 0 }
+
+// StatusClass is 1..5 for 1xx..5xx and 0 for no answer, for metrics.
+func (r Response) StatusClass() int { return r.Status / 100 % 6 }
+
+func deriveCause(r Response) Cause {
+	switch {
+	case r.Status == 0:
+		if r.Err != nil && errors.Is(r.Err, context.Canceled) {
+			return CauseCanceled
+		}
+		return CauseOutage
+	case r.Status/100 == 2:
+		switch r.Class {
+		case Split:
+			return CauseRejected
+		case Halt:
+			return CauseNotBraze
+		}
+		return CauseAccepted
+	case r.Status == http.StatusBadRequest:
+		if r.Class == Halt {
+			return CauseNotBraze
+		}
+		if isTooMany(r.Message) {
+			return CauseTooMany
+		}
+		return CauseRejected
+	case r.Status == http.StatusRequestEntityTooLarge:
+		return CauseTooLarge
+	case r.Status == http.StatusUnauthorized || r.Status == http.StatusForbidden ||
+		r.Status == http.StatusNotFound || r.Status == http.StatusUnsupportedMediaType:
+		return CauseKey
+	case r.Status == http.StatusTooManyRequests:
+		return CauseThrottled
+	case r.Status >= 500:
+		return CauseOutage
+	}
+	return CauseUnexpected
 }
 
 // Describe is a short human-readable account of the answer, safe to log (no secrets).
@@ -100,6 +197,7 @@ type ClientConfig struct {
 type Client struct {
 	trackURL string
 	auth     string
+	key      string
 	ua       string
 	// The transport is called directly, not through an http.Client: Braze does not
 	// redirect /users/track (and a POST should not follow one), so the client's redirect
@@ -141,6 +239,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return &Client{
 		trackURL: strings.TrimRight(u.String(), "/") + "/users/track",
 		auth:     "Bearer " + cfg.APIKey,
+		key:      cfg.APIKey,
 		ua:       cfg.UserAgent,
 		rt:       tr,
 		timeout:  cfg.Timeout,
@@ -195,60 +294,110 @@ func (c *Client) Track(ctx context.Context, body []byte) Response {
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		// The key is in a header and never appears in a transport error.
-		return Response{Class: Retry, Err: fmt.Errorf("POST /users/track: %w", err)}
+		return Response{Class: Retry, Err: fmt.Errorf("POST /users/track: %w", err), cause: transportCause(ctx)}
 	}
 	defer resp.Body.Close()
 	// Answers are small; cap what we read so a misbehaving proxy cannot balloon memory.
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil && resp.StatusCode/100 != 2 {
-		return Response{Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err)}
+		return Response{Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err), cause: CauseOutage}
 	}
-	return Classify(resp.StatusCode, resp.Header, data, time.Now())
+	r := Classify(resp.StatusCode, resp.Header, data, time.Now())
+	r.redact(c.key)
+	return r
 }
 
-var errorsKey = []byte(`"errors"`)
+func transportCause(ctx context.Context) Cause {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return CauseCanceled
+	}
+	return CauseOutage
+}
 
-// Classify maps a Braze answer to its action (docs/design.md §3).
+// redact removes the key from every text of the answer an upstream could have echoed it in,
+// before the answer reaches a log, a dead-letter header, a span or a metric.
+func (r *Response) redact(key string) {
+	r.Message = Redact(r.Message, key)
+	for i := range r.Errors {
+		r.Errors[i].Type = Redact(r.Errors[i].Type, key)
+	}
+}
+
+var (
+	errorsKey  = []byte(`"errors"`)
+	successKey = []byte(`"message":"success"`)
+)
+
+// answerBody is the part of a Braze answer that decides its class.
+type answerBody struct {
+	Message string      `json:"message"`
+	Errors  []ItemError `json:"errors"`
+}
+
+// Classify maps a Braze answer to its action (docs/design.md §3, docs/architecture.md
+// "Answers"). A 2xx counts as delivered only when its message says so; an answer that is not
+// Braze's JSON is never taken as Braze's verdict on the records in it.
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	r := Response{Status: status, RateLimit: ParseRateLimit(h, now)}
-	if status/100 == 2 && !bytes.Contains(body, errorsKey) {
-		// The common answer, {"message":"success","events_processed":75}: nothing in it
+	if status/100 == 2 && bytes.Contains(body, successKey) && !bytes.Contains(body, errorsKey) {
+		// The common answer, {"message":"success","events_processed":75}: nothing else in it
 		// changes the outcome, so it is not decoded.
-		r.Class = Delivered
+		r.Class, r.cause = Delivered, CauseAccepted
 		return r
 	}
-	var parsed struct {
-		Message string      `json:"message"`
-		Errors  []ItemError `json:"errors"`
-	}
-	if len(body) > 0 && json.Unmarshal(body, &parsed) == nil {
-		r.Message = parsed.Message
-		r.Errors = parsed.Errors
-	} else if status/100 != 2 && len(body) > 0 {
+	var parsed answerBody
+	isJSON := len(body) > 0 && json.Unmarshal(body, &parsed) == nil
+	if isJSON {
+		r.Message, r.Errors = parsed.Message, parsed.Errors
+	} else if len(body) > 0 {
 		r.Message = truncate(strings.TrimSpace(string(body)), 200)
 	}
-	switch {
-	case status/100 == 2:
-		if len(r.Errors) > 0 {
-			r.Class = Partial
-		} else {
-			r.Class = Delivered
-		}
-	case status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge:
-		r.Class = Split
-	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
-		status == http.StatusNotFound || status == http.StatusUnsupportedMediaType:
-		r.Class = Halt
-	case status == http.StatusTooManyRequests:
-		r.Class = Retry
+	r.Class, r.cause = classifyStatus(status, isJSON, r.Message, len(r.Errors) > 0)
+	if r.cause == CauseThrottled {
 		r.Throttled = true
 		r.RetryAfter = retryAfter(r.RateLimit, now)
-	default:
-		// 5xx and anything unexpected (408, 409, 3xx): retrying is the only safe action, and
-		// Braze asks for exponential back-off on 5xx.
-		r.Class = Retry
 	}
 	return r
+}
+
+// classifyStatus is the table of docs/architecture.md "Answers".
+func classifyStatus(status int, isJSON bool, message string, hasErrors bool) (Class, Cause) {
+	switch {
+	case status/100 == 2 && !isJSON:
+		return Halt, CauseNotBraze
+	case status/100 == 2 && (message == "success" || message == "queued"):
+		if hasErrors {
+			return Partial, CauseAccepted
+		}
+		return Delivered, CauseAccepted
+	case status/100 == 2:
+		// A fatal message on a 2xx: nothing was processed, like a fatal 400.
+		return Split, CauseRejected
+	case status == http.StatusBadRequest && !isJSON:
+		return Halt, CauseNotBraze
+	case status == http.StatusBadRequest && isTooMany(message):
+		return Split, CauseTooMany
+	case status == http.StatusBadRequest:
+		return Split, CauseRejected
+	case status == http.StatusRequestEntityTooLarge:
+		return Split, CauseTooLarge
+	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		status == http.StatusNotFound || status == http.StatusUnsupportedMediaType:
+		return Halt, CauseKey
+	case status == http.StatusTooManyRequests:
+		return Retry, CauseThrottled
+	case status >= 500:
+		// Braze asks for exponential back-off on 5xx.
+		return Retry, CauseOutage
+	}
+	// Anything unexpected (408, 409, 3xx): retrying is the only safe action.
+	return Retry, CauseUnexpected
+}
+
+// isTooMany recognises Braze's answer to a request with more objects than the contract allows
+// (docs/braze-rules.md, object limits).
+func isTooMany(message string) bool {
+	return strings.Contains(strings.ToLower(message), "max input length")
 }
 
 // retryAfter is the wait a 429 asks for: the bounded retry hint, else the window reset;
@@ -274,6 +423,12 @@ func truncate(s string, n int) string {
 
 // HaltCause names the likely cause of a halting status, for the operator.
 func HaltCause(r Response) string {
+	switch r.Cause() {
+	case CauseNotBraze:
+		return "the answer is not Braze's (not its JSON): a proxy, WAF or load balancer between the worker and Braze answers instead; nothing is dead-lettered on such answers"
+	case CauseRejected:
+		return "most recent requests are rejected as a whole with this same answer, so it is not a verdict on the records (a proxy, an API change, or every record breaking one rule); nothing is dead-lettered until a request is accepted"
+	}
 	switch r.Status {
 	case http.StatusUnauthorized:
 		return "the API key is invalid, from another workspace, or the REST endpoint is for another Braze instance (or this IP is not allow-listed for the key)"

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -24,9 +25,15 @@ func TestClassify(t *testing.T) {
 		retryWait time.Duration
 	}{
 		{"201 success", 201, nil, `{"message":"success","events_processed":2}`, Delivered, 0, 0},
-		{"200 empty body", 200, nil, ``, Delivered, 0, 0},
+		{"200 empty body is not Braze's confirmation", 200, nil, ``, Halt, 0, 0},
+		{"201 queued (historical) delivered", 201, nil, `{"message":"queued"}`, Delivered, 0, 0},
+		{"201 success with spaces", 201, nil, `{"message": "success"}`, Delivered, 0, 0},
+		{"201 fatal message is a whole-request failure", 201, nil, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`, Split, 0, 0},
+		{"200 html page is not Braze", 200, nil, `<html>ok</html>`, Halt, 0, 0},
+		{"400 html WAF page is not Braze's verdict", 400, nil, `<html><body>Request blocked by WAF</body></html>`, Halt, 0, 0},
 		{"201 with errors is partial", 201, nil, `{"message":"success","errors":[{"type":"bad email","input_array":"attributes","index":1}]}`, Partial, 1, 0},
-		{"400 splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
+		{"400 splits", 400, nil, `{"message":"Valid data must be provided"}`, Split, 0, 0},
+		{"400 max input length splits", 400, nil, `{"message":"Max Input Length Exceeded"}`, Split, 0, 0},
 		{"413 splits", 413, nil, `Request Entity Too Large`, Split, 0, 0},
 		{"401 halts", 401, nil, `{"message":"Invalid API key"}`, Halt, 0, 0},
 		{"403 halts", 403, nil, `{"message":"Access Denied"}`, Halt, 0, 0},
@@ -36,6 +43,11 @@ func TestClassify(t *testing.T) {
 		{"429 reset epoch", 429, map[string]string{"X-RateLimit-Reset": "1800000005"}, ``, Retry, 0, 5 * time.Second},
 		{"429 reset seconds remaining", 429, map[string]string{"X-RateLimit-Reset": "2"}, ``, Retry, 0, 2 * time.Second},
 		{"429 no hint", 429, nil, ``, Retry, 0, 0},
+		{"429 retry-after beyond an hour is ignored", 429, map[string]string{"X-Ratelimit-Retry-After": "3000000000"}, ``, Retry, 0, 0},
+		{"429 negative retry-after is ignored", 429, map[string]string{"Retry-After": "-5"}, ``, Retry, 0, 0},
+		{"429 unparsable retry-after is ignored", 429, map[string]string{"Retry-After": "soon"}, ``, Retry, 0, 0},
+		{"429 retry-after of an hour is kept", 429, map[string]string{"Retry-After": "3600"}, ``, Retry, 0, time.Hour},
+		{"429 retry-after http date", 429, map[string]string{"Retry-After": "Fri, 15 Jan 2027 08:00:04 GMT"}, ``, Retry, 0, 4 * time.Second},
 		{"500 retries", 500, nil, `oops`, Retry, 0, 0},
 		{"503 retries", 503, nil, ``, Retry, 0, 0},
 		{"408 retries", 408, nil, ``, Retry, 0, 0},
@@ -131,4 +143,98 @@ func TestValidateEndpoint(t *testing.T) {
 			t.Errorf("ValidateEndpoint(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
 	}
+}
+
+func TestClassifyCause(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		status int
+		body   string
+		want   Cause
+	}{
+		{201, `{"message":"success"}`, CauseAccepted},
+		{201, `{"message":"queued"}`, CauseAccepted},
+		{201, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`, CauseRejected},
+		{200, ``, CauseNotBraze},
+		{400, `<html>WAF</html>`, CauseNotBraze},
+		{400, `{"message":"Max Input Length Exceeded"}`, CauseTooMany},
+		{400, `{"message":"bad"}`, CauseRejected},
+		{413, `Request Entity Too Large`, CauseTooLarge},
+		{401, `{"message":"Invalid API key"}`, CauseKey},
+		{429, ``, CauseThrottled},
+		{503, ``, CauseOutage},
+		{409, ``, CauseUnexpected},
+	}
+	for _, tc := range tests {
+		r := Classify(tc.status, http.Header{}, []byte(tc.body), now)
+		if r.Cause() != tc.want {
+			t.Errorf("%d %s: cause %v, want %v", tc.status, tc.body, r.Cause(), tc.want)
+		}
+		// An answer built by hand (a test sender) derives the same cause from its fields.
+		if d := (Response{Status: r.Status, Class: r.Class, Message: r.Message}).Cause(); d != tc.want {
+			t.Errorf("%d %s: derived cause %v, want %v", tc.status, tc.body, d, tc.want)
+		}
+	}
+	if c := (Response{Class: Retry, Err: context.Canceled}).Cause(); c != CauseCanceled {
+		t.Errorf("canceled: %v", c)
+	}
+	if c := (Response{Class: Retry, Err: context.DeadlineExceeded}).Cause(); c != CauseOutage {
+		t.Errorf("timeout: %v", c)
+	}
+}
+
+// The key an upstream echoes never leaves the client.
+func TestClientRedactsEchoedKey(t *testing.T) {
+	const key = "sk-secret-0123456789"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(401)
+		_, _ = io.WriteString(w, `{"message":"invalid key `+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+`","errors":[{"type":"key `+key+`"}]}`)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Track(context.Background(), []byte(`{}`))
+	if strings.Contains(r.Message, key) || strings.Contains(r.Describe(), key) || strings.Contains(r.Errors[0].Type, key) {
+		t.Fatalf("key in answer: %q %q", r.Message, r.Errors[0].Type)
+	}
+	if !strings.Contains(r.Message, Redacted) {
+		t.Fatalf("message %q: want the key replaced by %s", r.Message, Redacted)
+	}
+}
+
+// FuzzClassify: any status, body and headers classify without panic into one consistent
+// action; a 2xx is delivered only when its message says so, a non-JSON body is never a
+// verdict on records, and every wait stays within its bound.
+func FuzzClassify(f *testing.F) {
+	f.Add(201, `{"message":"success"}`, "")
+	f.Add(201, `{"message":"Valid data must be provided"}`, "")
+	f.Add(400, `<html>WAF</html>`, "")
+	f.Add(429, ``, "3000000000")
+	f.Add(503, `oops`, "-1")
+	f.Add(200, `{"message":"queued","errors":[{"type":"x","input_array":"events","index":0}]}`, "")
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, status int, body, retryAfter string) {
+		h := http.Header{}
+		h.Set("X-Ratelimit-Retry-After", retryAfter)
+		r := Classify(status, h, []byte(body), now)
+		if r.Class < Delivered || r.Class > Retry || r.Cause() == causeUnset {
+			t.Fatalf("class %v cause %v", r.Class, r.Cause())
+		}
+		if r.RetryAfter < 0 || r.RetryAfter > time.Hour {
+			t.Fatalf("wait %v out of bounds", r.RetryAfter)
+		}
+		var said answerBody
+		_ = json.Unmarshal([]byte(body), &said)
+		if (r.Class == Delivered || r.Class == Partial) && said.Message != "success" && said.Message != "queued" {
+			t.Fatalf("%d %q delivered without a success message", status, body)
+		}
+		if r.Cause() == CauseNotBraze && r.Class != Halt {
+			t.Fatalf("a non-Braze answer acts as %v", r.Class)
+		}
+		if d := deriveCause(Response{Status: r.Status, Class: r.Class, Message: r.Message}); r.Answered() && r.Status >= 100 && r.Status < 600 && d != r.Cause() {
+			t.Fatalf("%d %q: classified cause %v, derived %v", status, body, r.Cause(), d)
+		}
+	})
 }

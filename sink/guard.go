@@ -163,16 +163,9 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 	}
 }
 
-// isOutage: 5xx, and no answer at all (timeout, reset, refused) unless the caller gave up.
-func isOutage(r Response) bool {
-	if r.Status >= 500 {
-		return true
-	}
-	if r.Status == 0 && r.Err != nil && !errors.Is(r.Err, context.Canceled) {
-		return true
-	}
-	return false
-}
+// isOutage: Braze or the path to it is failing (5xx, timeout, reset, refused); not when the
+// caller gave up.
+func isOutage(r Response) bool { return r.Cause() == CauseOutage }
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -10,7 +10,6 @@ import (
 )
 
 type scripted struct {
-	mu     sync.Mutex
 	calls  atomic.Int32
 	answer func(n int32) Response
 }

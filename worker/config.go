@@ -35,7 +35,7 @@ type Config struct {
 	BrazeAPIKeyFile string   `envconfig:"BRAZE_API_KEY_FILE" desc:"file holding the API key (Kubernetes secret mount)"`
 
 	KafkaStartOffset       string        `envconfig:"KAFKA_START_OFFSET" default:"earliest" desc:"where a new group starts: earliest or latest"`
-	KafkaCommitInterval    time.Duration `envconfig:"KAFKA_COMMIT_INTERVAL" default:"1s" desc:"how often acknowledged offsets are committed"`
+	KafkaCommitInterval    time.Duration `envconfig:"KAFKA_COMMIT_INTERVAL" default:"1s" desc:"upper bound between commits while records settle (commits follow settlement, coalesced to one per 100 ms at most)"`
 	KafkaSessionTimeout    time.Duration `envconfig:"KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout"`
 	KafkaRebalanceTimeout  time.Duration `envconfig:"KAFKA_REBALANCE_TIMEOUT" default:"30s" desc:"consumer group rebalance timeout"`
 	KafkaHeartbeatInterval time.Duration `envconfig:"KAFKA_HEARTBEAT_INTERVAL" default:"3s" desc:"consumer group heartbeat interval"`
@@ -45,6 +45,8 @@ type Config struct {
 	KafkaMaxWait           time.Duration `envconfig:"KAFKA_FETCH_MAX_WAIT" default:"250ms" desc:"fetch max wait (also bounds how long closing a fetcher takes)"`
 	KafkaFetcher           string        `envconfig:"KAFKA_FETCHER" default:"batch" desc:"batch (fetch responses read on the partition's own loop; fastest) or reader (a kafka-go Reader per partition)"`
 	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition (reader fetcher only)"`
+	KafkaMaxRunAhead       int           `envconfig:"KAFKA_MAX_RUN_AHEAD" default:"2048" desc:"most offsets a partition hands out past its oldest unsettled message (1..2800; bounds the offset map in the commit metadata)"`
+	MaxInflightBytes       int           `envconfig:"MAX_INFLIGHT_BYTES" default:"33554432" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
 
 	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
 	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
@@ -72,6 +74,8 @@ type Config struct {
 	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
 	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
+	Isolate5xxAfter  time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
+	UserMinSpacing   time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -83,9 +87,10 @@ type Config struct {
 	RedisURL             string        `envconfig:"REDIS_URL" desc:"redis:// or rediss:// URL of a Redis shared by the replicas for suppression and de-duplication (empty: in-memory per replica)"`
 	OptimizeStoreTimeout time.Duration `envconfig:"OPTIMIZE_STORE_TIMEOUT" default:"2s" desc:"bound of one suppression/de-duplication store round trip (on failure the request goes out unoptimized)"`
 
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"graceful shutdown bound (keep the pod's terminationGracePeriodSeconds above it)"`
+	HTTPAddr           string        `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /livez, /readyz"`
+	LivenessStuckAfter time.Duration `envconfig:"LIVENESS_STUCK_AFTER" default:"1m" desc:"/livez fails when a lane, fetch loop or committer makes no progress this long while it has work (10s to 1h; deliberate waits do not count)"`
+	LogLevel           string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 
 	KafkaTopicFormats          string `envconfig:"KAFKA_TOPIC_FORMATS" desc:"input format per source topic, topic:format comma-separated, format native or segment (e.g. events:native,segment-tracks:segment); unlisted topics are native (docs/segment.md)"`
 	SegmentAnonymousAliasLabel string `envconfig:"SEGMENT_ANONYMOUS_ALIAS_LABEL" default:"anonymous_id" desc:"segment topics: alias_label of the user_alias built from anonymousId when a call has no userId"`
@@ -307,6 +312,15 @@ func (c *Config) validate(p *problems) {
 	if c.RetryMaxDuration < 0 {
 		p.add("RETRY_MAX_DURATION", "RETRY_MAX_DURATION must not be negative")
 	}
+	if c.Isolate5xxAfter < 0 {
+		p.add("ISOLATE_5XX_AFTER", "ISOLATE_5XX_AFTER must not be negative (0 = never)")
+	}
+	if c.LivenessStuckAfter < 10*time.Second || c.LivenessStuckAfter > time.Hour {
+		p.add("LIVENESS_STUCK_AFTER", "LIVENESS_STUCK_AFTER %s: want 10s up to 1h", c.LivenessStuckAfter)
+	}
+	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
+		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)
+	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
 	}
@@ -335,6 +349,12 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.KafkaQueueCapacity < 1 {
 		p.add("KAFKA_QUEUE_CAPACITY", "KAFKA_QUEUE_CAPACITY must be at least 1")
+	}
+	if c.KafkaMaxRunAhead < 1 || c.KafkaMaxRunAhead > 2800 {
+		p.add("KAFKA_MAX_RUN_AHEAD", "KAFKA_MAX_RUN_AHEAD %d: want 1..2800 (the offset map must fit the broker's 4096-byte commit metadata)", c.KafkaMaxRunAhead)
+	}
+	if c.MaxInflightBytes < 1<<20 {
+		p.add("MAX_INFLIGHT_BYTES", "MAX_INFLIGHT_BYTES %d: want at least 1048576", c.MaxInflightBytes)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -138,10 +138,20 @@ func pipelineConfig(cfg *Config) pipeline.Config {
 		RebalanceTimeout: cfg.KafkaRebalanceTimeout, HeartbeatInterval: cfg.KafkaHeartbeatInterval,
 		DrainTimeout: cfg.KafkaDrainTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		FetchMode: cfg.KafkaFetcher, MinBytes: cfg.KafkaMinBytes, MaxBytes: cfg.KafkaMaxBytes, MaxWait: cfg.KafkaMaxWait, QueueCapacity: cfg.KafkaQueueCapacity,
+		MaxRunAhead: cfg.KafkaMaxRunAhead, MaxInflightBytes: int64(cfg.MaxInflightBytes),
 		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
+		UserMinSpacing: cfg.UserMinSpacing, Isolate5xxAfter: isolateAfter(cfg.Isolate5xxAfter), StuckAfter: cfg.LivenessStuckAfter,
 	}
+}
+
+// isolateAfter maps ISOLATE_5XX_AFTER (0 = never) to pipeline.Config.Isolate5xxAfter (< 0 = never).
+func isolateAfter(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // registerSegmentMetrics exports the Segment decoder's counts: messages by call and outcome,

@@ -1,0 +1,62 @@
+package pipeline
+
+import (
+	"sync"
+
+	"github.com/braze-ingestor/braze-ingestor/sink"
+)
+
+// massGuard tells Braze judging records from something else failing every request. It keeps
+// the last massWindow answers that accepted a request or rejected it as a whole (no object
+// named in errors[]); when at least massShare of them are whole-request rejections with one
+// and the same answer, a lone record's rejection is not taken as a verdict on the record: the
+// split layer halts instead of dead-lettering (docs/architecture.md "Answers"). Answers that
+// are not Braze's JSON never get this far: the client classifies them as a halt.
+type massGuard struct {
+	mu   sync.Mutex
+	ring [massWindow]massEntry
+	n    int // answers seen (the ring holds the last massWindow)
+}
+
+const (
+	massWindow = 20
+	massShare  = 18 // of massWindow
+)
+
+type massEntry struct {
+	rejected bool
+	answer   string
+}
+
+// observe records an answer that accepted a request or rejected it as a whole.
+func (g *massGuard) observe(resp sink.Response) {
+	var e massEntry
+	switch {
+	case resp.Class == sink.Delivered || resp.Class == sink.Partial:
+	case resp.Class == sink.Split && len(resp.Errors) == 0 && resp.Cause() == sink.CauseRejected:
+		e = massEntry{rejected: true, answer: resp.Describe()}
+	default:
+		return
+	}
+	g.mu.Lock()
+	g.ring[g.n%massWindow] = e
+	g.n++
+	g.mu.Unlock()
+}
+
+// mass reports whether recent requests are mostly rejected as a whole with this answer.
+func (g *massGuard) mass(resp sink.Response) bool {
+	answer := resp.Describe()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n < massWindow {
+		return false
+	}
+	same := 0
+	for _, e := range g.ring {
+		if e.rejected && e.answer == answer {
+			same++
+		}
+	}
+	return same >= massShare
+}
