@@ -29,8 +29,12 @@ step "unit tests with the race detector"
 lib_pkgs=$(go list ./... | grep -v -e /cmd/ -e /bench)
 go test -race -count=1 $lib_pkgs
 
-step "commands and in-process end-to-end suite"
-go test -count=1 -timeout 30m $(go list ./... | grep -e /cmd/ -e /bench)
+step "commands and in-process end-to-end suite, with the race detector"
+go test -race -count=1 -timeout 40m $(go list ./... | grep -e /cmd/ -e /bench)
+
+# The race detector multiplies memory use, so the memory bound is asserted in a plain build.
+step "memory bound in bytes (plain build)"
+go test -count=1 -timeout 10m -run '^TestLargeRecordsMemoryBounded$' ./cmd/ingestor
 
 step "Apache Kafka (real broker)"
 scripts/kafka.sh start
