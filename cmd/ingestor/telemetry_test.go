@@ -312,7 +312,7 @@ func points(t *testing.T, rm *metricdata.ResourceMetrics, name string) map[strin
 	key := func(s attribute.Set) string {
 		var parts []string
 		for _, kv := range s.ToSlice() {
-			parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
 		}
 		return strings.Join(parts, ",")
 	}
@@ -1172,7 +1172,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 			add("metric", fmt.Sprintf("%s %s %s %+v", m.Name, m.Unit, m.Description, m.Data))
 			for _, set := range metricAttrSets(m) {
 				for _, kv := range set.ToSlice() {
-					add("metric "+m.Name+" label", string(kv.Key), "=", kv.Value.Emit())
+					add("metric "+m.Name+" label", string(kv.Key), "=", kv.Value.String())
 				}
 			}
 		}
