@@ -289,7 +289,8 @@ func coverage(t *testing.T, k *testKafka, group string, idx map[int]map[int64]in
 	for p := range idx {
 		parts = append(parts, p)
 	}
-	resp, err := k.client().OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{k.Topic: parts}})
+	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.transport()}
+	resp, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{k.Topic: parts}})
 	if err != nil {
 		t.Fatalf("offset fetch: %v", err)
 	}
