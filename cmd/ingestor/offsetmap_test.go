@@ -125,7 +125,7 @@ func TestKill9HotUsersDuplicates(t *testing.T) {
 
 // hotDuplicateBound is the most duplicates TestKill9HotUsersDuplicates accepts: a tenth of
 // what the worker without the offset map produced on this scenario (4,370-4,628, mean
-// 4,499; with the map and early commits 132-238, BENCHMARKS.md), leaving room for a noisy
+// 4,499; with the map and early commits 132-270, BENCHMARKS.md), leaving room for a noisy
 // machine and for requests in flight at a kill.
 func hotDuplicateBound() int { return 450 }
 
