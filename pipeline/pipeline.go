@@ -77,8 +77,12 @@ type Config struct {
 
 	Lanes     int
 	LaneQueue int // records buffered per lane
-	Linger    time.Duration
-	Limits    batcher.Limits
+	// Linger is how long a batch that is not full waits for more records while the request
+	// budget is far from used; MaxLatency bounds the longer wait as usage approaches the
+	// budget (lane.go linger).
+	Linger     time.Duration
+	MaxLatency time.Duration
+	Limits     batcher.Limits
 
 	RetryInitial time.Duration
 	RetryMax     time.Duration
@@ -141,6 +145,7 @@ func (c *Config) Defaults() {
 	defInt(&c.Lanes, 64)
 	defInt(&c.LaneQueue, 256)
 	def(&c.Linger, 100*time.Millisecond)
+	def(&c.MaxLatency, time.Second)
 	if c.Limits.Mode == "" {
 		c.Limits.Mode = batcher.Combined
 	}
@@ -192,6 +197,10 @@ type Pipeline struct {
 	ins     instruments
 	closers sync.WaitGroup // readers closing in the background
 	opt     *optimizer     // nil unless an optimization is on (optimize.go)
+	// granter is the sender's rate limiter, when it has one (lane.go); merge lets a request
+	// carry several lanes' records (off with optimizations or USER_MIN_SPACING).
+	granter Granter
+	merge   bool
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -233,6 +242,8 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	if err := p.initTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
+	p.granter, _ = p.sender.(Granter)
+	p.merge = p.opt == nil && cfg.UserMinSpacing <= 0
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}

@@ -34,6 +34,9 @@ type Stats struct {
 	// were rejected as a whole with the same answer (massreject.go).
 	MassRejections  atomic.Int64
 	InFlightRecords atomic.Int64 // fetched, not yet delivered or dead-lettered
+	// RequestsSaved counts lane batches sent whole in another lane's request: requests the
+	// lane would have sent on its own (lane.go topUp).
+	RequestsSaved atomic.Int64
 
 	// Optimize counts coalescing, suppression and de-duplication (optimize.go).
 	Optimize OptimizeStats
@@ -52,6 +55,7 @@ type Snapshot struct {
 	SuccessRequests  int64
 	Retries          int64
 	Commits          int64
+	RequestsSaved    int64
 }
 
 // Snapshot copies the counters.
@@ -78,5 +82,6 @@ func (s *Stats) Snapshot() Snapshot {
 	out.ObjectsSent = s.ObjectsSent.Load()
 	out.Retries = s.Retries.Load()
 	out.Commits = s.Commits.Load()
+	out.RequestsSaved = s.RequestsSaved.Load()
 	return out
 }
