@@ -164,7 +164,9 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 				ready = true
 			}
 		}
-		if ready && busy == nil {
+		canLead := ready && busy == nil
+		var spare chan time.Time
+		if canLead {
 			if r.granted {
 				return true
 			}
@@ -175,6 +177,12 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 				}
 				r.grant = p.askGrant(ctx)
 			}
+			spare = p.spare
+		} else if r.granted {
+			// Another lane's request took the batch: the grant goes to a lane that can
+			// send now rather than idle here (a grant unused is a request lost).
+			r.granted = false
+			p.donate()
 		}
 		var in chan item
 		if !full {
@@ -186,7 +194,13 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 			r.prog.work()
 			p.accept(ctx, r, it)
 		case err := <-r.grant:
-			r.grant, r.granted = nil, err == nil
+			r.grant = nil
+			if err == nil && r.granted {
+				p.donate() // a spare grant came first
+			}
+			r.granted = r.granted || err == nil
+		case at := <-spare:
+			r.granted = time.Since(at) < spareMaxAge
 		case <-busy:
 		case <-s.kick:
 		case <-deadline:
@@ -197,6 +211,18 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 		if deadline != nil {
 			r.timer.Stop()
 		}
+	}
+}
+
+// spareMaxAge bounds how long a grant no lane could use stays usable: older ones are dropped,
+// so that unused grants do not add up to a burst beyond the limiter's pace.
+const spareMaxAge = 500 * time.Millisecond
+
+// donate hands a grant this lane cannot use now to a lane waiting for one.
+func (p *Pipeline) donate() {
+	select {
+	case p.spare <- time.Now():
+	default:
 	}
 }
 

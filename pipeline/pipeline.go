@@ -201,6 +201,7 @@ type Pipeline struct {
 	// carry several lanes' records (off with optimizations or USER_MIN_SPACING).
 	granter Granter
 	merge   bool
+	spare   chan time.Time // grants handed on by lanes that could not use them (lane.go donate)
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -244,6 +245,7 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	}
 	p.granter, _ = p.sender.(Granter)
 	p.merge = p.opt == nil && cfg.UserMinSpacing <= 0
+	p.spare = make(chan time.Time, cfg.Lanes)
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}
