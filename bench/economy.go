@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -27,7 +29,58 @@ type EconomyOptions struct {
 	PacedFor    time.Duration
 	Seed        uint64
 	Only        string // run only the phases whose name contains this
+	// Benthos is the peer binary (ensureBenthos); "" leaves the peer out. It runs the peer
+	// configuration's input and batching (PeersDir/benthos-kafka-to-http.yaml: 75 messages or
+	// 200 ms per partition) with the output pointed at /users/track under a local rate limit
+	// of WindowLimit per 3 s (benthosEconomyYAML).
+	Benthos string
+	OutDir  string
 }
+
+// benthosEconomyYAML is the peer configuration (/work/shared/peers/benthos-kafka-to-http.yaml)
+// with its output aimed at the simulator's /users/track, with the API key, under a local rate
+// limit resource matching the simulator's burst window.
+const benthosEconomyYAML = `http:
+  enabled: false
+rate_limit_resources:
+  - label: braze
+    local:
+      count: ${WINDOW}
+      interval: 3s
+input:
+  kafka_franz:
+    seed_brokers: [ "${BROKERS}" ]
+    topics: [ "${TOPIC}" ]
+    consumer_group: "${GROUP}"
+    start_from_oldest: true
+    checkpoint_limit: 1024
+    commit_period: 1s
+    batching:
+      count: 75
+      period: 200ms
+pipeline:
+  threads: -1
+  processors:
+    - archive:
+        format: json_array
+    - mapping: 'root = {"events": this}'
+output:
+  http_client:
+    url: "${SINK_URL}"
+    verb: POST
+    headers:
+      Content-Type: application/json
+      Authorization: Bearer dev-key
+    rate_limit: braze
+    max_in_flight: 64
+    timeout: 10s
+logger:
+  level: WARN
+`
+
+// noBundles makes every message one record (synth reads a zero share as its default), so that
+// the Benthos peer, which sends one object per message, carries the same objects.
+const noBundles = 1e-9
 
 // ceiling is records/s at full requests.
 func (o EconomyOptions) ceiling() float64 { return float64(o.WindowLimit) / 3 * 75 }
@@ -41,10 +94,20 @@ func RunEconomy(ctx context.Context, o EconomyOptions, w io.Writer) error {
 		return err
 	}
 	defer sink.Close()
-	hot := func(opts synth.Options) synth.Options { opts.HotUsers, opts.HotShare = max(1, opts.Users/100), 0.5; return opts }
-	fmt.Fprintf(w, "ceiling: %d requests per 3 s x 75 = %.0f records/s; hot-user skew: half the messages from 1%% of the users\n", o.WindowLimit, o.ceiling())
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return err
+	}
+	hot := func(opts synth.Options) synth.Options {
+		opts.HotUsers, opts.HotShare = max(1, opts.Users/100), 0.5
+		return opts
+	}
+	fmt.Fprintf(w, "ceiling: %d requests per 3 s x 75 = %.0f records/s; one record per message; hot-user skew: half the messages from 1%% of the users\n", o.WindowLimit, o.ceiling())
 	n := 0
 	topic := func() string { n++; return fmt.Sprintf("econ-%s-%d", run, n) }
+	contenders := []string{"worker"}
+	if o.Benthos != "" {
+		contenders = append(contenders, "benthos")
+	}
 	for _, ph := range []struct {
 		name     string
 		opts     synth.Options
@@ -52,31 +115,51 @@ func RunEconomy(ctx context.Context, o EconomyOptions, w io.Writer) error {
 		replicas int
 		window   int
 	}{
-		{"(a) backlog, uniform users", synth.Options{Users: o.Users, Seed: o.Seed}, o.Records, 1, o.WindowLimit},
-		{"(a) backlog, hot-user skew", hot(synth.Options{Users: o.Users, Seed: o.Seed}), o.Records, 1, o.WindowLimit},
-		{"small skewed backlog, 20k records of 500 users", hot(synth.Options{Users: 500, Seed: o.Seed}), 20_000, 1, 3000},
-		{"(c) backlog, 3 replicas sharing the limit", synth.Options{Users: o.Users, Seed: o.Seed}, o.Records, 3, o.WindowLimit},
+		{"(a) backlog, uniform users", synth.Options{Users: o.Users, Seed: o.Seed, BundleShare: noBundles}, o.Records, 1, o.WindowLimit},
+		{"(a) backlog, hot-user skew", hot(synth.Options{Users: o.Users, Seed: o.Seed, BundleShare: noBundles}), o.Records, 1, o.WindowLimit},
+		{"small skewed backlog, 20k records of 500 users", hot(synth.Options{Users: 500, Seed: o.Seed, BundleShare: noBundles}), 20_000, 1, 3000},
+		{"(c) backlog, 3 replicas sharing the limit", synth.Options{Users: o.Users, Seed: o.Seed, BundleShare: noBundles}, o.Records, 3, o.WindowLimit},
 	} {
 		if !strings.Contains(ph.name, o.Only) {
 			continue
 		}
-		if err := o.backlog(ctx, w, sink, topic(), ph.name, ph.opts, ph.records, ph.replicas, ph.window); err != nil {
-			return err
+		for _, c := range contenders {
+			if c == "benthos" && (ph.replicas > 1 || ph.window != o.WindowLimit) {
+				continue // the comparison covers (a) and (b)
+			}
+			if err := o.backlog(ctx, w, sink, c, topic(), ph.name, ph.opts, ph.records, ph.replicas, ph.window); err != nil {
+				return err
+			}
 		}
 	}
 	for _, share := range []float64{0.10, 0.50} {
 		if !strings.Contains("(b) paced", o.Only) {
 			continue
 		}
-		if err := o.paced(ctx, w, sink, topic(), share); err != nil {
-			return err
+		for _, c := range contenders {
+			if err := o.paced(ctx, w, sink, c, topic(), share); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
 // workers starts replicas in-process on topic; stop ends them and waits.
-func (o EconomyOptions) workers(ctx context.Context, sink *sinkServer, topic string, replicas, window int) (stop func(), _ error) {
+func (o EconomyOptions) start(ctx context.Context, sink *sinkServer, contender, topic string, replicas, window int) (stop func(), _ error) {
+	if contender == "benthos" {
+		cfg := filepath.Join(o.OutDir, "benthos-economy.yaml")
+		if err := os.WriteFile(cfg, []byte(benthosEconomyYAML), 0o644); err != nil {
+			return nil, err
+		}
+		c, err := startChild("benthos", []string{o.Benthos, "-c", cfg}, []string{"BROKERS=" + strings.Join(o.Brokers, ","),
+			"TOPIC=" + topic, "GROUP=" + topic + "-benthos", "SINK_URL=" + sink.URL + "/users/track", fmt.Sprintf("WINDOW=%d", window)},
+			filepath.Join(o.OutDir, topic+"-benthos.log"), false)
+		if err != nil {
+			return nil, err
+		}
+		return func() { c.stop(5 * time.Second) }, nil
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for range replicas {
@@ -103,7 +186,7 @@ func newSim(window int) *brazesim.Config {
 
 // backlog loads records, then lets the workers drain them; the rate is measured between 10%
 // and 90% of the objects Braze accepted (start-up and the tail left out).
-func (o EconomyOptions) backlog(ctx context.Context, w io.Writer, sink *sinkServer, topic, name string, opts synth.Options,
+func (o EconomyOptions) backlog(ctx context.Context, w io.Writer, sink *sinkServer, contender, topic, name string, opts synth.Options,
 	records int64, replicas, window int) error {
 	st, err := newSinkState(newSim(window), false)
 	if err != nil {
@@ -117,7 +200,7 @@ func (o EconomyOptions) backlog(ctx context.Context, w io.Writer, sink *sinkServ
 		return err
 	}
 	sink.state.Store(st)
-	stop, err := o.workers(ctx, sink, topic, replicas, window)
+	stop, err := o.start(ctx, sink, contender, topic, replicas, window)
 	if err != nil {
 		return err
 	}
@@ -128,14 +211,14 @@ func (o EconomyOptions) backlog(ctx context.Context, w io.Writer, sink *sinkServ
 	perReq := float64(s.Objects+s.ObjectErrors) / float64(max(1, ok))
 	if window != o.WindowLimit {
 		d := samples[len(samples)-1].at.Sub(samples[0].at).Seconds()
-		fmt.Fprintf(w, "%s: %d records (%s); %.0f records/s (data-bound, not at the ceiling); %.1f objects per accepted request (%d requests, %d 429s)\n",
-			name, lr.Records, usersOf(opts), float64(lr.Records)/d, perReq, s.Requests, s.ByStatus[429])
+		fmt.Fprintf(w, "%s %s: %d records (%s); %.0f records/s (data-bound, not at the ceiling); %.1f objects per accepted request (%d requests, %d 429s)\n",
+			contender, name, lr.Records, usersOf(opts), float64(lr.Records)/d, perReq, s.Requests, s.ByStatus[429])
 		return nil
 	}
 	objs, reqs, full := fullWindows(samples, 3*time.Second, lr.Records)
 	ceil := float64(window) * 75 * float64(full)
-	fmt.Fprintf(w, "%s: %d records (%s); in the %d full 3-s windows of the backlog: %.0f records/s = %.1f%% of the ceiling, %.1f%% of the requests allowed (%d per 3 s); %.1f objects per accepted request (%d requests, %d 429s)\n",
-		name, lr.Records, usersOf(opts), full, float64(objs)/(3*float64(full)), 100*float64(objs)/ceil,
+	fmt.Fprintf(w, "%s %s: %d records (%s); in the %d full 3-s windows of the backlog: %.0f records/s = %.1f%% of the ceiling, %.1f%% of the requests allowed (%d per 3 s); %.1f objects per accepted request (%d requests, %d 429s)\n",
+		contender, name, lr.Records, usersOf(opts), full, float64(objs)/(3*float64(full)), 100*float64(objs)/ceil,
 		100*float64(reqs)/float64(window*full), window, perReq, s.Requests, s.ByStatus[429])
 	return nil
 }
@@ -201,7 +284,7 @@ func usersOf(o synth.Options) string {
 
 // paced offers share of the ceiling for PacedFor and reports requests per 1,000 records and
 // produce-to-acknowledged latency.
-func (o EconomyOptions) paced(ctx context.Context, w io.Writer, sink *sinkServer, topic string, share float64) error {
+func (o EconomyOptions) paced(ctx context.Context, w io.Writer, sink *sinkServer, contender, topic string, share float64) error {
 	st, err := newSinkState(newSim(o.WindowLimit), true)
 	if err != nil {
 		return err
@@ -210,13 +293,13 @@ func (o EconomyOptions) paced(ctx context.Context, w io.Writer, sink *sinkServer
 	if err := createTopics(ctx, o.Brokers, o.Partitions, []string{topic}, []string{topic + "-dlq"}); err != nil {
 		return err
 	}
-	stop, err := o.workers(ctx, sink, topic, 1, o.WindowLimit)
+	stop, err := o.start(ctx, sink, contender, topic, 1, o.WindowLimit)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	time.Sleep(3 * time.Second) // the group is joined
-	pr, err := ProducePacedWith(ctx, o.Brokers, topic, share*o.ceiling(), o.PacedFor, synth.Options{Users: o.Users, Seed: o.Seed})
+	pr, err := ProducePacedWith(ctx, o.Brokers, topic, share*o.ceiling(), o.PacedFor, synth.Options{Users: o.Users, Seed: o.Seed, BundleShare: noBundles})
 	if err != nil {
 		return err
 	}
@@ -229,8 +312,8 @@ func (o EconomyOptions) paced(ctx context.Context, w io.Writer, sink *sinkServer
 	st.latMu.Lock()
 	ls := latencyStats(st.lat)
 	st.latMu.Unlock()
-	fmt.Fprintf(w, "(b) paced %.0f%% of the ceiling (%.0f records/s offered, %.0f produced): %d records in %d requests = %.1f requests per 1,000 records (%.1f objects per request); produce-to-acknowledged p50 %s p99 %s (%d samples); %d 429s\n",
-		100*share, share*o.ceiling(), pr.ActualRate, pr.Records, s.Requests, 1000*float64(s.Requests)/float64(max(1, pr.Records)),
+	fmt.Fprintf(w, "%s (b) paced %.0f%% of the ceiling (%.0f records/s offered, %.0f produced): %d records in %d requests = %.1f requests per 1,000 records (%.1f objects per request); produce-to-acknowledged p50 %s p99 %s (%d samples); %d 429s\n",
+		contender, 100*share, share*o.ceiling(), pr.ActualRate, pr.Records, s.Requests, 1000*float64(s.Requests)/float64(max(1, pr.Records)),
 		float64(s.Objects+s.ObjectErrors)/float64(max(1, s.Requests)), ms(ls.P50), ms(ls.P99), ls.Samples, s.ByStatus[429])
 	return nil
 }

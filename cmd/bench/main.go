@@ -73,6 +73,8 @@ func main() {
 		fs.IntVar(&o.Partitions, "partitions", 12, "partitions of each topic")
 		fs.DurationVar(&o.PacedFor, "paced-for", 15*time.Second, "duration of each paced load")
 		fs.Uint64Var(&o.Seed, "seed", 1, "generator seed")
+		fs.StringVar(&o.Benthos, "benthos", "", "Benthos peer binary to compare on (a) and (b) (built by the full run into .cache/peers; empty: worker only)")
+		fs.StringVar(&o.OutDir, "out", ".cache/bench", "logs and the peer's configuration")
 		fs.StringVar(&o.Only, "only", "", "run only the phases whose name contains this (e.g. skew, paced, replicas)")
 		_ = fs.Parse(args)
 		o.Brokers = split(*brokers)
