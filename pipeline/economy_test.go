@@ -160,21 +160,29 @@ func TestLaneFillsRequestWhileWaitingForTheLimiter(t *testing.T) {
 }
 
 // With the request budget free a lone record goes out after BATCH_LINGER; with the budget
-// nearly used it waits to fill its request, but not beyond MAX_LATENCY.
+// nearly used it waits to fill its request, but not beyond MAX_LATENCY; when recent requests
+// left full anyway, waiting would save nothing and it goes promptly.
 func TestLingerFollowsTheRequestBudget(t *testing.T) {
 	for _, tc := range []struct {
 		usage    float64
+		fullBusy bool // recent requests were full
 		min, max time.Duration
 	}{
 		{usage: 0, min: 0, max: 300 * time.Millisecond},
 		{usage: 0.95, min: 500 * time.Millisecond, max: 3 * time.Second},
+		{usage: 0.95, fullBusy: true, min: 0, max: 300 * time.Millisecond},
 	} {
-		t.Run(fmt.Sprint("usage ", tc.usage), func(t *testing.T) {
+		t.Run(fmt.Sprint("usage ", tc.usage, " full ", tc.fullBusy), func(t *testing.T) {
 			braze := newCountingBraze()
 			b := &fakeBudget{Tracker: braze}
 			b.usage.Store(tc.usage)
 			p, ps, stop := startLanes(t, b, Config{Lanes: 4, Linger: 10 * time.Millisecond, MaxLatency: 700 * time.Millisecond})
 			defer stop()
+			if tc.fullBusy {
+				for range 500 {
+					p.noteFill(1)
+				}
+			}
 			start := time.Now()
 			feedUser(p, ps, 0, "lone", 0)
 			waitSettledWithin(t, ps, 1, 5*time.Second)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -299,7 +300,21 @@ func (p *Pipeline) lead(r *laneRun) bool {
 	if p.merge {
 		p.topUp(r)
 	}
+	p.noteFill(float64(len(r.req)) / float64(p.cfg.Limits.MaxObjects))
 	return true
+}
+
+// noteFill adds a request's fill (objects over the object limit) to the decaying average
+// that linger reads.
+func (p *Pipeline) noteFill(f float64) {
+	f = min(f, 1)
+	for {
+		old := p.fill.Load()
+		avg := math.Float64frombits(old)
+		if p.fill.CompareAndSwap(old, math.Float64bits(avg+fillWeight*(f-avg))) {
+			return
+		}
+	}
 }
 
 // topUp fills the request with other lanes' records, fullest lanes first, skipping lanes
@@ -379,24 +394,31 @@ func (p *Pipeline) release(r *laneRun) {
 }
 
 // Below usageLow of the request budget a batch lingers cfg.Linger; from there to usageHigh
-// the linger grows to cfg.MaxLatency.
+// the linger grows to cfg.MaxLatency. Waiting longer only saves requests that leave partly
+// filled: the growth is scaled down as the recent fill (an average over about 1/fillWeight
+// requests) rises from fillLow to fillFull, where it is nil.
 const (
-	usageLow  = 0.25
-	usageHigh = 0.75
+	usageLow   = 0.25
+	usageHigh  = 0.75
+	fillLow    = 0.75
+	fillFull   = 0.95
+	fillWeight = 0.02
 )
 
 // linger is how long a batch that is not full waits for more records before it asks to be
-// sent: BATCH_LINGER while the request budget is far from used, longer as usage approaches
-// it, never beyond MAX_LATENCY.
+// sent: BATCH_LINGER while the request budget is far from used (or requests leave full
+// anyway), longer as usage approaches it, never beyond MAX_LATENCY.
 func (p *Pipeline) linger() time.Duration {
 	lo, hi := p.cfg.Linger, p.cfg.MaxLatency
 	if p.granter == nil || hi <= lo {
 		return lo
 	}
-	f := (p.granter.Usage() - usageLow) / (usageHigh - usageLow)
-	f = max(0, min(1, f))
+	f := clamp01((p.granter.Usage() - usageLow) / (usageHigh - usageLow))
+	f *= clamp01((fillFull - math.Float64frombits(p.fill.Load())) / (fillFull - fillLow))
 	return lo + time.Duration(f*float64(hi-lo))
 }
+
+func clamp01(x float64) float64 { return max(0, min(1, x)) }
 
 func (p *Pipeline) delivered(items []item) {
 	if p.opt != nil {

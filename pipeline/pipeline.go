@@ -202,6 +202,7 @@ type Pipeline struct {
 	granter Granter
 	merge   bool
 	spare   chan time.Time // grants handed on by lanes that could not use them (lane.go donate)
+	fill    atomic.Uint64  // float64 bits: recent requests' fill (lane.go noteFill)
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
