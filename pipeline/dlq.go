@@ -65,7 +65,6 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 			if e.ack.ps.revoked.Load() {
 				// The next owner reads the source again and dead-letters it itself.
 				e.ack.resolve()
-				p.stats.InFlightRecords.Add(-1)
 				continue
 			}
 			live = append(live, e)
@@ -93,7 +92,6 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 		for i, e := range live {
 			// Count the reason written: dlq.Writer may have replaced a letter by its reference.
 			p.stats.DeadLettered[e.kind][letters[i].Reason.Index()].Add(1)
-			p.stats.InFlightRecords.Add(-1)
 			e.ack.resolve()
 		}
 		clear(batch)

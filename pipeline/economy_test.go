@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,9 +19,9 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
-// countingBraze counts requests and objects and checks that no user is in two requests in
+// orderBraze counts requests and objects and checks that no user is in two requests in
 // flight at once, and that each user's records arrive in order.
-type countingBraze struct {
+type orderBraze struct {
 	mu       sync.Mutex
 	requests int
 	objects  int
@@ -31,11 +32,11 @@ type countingBraze struct {
 	delay    func() time.Duration
 }
 
-func newCountingBraze() *countingBraze {
-	return &countingBraze{inFlight: map[string]bool{}, lastSeq: map[string]float64{}}
+func newOrderBraze() *orderBraze {
+	return &orderBraze{inFlight: map[string]bool{}, lastSeq: map[string]float64{}}
 }
 
-func (c *countingBraze) Track(ctx context.Context, body []byte) sink.Response {
+func (c *orderBraze) Track(ctx context.Context, body []byte) sink.Response {
 	var b struct {
 		Events []struct {
 			ID    string `json:"external_id"`
@@ -76,7 +77,7 @@ func (c *countingBraze) Track(ctx context.Context, body []byte) sink.Response {
 	return sink.Response{Status: 201, Class: sink.Delivered}
 }
 
-func (c *countingBraze) stats() (req, obj, overlap, disorder int) {
+func (c *orderBraze) stats() (req, obj, overlap, disorder int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.requests, c.objects, c.overlap, c.disorder
@@ -138,7 +139,7 @@ func feedUser(p *Pipeline, ps *partitionState, off int64, user string, seq int) 
 // accepting records into the request it will send: requests leave full. Records trickle in
 // (the linger passes long before a request fills); the limiter grants 5 requests per second.
 func TestLaneFillsRequestWhileWaitingForTheLimiter(t *testing.T) {
-	braze := newCountingBraze()
+	braze := newOrderBraze()
 	guard := sink.NewGuard(braze, sink.NewLimiter(5, 1), sink.BreakerConfig{}, nil)
 	p, ps, stop := startLanes(t, guard, Config{Lanes: 1, Linger: 5 * time.Millisecond, MaxLatency: 5 * time.Millisecond})
 	defer stop()
@@ -173,7 +174,7 @@ func TestLingerFollowsTheRequestBudget(t *testing.T) {
 		{usage: 0.95, fullBusy: true, min: 0, max: 300 * time.Millisecond},
 	} {
 		t.Run(fmt.Sprint("usage ", tc.usage, " full ", tc.fullBusy), func(t *testing.T) {
-			braze := newCountingBraze()
+			braze := newOrderBraze()
 			b := &fakeBudget{Tracker: braze}
 			b.usage.Store(tc.usage)
 			p, ps, stop := startLanes(t, b, Config{Lanes: 4, Linger: 10 * time.Millisecond, MaxLatency: 700 * time.Millisecond})
@@ -199,7 +200,7 @@ func TestLingerFollowsTheRequestBudget(t *testing.T) {
 // (fullest first), so a backlog spread over lanes packs close to full requests; no user is
 // ever in two requests in flight, and every user's records arrive in order.
 func TestRequestsCarrySeveralLanes(t *testing.T) {
-	braze := newCountingBraze()
+	braze := newOrderBraze()
 	rng := rand.New(rand.NewPCG(1, 2))
 	var rmu sync.Mutex
 	braze.delay = func() time.Duration {
@@ -255,5 +256,66 @@ func waitSettledWithin(t *testing.T, ps *partitionState, n int64, d time.Duratio
 			t.Fatalf("not settled: watermark %d (want %d), outstanding %d", wm, n, ps.outstanding.Load())
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A request carrying several lanes' records that Braze keeps refusing for one record is
+// retried per lane: the other lanes' records are delivered and their lanes go on; only the
+// refused record's lane waits.
+func TestMergedRequestRetriedPerLane(t *testing.T) {
+	var delivered atomic.Int64
+	braze := senderFunc(func(_ context.Context, body []byte) sink.Response {
+		if bytes.Contains(body, []byte(`"poison"`)) {
+			return sink.Response{Status: 503, Class: sink.Retry}
+		}
+		delivered.Add(int64(bytes.Count(body, []byte(`"external_id"`))))
+		return sink.Response{Status: 201, Class: sink.Delivered}
+	})
+	b := &fakeBudget{Tracker: braze, grants: make(chan struct{})}
+	p, ps, stop := startLanes(t, b, Config{Lanes: 8, Linger: 5 * time.Millisecond, MaxLatency: 5 * time.Millisecond})
+	defer stop()
+	feedUser(p, ps, 0, "poison", 0)
+	users := 0
+	for i := 1; i <= 40; i++ {
+		u := fmt.Sprintf("user-%d", i)
+		if p.lanes[schemas.UserHash(schemas.IDExternal, []byte(u))%8] == p.lanes[schemas.UserHash(schemas.IDExternal, []byte("poison"))%8] {
+			continue // not the poison's lane
+		}
+		feedUser(p, ps, int64(1+users), u, 0)
+		users++
+	}
+	time.Sleep(50 * time.Millisecond) // every lane's batch is ready
+	go func() {
+		for range 100 {
+			select {
+			case b.grants <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for delivered.Load() < int64(users) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := delivered.Load(); got != int64(users) {
+		t.Fatalf("%d of the %d records of other lanes delivered while one record is refused", got, users)
+	}
+	if p.stats.RequestsSaved.Load() == 0 {
+		t.Error("no request carried several lanes: the test did not merge")
+	}
+	// Another record for a lane that rode with the refused record still goes.
+	for i := 41; ; i++ {
+		u := fmt.Sprintf("user-%d", i)
+		if p.lanes[schemas.UserHash(schemas.IDExternal, []byte(u))%8] != p.lanes[schemas.UserHash(schemas.IDExternal, []byte("poison"))%8] {
+			feedUser(p, ps, int64(1+users), u, 0)
+			break
+		}
+	}
+	for delivered.Load() < int64(users+1) && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := delivered.Load(); got != int64(users+1) {
+		t.Fatalf("a later record of another lane was not delivered (%d of %d)", got, users+1)
 	}
 }

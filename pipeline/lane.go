@@ -76,9 +76,16 @@ type laneRun struct {
 	req      []item     // the request being sent
 	acct     *laneAcct  // accounts the request while it is topped up
 	done     chan struct{}
-	from     []*lane // other lanes whose records the request carries
+	from     []taken // other lanes whose records the request carries
 	cand     []*lane
 	body     []byte
+	retries  sync.WaitGroup // sendMerged's per-lane retries
+}
+
+// taken is a lane whose records a request carries, and the channel its busy mark holds.
+type taken struct {
+	l    *lane
+	done chan struct{}
 }
 
 // Granter is implemented by senders whose rate limiter can grant a send before the request is
@@ -99,6 +106,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 	l.slot.mu.Unlock()
 	r.prog = p.watch.add(fmt.Sprintf("lane %d", l.id))
 	defer p.watch.remove(r.prog)
+	defer r.retries.Wait() // they end with ctx
 	ctx = p.withUserSends(withProgress(ctx, r.prog))
 	for {
 		if !p.await(ctx, r) {
@@ -110,17 +118,63 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 		// The request goes with the grant the lane waited for: the limiter is not asked again
 		// (a retry is).
 		gctx := sink.WithGrant(ctx)
-		if p.opt != nil {
+		switch {
+		case len(r.from) > 0:
+			p.sendMerged(ctx, gctx, r)
+		case p.opt != nil:
 			p.deliverOptimized(gctx, r.req)
-		} else {
+		default:
 			r.body = p.deliverCapped(gctx, r.req, r.body)
 		}
 		clear(r.req) // drop references to message bytes
 		r.req = r.req[:0]
-		p.release(r)
+		p.release(r.l, r.done)
 		if ctx.Err() != nil {
 			return
 		}
+	}
+}
+
+// sendMerged sends a request carrying several lanes' records once. What is left to retry goes
+// back into one request per lane, retried independently: a payload Braze keeps refusing then
+// holds only its own lane, as the lane's own request would, not every lane it rode with.
+func (p *Pipeline) sendMerged(ctx, gctx context.Context, r *laneRun) {
+	body := batcher.Encode(r.body[:0], r.req)
+	res := p.chain.send(gctx, &request{items: r.req, body: body, once: true})
+	if cap(body) <= laneBodyKeep {
+		r.body = body
+	}
+	p.settle(ctx, r.req, &res)
+	if ctx.Err() != nil || !res.any(sink.OutcomeRetryLater) {
+		for _, t := range r.from {
+			p.release(t.l, t.done)
+		}
+		return
+	}
+	groups := map[*lane][]item{}
+	for i, it := range r.req {
+		if res.at(i).Outcome == sink.OutcomeRetryLater {
+			l := p.lanes[it.user%uint64(len(p.lanes))]
+			groups[l] = append(groups[l], it)
+		}
+	}
+	// The retries' waits are not this lane's: they carry no progress mark (liveness.go).
+	rctx := withProgress(ctx, nil)
+	for _, t := range r.from {
+		g := groups[t.l]
+		if len(g) == 0 {
+			p.release(t.l, t.done)
+			continue
+		}
+		r.retries.Add(1)
+		go func() {
+			defer r.retries.Done()
+			p.deliver(rctx, g, batcher.Encode(nil, g))
+			p.release(t.l, t.done)
+		}()
+	}
+	if own := groups[r.l]; len(own) > 0 {
+		p.deliver(ctx, own, batcher.Encode(nil, own))
 	}
 }
 
@@ -136,8 +190,15 @@ func (p *Pipeline) deliverCapped(ctx context.Context, items []item, body []byte)
 			break
 		}
 	}
+	if cap(body) > laneBodyKeep {
+		return nil // a rare large body is not kept by every lane (MAX_INFLIGHT_BYTES)
+	}
 	return body
 }
+
+// laneBodyKeep is the largest request body a lane keeps for reuse: 64 lanes each holding a
+// body grown for a few very large records would hold far more than the records in flight.
+const laneBodyKeep = 1 << 20
 
 // await accepts records until the lane may send: its batch is ready (full, lingered for
 // linger(), or draining), none of its records is in flight, and the limiter granted a send.
@@ -242,7 +303,6 @@ func (p *Pipeline) accept(ctx context.Context, r *laneRun, it item) {
 			// Its generation is over; the next owner reads it again. Resolving keeps
 			// the outstanding count honest; the commit is fenced by revoked.
 			it.ack.resolve()
-			p.stats.InFlightRecords.Add(-1)
 		} else {
 			s.mu.Lock()
 			ok, empty := s.acct.fits(&it), len(s.items) == 0
@@ -297,7 +357,7 @@ func (p *Pipeline) lead(r *laneRun) bool {
 	s.mu.Unlock()
 	r.granted = false
 	r.from = r.from[:0]
-	if p.merge {
+	if p.merge && p.objectCap() == p.cfg.Limits.MaxObjects {
 		p.topUp(r)
 	}
 	p.noteFill(float64(len(r.req)) / float64(p.cfg.Limits.MaxObjects))
@@ -373,24 +433,23 @@ func (p *Pipeline) takeFrom(r *laneRun, o *lane) {
 		p.stats.RequestsSaved.Add(1)
 	}
 	s.n.Store(int32(rest))
-	s.busy = r.done
-	r.from = append(r.from, o)
+	done := make(chan struct{})
+	s.busy = done
+	r.from = append(r.from, taken{o, done})
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
 }
 
-// release ends the request: its lanes may send again.
-func (p *Pipeline) release(r *laneRun) {
-	for _, o := range append(r.from, r.l) {
-		o.slot.mu.Lock()
-		if o.slot.busy == r.done {
-			o.slot.busy = nil
-		}
-		o.slot.mu.Unlock()
+// release ends a lane's part in a request: the lane may send again.
+func (p *Pipeline) release(l *lane, done chan struct{}) {
+	l.slot.mu.Lock()
+	if l.slot.busy == done {
+		l.slot.busy = nil
 	}
-	close(r.done)
+	l.slot.mu.Unlock()
+	close(done)
 }
 
 // Below usageLow of the request budget a batch lingers cfg.Linger; from there to usageHigh
@@ -446,7 +505,6 @@ func (p *Pipeline) delivered(items []item) {
 			p.stats.RecordsDelivered[k].Add(c)
 		}
 	}
-	p.stats.InFlightRecords.Add(-n)
 }
 
 func (p *Pipeline) anyRevoked(items []item) bool {

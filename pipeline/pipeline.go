@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -74,6 +72,12 @@ type Config struct {
 	MaxBytes      int
 	MaxWait       time.Duration
 	QueueCapacity int
+	// MaxRunAhead bounds how many offsets past its oldest unsettled message a partition hands
+	// out (DefaultMaxRunAhead), which keeps the offset map within the commit metadata limit.
+	MaxRunAhead int
+	// MaxInflightBytes bounds the bytes of fetched messages not yet settled, over all
+	// partitions (DefaultMaxInflightBytes); a single larger message still passes alone.
+	MaxInflightBytes int64
 
 	Lanes     int
 	LaneQueue int // records buffered per lane
@@ -142,6 +146,10 @@ func (c *Config) Defaults() {
 	defInt(&c.MaxBytes, 10<<20)
 	def(&c.MaxWait, 250*time.Millisecond)
 	defInt(&c.QueueCapacity, 1000)
+	defInt(&c.MaxRunAhead, DefaultMaxRunAhead)
+	if c.MaxInflightBytes <= 0 {
+		c.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	defInt(&c.Lanes, 64)
 	defInt(&c.LaneQueue, 256)
 	def(&c.Linger, 100*time.Millisecond)
@@ -163,6 +171,11 @@ func (c *Config) Defaults() {
 	}
 }
 
+// DefaultMaxInflightBytes is the default byte bound on fetched, unsettled messages: with the
+// copies a request makes of them (body, compression) it keeps the worker well inside the
+// Deployment's 320Mi memory limit (deploy/k8s/base/deployment.yaml).
+const DefaultMaxInflightBytes = 32 << 20
+
 // Pipeline moves records from Kafka to Braze. Create it with New and call Run once.
 type Pipeline struct {
 	cfg    Config
@@ -181,6 +194,12 @@ type Pipeline struct {
 	// revokeEpoch counts generation ends; see item.epoch.
 	revokeEpoch atomic.Int64
 	recordLog   rate.Sometimes
+	mapLog      rate.Sometimes
+
+	// flow accounts records and bytes in flight (flow.go); client makes the group's offset
+	// requests that carry the offset map (commit.go).
+	flow   flow
+	client *kafka.Client
 	// chain sends a lane's requests (chain.go); halt is the worker-wide halt gate.
 	chain sendLayer
 	halt  *haltGate
@@ -233,7 +252,11 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 		log:       cfg.Logger,
 		dlqCh:     make(chan dlqEntry, 4096),
 		recordLog: rate.Sometimes{Interval: time.Second},
+		mapLog:    rate.Sometimes{First: 1},
 	}
+	p.flow.maxBytes = cfg.MaxInflightBytes
+	p.flow.records = &p.stats.InFlightRecords
+	p.client = newKafkaClient(cfg.Brokers, cfg.Dialer)
 	p.halt = newHaltGate(p)
 	p.chain = p.newChain()
 	var err error
@@ -242,6 +265,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	}
 	p.fetchDialer = BufferedDialer(cfg.Dialer)
 	if err := p.initTelemetry(); err != nil {
+		return nil, fmt.Errorf("pipeline telemetry: %w", err)
+	}
+	if err := p.initOffsetTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
 	p.granter, _ = p.sender.(Granter)
@@ -374,6 +400,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	stopWork()
 	workers.Wait()
 	waitTimeout(&p.closers, 5*time.Second)
+	if t, ok := p.client.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
 	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
 	return nil
 }
@@ -388,14 +417,17 @@ type genResult struct {
 func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	var parts []*partitionState
 	var fetchers sync.WaitGroup
+	starts := p.startPoints(gen)
 	for topic, assigned := range gen.Assignments {
 		for _, a := range assigned {
 			ps := newPartitionState(topic, a.ID)
+			ps.flow = &p.flow
 			parts = append(parts, ps)
 			fetchers.Add(1)
+			sp := starts[topicPartition{topic, a.ID}]
 			gen.Start(func(gctx context.Context) {
 				defer fetchers.Done()
-				p.fetchLoop(gctx, ps, a.Offset)
+				p.fetchLoop(gctx, ps, sp)
 			})
 		}
 	}
@@ -409,11 +441,13 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
 		defer p.watch.remove(prog)
 		commit := func() { prog.work(); p.commit(gen, parts); prog.idle() }
-		t := time.NewTicker(p.cfg.CommitInterval)
+		// Commits follow the watermark and the offset map as they change, coalesced to one
+		// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
+		// nothing settles.
+		t := time.NewTicker(min(p.cfg.CommitInterval, commitCoalesce))
 		defer t.Stop()
 		// Between ticks, a partition that has settled everything it fetched is committed at
-		// once: at the end of a burst the offset need not wait for the next tick (shorter
-		// redelivery window, faster drain), while under backlog commits stay batched.
+		// once: at the end of a burst the offset need not wait for the next tick.
 		idle := time.NewTicker(idleCommitCheck)
 		defer idle.Stop()
 		for {
@@ -439,6 +473,7 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 		commit()
 		for _, ps := range parts {
 			ps.revoked.Store(true)
+			ps.abandon()
 		}
 		p.revokeEpoch.Add(1) // after the flags: a record that sees the new epoch sees its flag
 		p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
@@ -461,51 +496,6 @@ func (p *Pipeline) drain(parts []*partitionState, timeout time.Duration) bool {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// commit commits every partition whose watermark moved. Commits of a revoked partition are
-// never made: its generation is over and another member may own it.
-func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
-	offsets := map[string]map[int]int64{}
-	type pc struct {
-		ps  *partitionState
-		off int64
-	}
-	var moved []pc
-	for _, ps := range parts {
-		if ps.revoked.Load() {
-			continue
-		}
-		if off := ps.toCommit(); off >= 0 {
-			if offsets[ps.topic] == nil {
-				offsets[ps.topic] = map[int]int64{}
-			}
-			offsets[ps.topic][ps.partition] = off
-			moved = append(moved, pc{ps, off})
-		}
-	}
-	if len(moved) == 0 {
-		return
-	}
-	_, span := p.ins.tracer.Start(context.Background(), "commit offsets", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.name", "commit"),
-			attribute.String("messaging.consumer.group.name", p.cfg.GroupID), attribute.Int("ingestor.commit.partitions", len(moved))))
-	start := time.Now()
-	err := gen.CommitOffsets(offsets)
-	p.ins.commitDur.Record(context.Background(), time.Since(start).Seconds())
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
-	if err != nil {
-		p.stats.CommitErrors.Add(1)
-		p.log.Warn("offset commit failed; will retry (records may be delivered again after a restart)", "error", err)
-		return
-	}
-	p.stats.Commits.Add(1)
-	for _, m := range moved {
-		m.ps.markCommitted(m.off)
 	}
 }
 
@@ -601,9 +591,19 @@ func (p *Pipeline) handoffContext(gctx context.Context) (context.Context, contex
 	return ctx, cancel
 }
 
-func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset int64) {
+func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startPoint) {
 	handoff, cancelHandoff := p.handoffContext(gctx)
 	defer cancelHandoff()
+	offset := sp.offset
+	if offset < 0 {
+		var ok bool
+		if offset, ok = p.resolveStart(gctx, ps, offset); !ok {
+			return
+		}
+	}
+	ps.start(offset, sp.fromCommit, sp.settled)
+	skip := skipSet{runs: sp.settled}
+	oldest := int64(-1) // the partition's oldest unsettled offset as last looked up (admit)
 	r, err := p.newSource(ps, offset)
 	if err != nil {
 		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
@@ -644,16 +644,23 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 			continue
 		}
 		p.stats.MessagesConsumed.Add(1)
+		if skip.settled(m.Offset) {
+			// Settled by the previous owner (its offset map): done without a second delivery.
+			ps.complete(ps.track(m, 0))
+			p.stats.ResumeSkipped.Add(1)
+			continue
+		}
+		if !p.admit(gctx, ps, m, &oldest) {
+			return
+		}
 		var derr error
 		recs, derr = dec.Decode(m.Value, recs[:0])
 		if derr != nil {
 			ack := ps.track(m, 1)
-			ps.outstanding.Add(1)
-			p.stats.InFlightRecords.Add(1)
+			ps.hold(1)
 			p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
 			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: dlq.ForMessage(m.Value, derr)}) {
-				ps.outstanding.Add(-1)
-				p.stats.InFlightRecords.Add(-1)
+				ps.release(1)
 				return
 			}
 			continue
@@ -669,8 +676,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
 		n := int64(len(recs))
 		epoch := p.revokeEpoch.Load()
-		ps.outstanding.Add(n)
-		p.stats.InFlightRecords.Add(n)
+		ps.hold(n)
 		var kinds [3]int64
 		for i := range recs {
 			kinds[recs[i].Kind]++
@@ -705,8 +711,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, offset in
 				// The rest of this message is never handed out, so it never completes and is
 				// never committed: the next owner reads it again. A drain must not wait for it.
 				rest := n - int64(i)
-				ps.outstanding.Add(-rest)
-				p.stats.InFlightRecords.Add(-rest)
+				ps.release(rest)
 				return
 			}
 		}

@@ -40,7 +40,6 @@ func (p *Pipeline) releaseRevoked(it *item) bool {
 	if it.grp == nil {
 		if p.revoked(it) {
 			it.ack.resolve()
-			p.stats.InFlightRecords.Add(-1)
 			return false
 		}
 		return true
@@ -49,7 +48,6 @@ func (p *Pipeline) releaseRevoked(it *item) bool {
 	for _, s := range it.grp.srcs {
 		if p.revoked(&s) {
 			s.ack.resolve()
-			p.stats.InFlightRecords.Add(-1)
 			continue
 		}
 		live = append(live, s)

@@ -38,6 +38,14 @@ type Stats struct {
 	// lane would have sent on its own (lane.go topUp).
 	RequestsSaved atomic.Int64
 
+	// ResumeSkipped counts messages not delivered again on resume because the previous
+	// owner's offset map (pipeline/offsetmap.go) says they were settled.
+	ResumeSkipped atomic.Int64
+	// OffsetMapTruncated counts commits whose offset map did not fit the metadata limit and
+	// was cut short; OffsetMapIgnored counts commit metadata not written by this worker.
+	OffsetMapTruncated atomic.Int64
+	OffsetMapIgnored   atomic.Int64
+
 	// Optimize counts coalescing, suppression and de-duplication (optimize.go).
 	Optimize OptimizeStats
 }

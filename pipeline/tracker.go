@@ -14,11 +14,22 @@ type partitionState struct {
 	topic     string
 	partition int
 
+	// flow is the pipeline-wide account of records and bytes in flight (flow.go).
+	flow *flow
+
 	mu        sync.Mutex
 	queue     []*msgAck // fetched, in offset order; queue[head:] are not yet all done
 	head      int
 	watermark int64 // offset to commit: one past the last contiguous done message; -1 = none yet
 	committed int64 // last offset committed for this partition in this generation; -1 = none
+	// seq counts completions; the offset map changes with each, so a commit is due whenever
+	// seq moved past committedSeq, even when the watermark did not.
+	seq, committedSeq uint64
+	// tracked is one past the last tracked offset (the start offset before any).
+	tracked int64
+	// inherited is what the previous owner's offset map says is settled (offsetmap.go);
+	// the part past tracked is carried into this owner's commits until fetching gets there.
+	inherited []offsetRun
 
 	// The fields below are each written or read for every record by different goroutines
 	// (fetch loop, lanes, DLQ stage); each sits on its own cache line so that they do not
@@ -47,8 +58,10 @@ type partitionState struct {
 
 const ackSlabSize = 128
 
+// newPartitionState returns a partition's state on a flow of its own; the pipeline's
+// partitions share the pipeline's (Pipeline.newPartitionState).
 func newPartitionState(topic string, partition int) *partitionState {
-	ps := &partitionState{topic: topic, partition: partition, watermark: -1, committed: -1}
+	ps := &partitionState{topic: topic, partition: partition, flow: &flow{records: new(atomic.Int64)}, watermark: -1, committed: -1, tracked: -1}
 	ps.highWater.Store(-1)
 	ps.fetched.Store(-1)
 	return ps
@@ -63,7 +76,8 @@ type msgAck struct {
 	key       []byte
 	headers   []kafka.Header
 	remaining atomic.Int32
-	done      bool // guarded by ps.mu
+	done      bool  // guarded by ps.mu
+	bytes     int64 // counted in flow.bytes until released; guarded by ps.mu
 }
 
 // track registers a fetched message; its records must then each be resolved once.
@@ -74,9 +88,12 @@ func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 	a := &ps.slab[0]
 	ps.slab = ps.slab[1:]
 	a.ps, a.offset, a.key, a.headers = ps, m.Offset, m.Key, m.Headers
+	a.bytes = messageBytes(m)
 	a.remaining.Store(int32(records))
+	ps.flow.bytes.Add(a.bytes)
 	ps.mu.Lock()
 	ps.queue = append(ps.queue, a)
+	ps.tracked = m.Offset + 1
 	ps.mu.Unlock()
 	ps.fetched.Store(m.Offset)
 	if m.HighWaterMark > 0 {
@@ -89,7 +106,20 @@ func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 // partition still count down, but their completion is never committed.
 func (a *msgAck) resolve() {
 	a.settle()
-	a.ps.outstanding.Add(-1)
+	a.ps.release(1)
+}
+
+// hold counts n records handed out (to lanes or the DLQ stage) from the partition; release
+// counts n of them resolved. They are the one place the partition's outstanding count and
+// the pipeline's in-flight count (Stats.InFlightRecords, through the flow) move.
+func (ps *partitionState) hold(n int64) {
+	ps.outstanding.Add(n)
+	ps.flow.records.Add(n)
+}
+
+func (ps *partitionState) release(n int64) {
+	ps.outstanding.Add(-n)
+	ps.flow.records.Add(-n)
 }
 
 // settle is resolve without the partition's outstanding count, which the caller lowers
@@ -120,7 +150,7 @@ func (s *settled) add(a *msgAck) {
 
 func (s *settled) flush() {
 	if s.n > 0 {
-		s.ps.outstanding.Add(-s.n)
+		s.ps.release(s.n)
 	}
 	s.ps, s.n = nil, 0
 }
@@ -128,6 +158,9 @@ func (s *settled) flush() {
 func (ps *partitionState) complete(a *msgAck) {
 	ps.mu.Lock()
 	a.done = true
+	ps.seq++
+	ps.flow.bytes.Add(-a.bytes)
+	a.bytes = 0
 	// Every record is resolved, so nothing reads the message any more; drop its key and
 	// headers now, or they would live as long as the slab, i.e. its slowest message.
 	a.key, a.headers = nil, nil
@@ -146,20 +179,91 @@ func (ps *partitionState) complete(a *msgAck) {
 	ps.mu.Unlock()
 }
 
-// toCommit returns the offset to commit, or -1 when nothing new is acknowledged.
+// toCommit returns the offset to commit, or -1 when neither it nor the offset map changed
+// since the last commit.
 func (ps *partitionState) toCommit() int64 {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.watermark > ps.committed {
+	if ps.watermark >= 0 && (ps.watermark > ps.committed || ps.seq != ps.committedSeq) {
 		return ps.watermark
 	}
 	return -1
 }
 
-func (ps *partitionState) markCommitted(off int64) {
+// commitPoint returns what to commit: the watermark and the settled runs above it (appended
+// to runs), with the completion count they reflect; off is -1 when nothing changed.
+func (ps *partitionState) commitPoint(runs []offsetRun) (off int64, m offsetMap, seq uint64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.watermark < 0 || (ps.watermark <= ps.committed && ps.seq == ps.committedSeq) {
+		return -1, offsetMap{}, 0
+	}
+	m = offsetMap{base: ps.watermark, end: max(ps.watermark, ps.tracked), runs: runs[:0]}
+	open := false
+	for _, a := range ps.queue[ps.head:] {
+		switch {
+		case !a.done:
+			open = false
+		case open:
+			m.runs[len(m.runs)-1].hi = a.offset + 1
+		default:
+			m.runs = append(m.runs, offsetRun{a.offset, a.offset + 1})
+			open = true
+		}
+	}
+	if len(ps.inherited) > 0 {
+		rest := (&skipSet{runs: ps.inherited}).beyond(m.end)
+		ps.inherited = rest // what fetching has passed is in the queue now
+		if len(rest) > 0 {
+			m.runs = append(m.runs, rest...)
+			m.end = rest[len(rest)-1].hi
+		}
+	}
+	return ps.watermark, m, ps.seq
+}
+
+func (ps *partitionState) markCommitted(off int64, seq uint64) {
 	ps.mu.Lock()
 	if off > ps.committed {
 		ps.committed = off
+	}
+	if seq > ps.committedSeq {
+		ps.committedSeq = seq
+	}
+	ps.mu.Unlock()
+}
+
+// start sets where the partition starts in this generation: the offset the fetch loop
+// begins at, committed when it was not read from a commit (a new group's resolved start
+// offset), and what the previous owner's offset map says is settled past it.
+func (ps *partitionState) start(off int64, fromCommit bool, inherited []offsetRun) {
+	ps.mu.Lock()
+	ps.watermark, ps.tracked, ps.inherited = off, off, inherited
+	if fromCommit {
+		ps.committed = off
+	}
+	ps.mu.Unlock()
+}
+
+// oldestUnsettled returns the offset of the oldest tracked message not yet done, or -1.
+func (ps *partitionState) oldestUnsettled() int64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.head < len(ps.queue) {
+		return ps.queue[ps.head].offset
+	}
+	return -1
+}
+
+// abandon releases the bytes of messages that will never complete in this generation (a
+// drain that timed out, or records never handed out): the next owner reads them again.
+func (ps *partitionState) abandon() {
+	ps.mu.Lock()
+	for _, a := range ps.queue[ps.head:] {
+		if !a.done {
+			ps.flow.bytes.Add(-a.bytes)
+			a.bytes = 0
+		}
 	}
 	ps.mu.Unlock()
 }

@@ -79,3 +79,26 @@ func TestWatermarkRandomLarge(t *testing.T) {
 		t.Fatalf("pending %d", ps.pending())
 	}
 }
+
+// The partition's outstanding count and the pipeline's in-flight count move together, in
+// one place (hold/release), whichever way records are resolved.
+func TestInFlightCountsMoveTogether(t *testing.T) {
+	ps := newPartitionState("t", 0)
+	a := ps.track(&kafka.Message{Offset: 0, Value: make([]byte, 100)}, 4)
+	ps.hold(4)
+	if ps.outstanding.Load() != 4 || ps.flow.records.Load() != 4 || ps.flow.bytes.Load() != 100 {
+		t.Fatalf("after hold: outstanding %d, in flight %d, bytes %d", ps.outstanding.Load(), ps.flow.records.Load(), ps.flow.bytes.Load())
+	}
+	a.resolve()
+	var s settled
+	s.add(a)
+	s.add(a)
+	s.flush()
+	if ps.outstanding.Load() != 1 || ps.flow.records.Load() != 1 {
+		t.Fatalf("after three: outstanding %d, in flight %d", ps.outstanding.Load(), ps.flow.records.Load())
+	}
+	a.resolve()
+	if ps.outstanding.Load() != 0 || ps.flow.records.Load() != 0 || ps.flow.bytes.Load() != 0 {
+		t.Fatalf("settled: outstanding %d, in flight %d, bytes %d", ps.outstanding.Load(), ps.flow.records.Load(), ps.flow.bytes.Load())
+	}
+}

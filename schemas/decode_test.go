@@ -164,6 +164,10 @@ func TestRecordErrors(t *testing.T) {
 		{`{"type":"event","data":{` + ev + `,"properties":{"n":2e308}}}`, 0, KindEvent, "/data/properties", "64-bit float"},
 		{`{"type":"attributes","data":{"external_id":"u","color":"red","color":"blue"}}`, 0, KindAttributes, "/data/color", "duplicate key"},
 		{`{"type":"attributes","data":{"external_id":"u","color":"red","c\u006flor":"blue"}}`, 0, KindAttributes, "/data/color", "duplicate key"},
+		// A short key near the end of the message is read byte by byte, one further in as a
+		// masked word: both give the same print.
+		{`{"type":"attributes","data":{"external_id":"u","a":1,"a":2}}`, 0, KindAttributes, "/data/a", "duplicate key"},
+		{`{"type":"attributes","data":{"external_id":"u","\u0061":1,"a":2}}`, 0, KindAttributes, "/data/a", "duplicate key"},
 		{`{"type":"event","data":{` + ev + `,"app_id":"a","app_id":"b"}}`, 0, KindEvent, "/data/app_id", "duplicate key"},
 		{`{"type":"event","data":{` + ev + `,"properties":{"a":1,"b":2,"a":3}}}`, 0, KindEvent, "/data/properties/a", "duplicate key"},
 		{`{"type":"attributes","data":{"external_id":"u"` + manyKeys(40) + `,"k7":0}}`, 0, KindAttributes, "/data/k7", "duplicate key"},

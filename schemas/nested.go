@@ -12,10 +12,16 @@ import (
 // §8 nested-1 and poison-3).
 
 // keySet finds a repeated key among the members of one object. Small objects are searched
-// linearly by hash; an object with more keys than fit spills into a map.
+// linearly by fingerprint, behind a 64-bit filter that answers "new key" for most keys at one
+// test; an object with more keys than fit spills into a map. A key with print h (keyPrint of
+// the unescaped key; its span in the message is start:end, escaped when esc) is recorded by
+// tryNew, small enough to be inlined into the loops that read keys, or when that declines by
+// add, which also tells a repeat:
+//
+//	dup := !ks.tryNew(h, start, end, esc) && ks.add(st, h, start, end, esc)
 type keySet struct {
 	n     int
-	bloom uint64 // bit keyPrint%64 of every key added: most keys are new at one test
+	bloom uint64 // bit h*φ>>58 of the print h of every key recorded
 	ents  [32]keyEnt
 	spill map[uint64][]keyEnt
 }
@@ -31,16 +37,27 @@ func (ks *keySet) reset() {
 	ks.spill = nil
 }
 
-// add records key (unescaped; its span in the message is start:end, escaped when esc) and
-// reports whether the object already had it.
-func (ks *keySet) add(st *decodeState, key []byte, start, end int, esc bool) bool {
-	h := keyPrint(key)
+// tryNew records a key whose filter bit is not set while ents has room, and reports whether
+// it did. A false answer leaves everything as it was, for add.
+func (ks *keySet) tryNew(h uint64, start, end int, esc bool) bool {
+	bit := uint64(1) << (h * 0x9E3779B97F4A7C15 >> 58)
+	if ks.bloom&bit != 0 || ks.n >= len(ks.ents) {
+		return false
+	}
+	ks.bloom |= bit
+	ks.ents[ks.n] = keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
+	ks.n++
+	return true
+}
+
+// add records a key tryNew did not take and reports whether the object already had it.
+func (ks *keySet) add(st *decodeState, h uint64, start, end int, esc bool) bool {
 	e := keyEnt{h: h, start: int32(start), end: int32(end), esc: esc}
-	if bit := uint64(1) << (h & 63); ks.bloom&bit == 0 {
-		ks.bloom |= bit
-	} else if ks.has(st, e) {
+	bit := uint64(1) << (h * 0x9E3779B97F4A7C15 >> 58)
+	if ks.bloom&bit != 0 && ks.has(st, e) {
 		return true
 	}
+	ks.bloom |= bit
 	if ks.n < len(ks.ents) {
 		ks.ents[ks.n] = e
 		ks.n++
@@ -70,20 +87,27 @@ func (ks *keySet) has(st *decodeState, e keyEnt) bool {
 }
 
 // keyPrint is a cheap fingerprint of a key (length, first and last 8 bytes): equal keys have
-// equal prints, and different keys of one object rarely do (then sameKey tells).
-func keyPrint(k []byte) uint64 {
-	n := uint64(len(k)) * 0x9E3779B97F4A7C15
-	if len(k) >= 8 {
-		return n ^ binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[len(k)-8:]), 29)
-	}
+// equal prints, and different keys of one object rarely do (then sameKey tells). room is how
+// many bytes from the key's start the caller's buffer holds (the rest of the message, or the
+// capacity of a scratch buffer): a key shorter than 8 bytes is read as one word when room
+// allows, the bytes past its end masked off.
+func keyPrint(k []byte, room int) uint64 {
+	n := len(k)
 	var w uint64
-	for i, c := range k {
-		w |= uint64(c) << (8 * i)
+	switch {
+	case n >= 8:
+		w = binary.LittleEndian.Uint64(k) ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[n-8:]), 29)
+	case room >= 8 && cap(k) >= 8:
+		w = binary.LittleEndian.Uint64(k[:8]) & (1<<(8*n) - 1)
+	default:
+		for i, c := range k {
+			w |= uint64(c) << (8 * i)
+		}
 	}
-	return n ^ w
+	return w ^ uint64(n)*0x9E3779B97F4A7C15
 }
 
-// sameKey compares two keys of the message after unescaping (only on a hash match).
+// sameKey compares two keys of the message after unescaping (only on a print match).
 func (st *decodeState) sameKey(a, b keyEnt) bool {
 	ka, kb := st.s.buf[a.start:a.end], st.s.buf[b.start:b.end]
 	if !a.esc && !b.esc {
@@ -93,26 +117,195 @@ func (st *decodeState) sameKey(a, b keyEnt) bool {
 }
 
 // attrValue reads an object or array value of an attributes object's member (s.pos at '{'
-// or '[') and checks it as a nested custom attribute.
+// or '[') and checks it as a nested custom attribute. One pass (cleanAttrValue) reads and
+// clears the common values; a value it cannot clear is read again by skip and judged by
+// attrValueProblem, which also names the problem's path.
 func (st *decodeState) attrValue(r *Record, l loc, ks, ke int, kesc bool) bool {
 	s := &st.s
-	start := s.pos
-	if !s.skip() {
-		return false
-	}
 	if r.Err != nil {
-		return true
+		return s.skip()
 	}
 	key := st.keyBytes(ks, ke, kesc)
 	switch string(key) {
 	case "current_location", "push_tokens", "subscription_groups", "facebook", "twitter":
-		return true // standard fields with their own shapes, checked by Braze per object
+		return s.skip() // standard fields with their own shapes, checked by Braze per object
+	}
+	start, errOff, errMsg, bigAt := s.pos, s.errOff, s.errMsg, s.bigAt
+	if s.cleanAttrValue() {
+		return true
+	}
+	s.pos, s.errOff, s.errMsg, s.bigAt = start, errOff, errMsg, bigAt
+	if !s.skip() {
+		return false
 	}
 	if msg, path := attrValueProblem(s.buf[start:s.pos]); msg != "" {
 		slices.Reverse(path)
 		bad(r, l, msg, append([]string{string(key)}, path...)...)
 	}
 	return true
+}
+
+// cleanAttrValue reads the attribute value at s.pos ('{' or '[') as skip does and reports
+// true only when attrValueProblem would find nothing wrong with it. It answers false, leaving
+// s.pos and the error state for the caller to restore, on a problem and on anything it does
+// not judge itself: escaped or long keys, operator objects holding a null, syntax errors.
+// An object is checked as a nested custom attribute, an array as a whole-array set whose
+// object elements are; an object that passes as a nested attribute passes as an operator
+// ({"inc": n}, {"add": […]}) too, and $add/$remove/$update objects never pass ('$' keys).
+func (s *scanner) cleanAttrValue() bool {
+	if s.buf[s.pos] == '{' {
+		return s.cleanNested(maxDepth)
+	}
+	s.pos++
+	s.ws()
+	if s.peek() == ']' {
+		s.pos++
+		return true
+	}
+	for {
+		s.ws()
+		if s.peek() == '{' {
+			if !s.cleanNested(maxDepth - 1) {
+				return false
+			}
+		} else if !s.skip() {
+			return false
+		}
+		s.ws()
+		switch s.peek() {
+		case ',':
+			s.pos++
+		case ']':
+			s.pos++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// cleanNested reads the nested custom attribute object at s.pos ('{') without recursion and
+// reports true only when nestedObject would find nothing wrong with it: no null at any depth,
+// keys that pass nestedKeyProblem, {"$time": t} alone in its object with t a valid time.
+func (s *scanner) cleanNested(limit int) bool {
+	var stack [maxDepth / 64]uint64
+	depth := 0
+	for {
+		s.ws()
+		if s.pos >= len(s.buf) {
+			return false
+		}
+		switch c := s.buf[s.pos]; c {
+		case '{', '[':
+			if depth >= limit {
+				return false
+			}
+			w, bit := depth>>6, uint64(1)<<(depth&63)
+			if c == '{' {
+				stack[w] |= bit
+			} else {
+				stack[w] &^= bit
+			}
+			depth++
+			s.pos++
+			s.ws()
+			if s.peek() == c+2 { // '{'+2 == '}', '['+2 == ']'
+				s.pos++
+				depth--
+				break
+			}
+			if c == '{' {
+				timed, ok := s.cleanKey(true)
+				if !ok {
+					return false
+				}
+				if timed {
+					break // the value is read and the object holds nothing else
+				}
+			}
+			continue
+		case '"':
+			if _, _, _, ok := s.str(); !ok {
+				return false
+			}
+		case 't', 'f':
+			if !s.literal() {
+				return false
+			}
+		case 'n':
+			return false
+		default:
+			if !s.number() {
+				return false
+			}
+		}
+		// A value is complete: consume separators and closing brackets.
+		for {
+			if depth == 0 {
+				return true
+			}
+			s.ws()
+			d := depth - 1
+			obj := stack[d>>6]>>(d&63)&1 == 1
+			c := s.peek()
+			if c == ',' {
+				s.pos++
+				if obj {
+					s.ws()
+					if _, ok := s.cleanKey(false); !ok {
+						return false
+					}
+				}
+				break
+			}
+			if (obj && c == '}') || (!obj && c == ']') {
+				s.pos++
+				depth--
+				continue
+			}
+			return false
+		}
+	}
+}
+
+// nestedKeyBad marks the bytes a nested custom attribute key must not hold.
+var nestedKeyBad = [256]bool{' ': true, '.': true, '$': true}
+
+// cleanKey reads a key of a nested attribute object and its ':' and reports whether it is
+// clean. The key "$time" is clean only as the first one (first) with a valid time string as
+// its value and nothing after it: cleanKey then reads that value too and says so (timed).
+func (s *scanner) cleanKey(first bool) (timed, ok bool) {
+	start, end, esc, ok := s.key()
+	if !ok || esc || end == start || end-start > maxPropertyKeyChar {
+		return false, false
+	}
+	for _, c := range s.buf[start:end] {
+		if nestedKeyBad[c] {
+			if !first || string(s.buf[start:end]) != "$time" {
+				return false, false
+			}
+			return true, s.cleanTime()
+		}
+	}
+	return false, true
+}
+
+// cleanTime reads the value of a leading "$time" key and reports whether it is a valid time
+// string that ends its object (the '}' is left for the caller).
+func (s *scanner) cleanTime() bool {
+	s.ws()
+	if s.peek() != '"' {
+		return false
+	}
+	start, end, esc, ok := s.str()
+	if !ok || esc {
+		return false
+	}
+	if t := s.buf[start:end]; !isBrazeTime(t) && !isUSDate(t) {
+		return false
+	}
+	s.ws()
+	return s.peek() == '}'
 }
 
 // attrValueProblem checks an attribute value that is an object or an array (valid JSON).

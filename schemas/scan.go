@@ -267,12 +267,31 @@ func (s *scanner) key() (start, end int, esc, ok bool) {
 	if start, end, esc, ok = s.str(); !ok {
 		return
 	}
+	if s.pos < len(s.buf) && s.buf[s.pos] == ':' {
+		s.pos++
+		return start, end, esc, true
+	}
 	return start, end, esc, s.expect(':', "':' expected after object key")
 }
 
 // skip reads any value at s.pos (leading whitespace allowed) without recursion, keeping
 // only one bit per open container (object or array).
 func (s *scanner) skip() bool {
+	s.ws()
+	switch s.peek() {
+	case '"':
+		_, _, _, ok := s.str()
+		return ok
+	case '{', '[':
+		return s.skipContainer()
+	case 't', 'f', 'n':
+		return s.literal()
+	}
+	return s.number() // at the end of input too: it reports that as skipContainer would
+}
+
+// skipContainer is skip for a value that may hold others.
+func (s *scanner) skipContainer() bool {
 	var stack [maxDepth / 64]uint64
 	depth := 0
 	for {

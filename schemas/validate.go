@@ -199,14 +199,24 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 			}
 			s.ws()
 			k := kOther
-			key := st.keyBytes(ks, ke, kesc)
-			if st.top.add(st, key, ks, ke, kesc) {
-				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
+			key, room := s.buf[ks:ke], len(s.buf)-ks
+			if kesc {
+				key = st.keyBytes(ks, ke, kesc)
+				room = cap(key)
 			}
 			if ke-ks <= maxRuleKeyRaw {
 				if k = lookupRuleKey(key); allowed&(1<<k) == 0 {
 					k = kOther
 				}
+			}
+			// A rule key is its own bit in seen; only the other keys need the key set.
+			dup := seen&(1<<k) != 0
+			if k == kOther {
+				h := keyPrint(key, room)
+				dup = !st.top.tryNew(h, ks, ke, kesc) && st.top.add(st, h, ks, ke, kesc)
+			}
+			if dup {
+				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", string(key))
 			}
 			if k != kOther {
 				seen |= 1 << k
@@ -217,11 +227,15 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 				}
 			}
 			s.bigAt = 0
-			if k == kOther && kind == KindAttributes && (s.peek() == '{' || s.peek() == '[') {
+			if k != kOther {
+				if !st.member(r, l, k, kind, &rs) {
+					return false
+				}
+			} else if kind == KindAttributes && (s.peek() == '{' || s.peek() == '[') {
 				if !st.attrValue(r, l, ks, ke, kesc) {
 					return false
 				}
-			} else if !st.member(r, l, k, kind, &rs) {
+			} else if !s.skip() {
 				return false
 			}
 			if s.bigAt != 0 {
@@ -577,10 +591,18 @@ func (st *decodeState) properties(r *Record, l loc, kind Kind) bool {
 			return false
 		}
 		if r.Err == nil {
-			key := st.valueBytes(ks, ke, kesc)
-			if msg := propertyKeyProblem(key, kind); msg != "" {
+			key, room := s.buf[ks:ke], len(s.buf)-ks
+			if kesc {
+				key = st.valueBytes(ks, ke, kesc)
+				room = cap(key)
+			}
+			msg := ""
+			if propertyKeySuspect(key) {
+				msg = propertyKeyProblem(key, kind)
+			}
+			if msg != "" {
 				bad(r, l, msg, "properties", string(key))
-			} else if st.props.add(st, key, ks, ke, kesc) {
+			} else if h := keyPrint(key, room); !st.props.tryNew(h, ks, ke, kesc) && st.props.add(st, h, ks, ke, kesc) {
 				bad(r, l, "duplicate key: Braze fails the whole request on an object that repeats a key", "properties", string(key))
 			}
 		}
@@ -615,6 +637,13 @@ func propertyKeyProblem(k []byte, _ Kind) string {
 		return "property key is reserved by Braze"
 	}
 	return ""
+}
+
+// propertyKeySuspect is false for most keys, which propertyKeyProblem cannot find wrong: it
+// looks only at the length and the first byte, and is cheap enough to be inlined.
+func propertyKeySuspect(k []byte) bool {
+	n := len(k)
+	return n == 0 || n == len("time") || n == len("event_name") || n > maxPropertyKeyChar || k[0] == '$'
 }
 
 func (st *decodeState) setID(r *Record, kind IDKind, sp strSpan) {

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -201,4 +202,39 @@ func TestClientRedactsEchoedKey(t *testing.T) {
 	if !strings.Contains(r.Message, Redacted) {
 		t.Fatalf("message %q: want the key replaced by %s", r.Message, Redacted)
 	}
+}
+
+// FuzzClassify: any status, body and headers classify without panic into one consistent
+// action; a 2xx is delivered only when its message says so, a non-JSON body is never a
+// verdict on records, and every wait stays within its bound.
+func FuzzClassify(f *testing.F) {
+	f.Add(201, `{"message":"success"}`, "")
+	f.Add(201, `{"message":"Valid data must be provided"}`, "")
+	f.Add(400, `<html>WAF</html>`, "")
+	f.Add(429, ``, "3000000000")
+	f.Add(503, `oops`, "-1")
+	f.Add(200, `{"message":"queued","errors":[{"type":"x","input_array":"events","index":0}]}`, "")
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, status int, body, retryAfter string) {
+		h := http.Header{}
+		h.Set("X-Ratelimit-Retry-After", retryAfter)
+		r := Classify(status, h, []byte(body), now)
+		if r.Class < Delivered || r.Class > Retry || r.Cause() == causeUnset {
+			t.Fatalf("class %v cause %v", r.Class, r.Cause())
+		}
+		if r.RetryAfter < 0 || r.RetryAfter > time.Hour {
+			t.Fatalf("wait %v out of bounds", r.RetryAfter)
+		}
+		var said answerBody
+		_ = json.Unmarshal([]byte(body), &said)
+		if (r.Class == Delivered || r.Class == Partial) && said.Message != "success" && said.Message != "queued" {
+			t.Fatalf("%d %q delivered without a success message", status, body)
+		}
+		if r.Cause() == CauseNotBraze && r.Class != Halt {
+			t.Fatalf("a non-Braze answer acts as %v", r.Class)
+		}
+		if d := deriveCause(Response{Status: r.Status, Class: r.Class, Message: r.Message}); r.Answered() && r.Status >= 100 && r.Status < 600 && d != r.Cause() {
+			t.Fatalf("%d %q: classified cause %v, derived %v", status, body, r.Cause(), d)
+		}
+	})
 }

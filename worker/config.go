@@ -35,7 +35,7 @@ type Config struct {
 	BrazeAPIKeyFile string   `envconfig:"BRAZE_API_KEY_FILE" desc:"file holding the API key (Kubernetes secret mount)"`
 
 	KafkaStartOffset       string        `envconfig:"KAFKA_START_OFFSET" default:"earliest" desc:"where a new group starts: earliest or latest"`
-	KafkaCommitInterval    time.Duration `envconfig:"KAFKA_COMMIT_INTERVAL" default:"1s" desc:"how often acknowledged offsets are committed"`
+	KafkaCommitInterval    time.Duration `envconfig:"KAFKA_COMMIT_INTERVAL" default:"1s" desc:"upper bound between commits while records settle (commits follow settlement, coalesced to one per 100 ms at most)"`
 	KafkaSessionTimeout    time.Duration `envconfig:"KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout"`
 	KafkaRebalanceTimeout  time.Duration `envconfig:"KAFKA_REBALANCE_TIMEOUT" default:"30s" desc:"consumer group rebalance timeout"`
 	KafkaHeartbeatInterval time.Duration `envconfig:"KAFKA_HEARTBEAT_INTERVAL" default:"3s" desc:"consumer group heartbeat interval"`
@@ -45,6 +45,8 @@ type Config struct {
 	KafkaMaxWait           time.Duration `envconfig:"KAFKA_FETCH_MAX_WAIT" default:"250ms" desc:"fetch max wait (also bounds how long closing a fetcher takes)"`
 	KafkaFetcher           string        `envconfig:"KAFKA_FETCHER" default:"batch" desc:"batch (fetch responses read on the partition's own loop; fastest) or reader (a kafka-go Reader per partition)"`
 	KafkaQueueCapacity     int           `envconfig:"KAFKA_QUEUE_CAPACITY" default:"1000" desc:"messages prefetched per partition (reader fetcher only)"`
+	KafkaMaxRunAhead       int           `envconfig:"KAFKA_MAX_RUN_AHEAD" default:"2048" desc:"most offsets a partition hands out past its oldest unsettled message (1..2800; bounds the offset map in the commit metadata)"`
+	MaxInflightBytes       int           `envconfig:"MAX_INFLIGHT_BYTES" default:"33554432" desc:"most bytes of fetched messages not yet delivered or dead-lettered, over all partitions (at least 1048576; a larger single message still passes alone)"`
 
 	KafkaTLSEnabled    bool   `envconfig:"KAFKA_TLS_ENABLED" default:"false" desc:"use TLS to the brokers (implied by KAFKA_TLS_CA_FILE)"`
 	KafkaTLSCAFile     string `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle to verify the brokers (default: system roots)"`
@@ -351,6 +353,12 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.KafkaQueueCapacity < 1 {
 		p.add("KAFKA_QUEUE_CAPACITY", "KAFKA_QUEUE_CAPACITY must be at least 1")
+	}
+	if c.KafkaMaxRunAhead < 1 || c.KafkaMaxRunAhead > 2800 {
+		p.add("KAFKA_MAX_RUN_AHEAD", "KAFKA_MAX_RUN_AHEAD %d: want 1..2800 (the offset map must fit the broker's 4096-byte commit metadata)", c.KafkaMaxRunAhead)
+	}
+	if c.MaxInflightBytes < 1<<20 {
+		p.add("MAX_INFLIGHT_BYTES", "MAX_INFLIGHT_BYTES %d: want at least 1048576", c.MaxInflightBytes)
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -41,7 +41,7 @@ func Handler(p *pipeline.Pipeline, metrics http.Handler) http.Handler {
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
 		if !p.Alive(15 * time.Second) {
-			http.Error(w, "run loop stalled", http.StatusServiceUnavailable)
+			http.Error(w, "not alive: the run loop stalled, or a lane, fetch loop or committer is stuck (named in the log)", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

@@ -38,7 +38,7 @@ func startDevEnv(partitions int, simCfg brazesim.Config) (*devEnv, error) {
 	sim, err := brazesim.NewServer(simCfg)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("Braze simulator: %w", err)
+		return nil, fmt.Errorf("start the Braze simulator: %w", err)
 	}
 	return &devEnv{Cluster: c, Brokers: c.ListenAddrs(), Sim: sim, Topic: topic, DLQ: dlq}, nil
 }

@@ -153,11 +153,6 @@ func (k *testKafka) dialer() *kafka.Dialer { return kafkaDialer(k.tls, k.mech) }
 // transport returns a kafka-go transport for Writers and Clients on k's brokers.
 func (k *testKafka) transport() *kafka.Transport { return kafkaTransport(k.tls, k.mech) }
 
-// client returns a kafka-go Client for k's brokers.
-func (k *testKafka) client() *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second, Transport: k.transport()}
-}
-
 // writer returns a producer for topic on k's brokers, keyed by kafka.Hash like the
 // project's producers. The caller closes it.
 func (k *testKafka) writer(topic string) *kafka.Writer {
@@ -176,12 +171,6 @@ func (k *testKafka) produce(ctx context.Context, gen *synth.Generator, n, rate i
 	w := k.writer(k.Topic)
 	defer w.Close()
 	return produceWith(ctx, w, gen, n, rate, produced, onMsg)
-}
-
-// createTopics creates topics on a PLAINTEXT broker (kept for callers that have no testKafka).
-func createTopics(t *testing.T, brokers []string, topics ...kafka.TopicConfig) {
-	t.Helper()
-	createTopicsWith(t, kafkaDialer(nil, nil), brokers, topics...)
 }
 
 // createTopics creates topics on k's brokers.

@@ -312,7 +312,7 @@ func points(t *testing.T, rm *metricdata.ResourceMetrics, name string) map[strin
 	key := func(s attribute.Set) string {
 		var parts []string
 		for _, kv := range s.ToSlice() {
-			parts = append(parts, string(kv.Key)+"="+kv.Value.Emit())
+			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
 		}
 		return strings.Join(parts, ",")
 	}
@@ -388,6 +388,10 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.dlq.errors", "{write}", "ingestor_dlq_errors_total", "counter"},
 	{"ingestor.commits", "{commit}", "ingestor_commits_total", "counter"},
 	{"ingestor.records.in_flight", "{record}", "ingestor_records_in_flight", "gauge"},
+	{"ingestor.inflight.bytes", "By", "ingestor_inflight_bytes", "gauge"},
+	{"ingestor.resume.skipped", "{message}", "ingestor_resume_skipped_total", "counter"},
+	{"ingestor.offset_map.truncated", "{commit}", "ingestor_offset_map_truncated_total", "counter"},
+	{"ingestor.offset_map.ignored", "{partition}", "ingestor_offset_map_ignored_total", "counter"},
 	{"ingestor.halted", "{state}", "ingestor_halted", "gauge"},
 	{"ingestor.breaker.state", "{state}", "ingestor_breaker_state", "gauge"},
 	{"ingestor.request.object_cap", "{object}", "ingestor_request_object_cap", "gauge"},
@@ -1168,7 +1172,7 @@ func TestTelemetryNoSecrets(t *testing.T) {
 			add("metric", fmt.Sprintf("%s %s %s %+v", m.Name, m.Unit, m.Description, m.Data))
 			for _, set := range metricAttrSets(m) {
 				for _, kv := range set.ToSlice() {
-					add("metric "+m.Name+" label", string(kv.Key), "=", kv.Value.Emit())
+					add("metric "+m.Name+" label", string(kv.Key), "=", kv.Value.String())
 				}
 			}
 		}
