@@ -45,8 +45,9 @@ type pendingCommit struct {
 // commit commits every partition whose watermark or offset map changed, with the map in the
 // commit metadata (offsetmap.go). The commit carries the generation and member id, so the
 // broker refuses it once the generation is over (another member may own the partition);
-// commits of a partition already revoked are never sent.
-func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
+// commits of a partition already revoked are never sent. It reports false when the commit
+// failed for every partition it was for.
+func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) bool {
 	req := &kafka.OffsetCommitRequest{GroupID: gen.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{}}
 	var moved []pendingCommit
@@ -68,7 +69,7 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 		moved = append(moved, pendingCommit{ps, off, seq})
 	}
 	if len(moved) == 0 {
-		return
+		return true
 	}
 	_, span := p.ins.tracer.Start(context.Background(), "commit offsets", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.operation.name", "commit"),
@@ -85,7 +86,7 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 		p.log.Warn("offset commit failed; will retry (records may be delivered again after a restart)", "error", err)
 	}
 	if len(failed) == len(moved) {
-		return
+		return false
 	}
 	p.stats.Commits.Add(1)
 	for _, m := range moved {
@@ -93,6 +94,7 @@ func (p *Pipeline) commit(gen *kafka.Generation, parts []*partitionState) {
 			m.ps.markCommitted(m.off, m.seq)
 		}
 	}
+	return true
 }
 
 type topicPartition struct {

@@ -212,3 +212,18 @@ func (s *skipSet) beyond(off int64) []offsetRun {
 	}
 	return nil
 }
+
+// SettledOffsets decodes commit metadata written by the worker (docs/offsets.md): the
+// committed offset it is relative to and the settled ranges [lo, hi) above it. It is for
+// tools and tests that inspect a group's commits; metadata not written by this worker is an
+// error.
+func SettledOffsets(metadata string) (base int64, settled [][2]int64, err error) {
+	m, err := decodeOffsetMap(metadata)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, r := range m.runs {
+		settled = append(settled, [2]int64{r.lo, r.hi})
+	}
+	return m.base, settled, nil
+}

@@ -440,14 +440,20 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	gen.Start(func(gctx context.Context) {
 		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
 		defer p.watch.remove(prog)
-		commit := func() { prog.work(); p.commit(gen, parts); prog.idle() }
+		// failed holds early commits back after a failed commit: retries then wait for the
+		// coalescing tick.
+		failed := false
+		commit := func() { prog.work(); failed = !p.commit(gen, parts); prog.idle() }
 		// Commits follow the watermark and the offset map as they change, coalesced to one
 		// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
 		// nothing settles.
 		t := time.NewTicker(min(p.cfg.CommitInterval, commitCoalesce))
 		defer t.Stop()
 		// Between ticks, a partition that has settled everything it fetched is committed at
-		// once: at the end of a burst the offset need not wait for the next tick.
+		// once (at the end of a burst the offset need not wait for the next tick), and so is
+		// a backlog of commitEarlyAfter settled messages: what a crash replays then stays
+		// near that many messages (or one idleCommitCheck of deliveries at high rates), not
+		// a whole tick's worth.
 		idle := time.NewTicker(idleCommitCheck)
 		defer idle.Stop()
 		for {
@@ -457,7 +463,7 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 				commit()
 				continue
 			case <-idle.C:
-				if settledUncommitted(parts) {
+				if !failed && (settledUncommitted(parts) || settledSinceCommit(parts) >= commitEarlyAfter) {
 					commit()
 				}
 				continue
@@ -772,8 +778,24 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// idleCommitCheck is how often the committer looks for fully settled partitions.
-const idleCommitCheck = 50 * time.Millisecond
+// idleCommitCheck is how often the committer looks for fully settled partitions and for
+// commitEarlyAfter settled messages: at most 1/idleCommitCheck early commits per second.
+const idleCommitCheck = 25 * time.Millisecond
+
+// commitEarlyAfter is how many messages settled since the last commit, over a generation's
+// partitions, make the committer commit before its coalescing tick (docs/offsets.md).
+const commitEarlyAfter = 64
+
+// settledSinceCommit counts the messages of parts settled since their last commit.
+func settledSinceCommit(parts []*partitionState) uint64 {
+	var n uint64
+	for _, ps := range parts {
+		ps.mu.Lock()
+		n += ps.seq - ps.committedSeq
+		ps.mu.Unlock()
+	}
+	return n
+}
 
 // settledUncommitted reports whether some partition has nothing in flight and an offset to
 // commit.

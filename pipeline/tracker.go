@@ -30,6 +30,10 @@ type partitionState struct {
 	// inherited is what the previous owner's offset map says is settled (offsetmap.go);
 	// the part past tracked is carried into this owner's commits until fetching gets there.
 	inherited []offsetRun
+	// bytesDelta is the change in this partition's unsettled bytes not yet added to the
+	// shared flow.bytes: the shared counter moves once per flowBatchBytes of change (or when
+	// the partition has nothing unsettled left), not twice per message.
+	bytesDelta int64
 
 	// The fields below are each written or read for every record by different goroutines
 	// (fetch loop, lanes, DLQ stage); each sits on its own cache line so that they do not
@@ -90,8 +94,8 @@ func (ps *partitionState) track(m *kafka.Message, records int) *msgAck {
 	a.ps, a.offset, a.key, a.headers = ps, m.Offset, m.Key, m.Headers
 	a.bytes = messageBytes(m)
 	a.remaining.Store(int32(records))
-	ps.flow.bytes.Add(a.bytes)
 	ps.mu.Lock()
+	ps.addBytesLocked(a.bytes)
 	ps.queue = append(ps.queue, a)
 	ps.tracked = m.Offset + 1
 	ps.mu.Unlock()
@@ -159,7 +163,7 @@ func (ps *partitionState) complete(a *msgAck) {
 	ps.mu.Lock()
 	a.done = true
 	ps.seq++
-	ps.flow.bytes.Add(-a.bytes)
+	ps.addBytesLocked(-a.bytes)
 	a.bytes = 0
 	// Every record is resolved, so nothing reads the message any more; drop its key and
 	// headers now, or they would live as long as the slab, i.e. its slowest message.
@@ -168,6 +172,9 @@ func (ps *partitionState) complete(a *msgAck) {
 		ps.watermark = ps.queue[ps.head].offset + 1
 		ps.queue[ps.head] = nil
 		ps.head++
+	}
+	if ps.head == len(ps.queue) {
+		ps.flushBytesLocked() // nothing unsettled here: the shared count holds none of it
 	}
 	// Reclaim the consumed prefix once it dominates, keeping appends amortised O(1).
 	if ps.head > 1024 && ps.head*2 > len(ps.queue) {
@@ -261,11 +268,35 @@ func (ps *partitionState) abandon() {
 	ps.mu.Lock()
 	for _, a := range ps.queue[ps.head:] {
 		if !a.done {
-			ps.flow.bytes.Add(-a.bytes)
+			ps.bytesDelta -= a.bytes
 			a.bytes = 0
 		}
 	}
+	ps.flushBytesLocked()
 	ps.mu.Unlock()
+}
+
+// flowBatchBytes is how far a partition's unsettled bytes may drift from what it reported
+// to the shared flow.bytes before it reports again. The shared counter is written by every
+// fetch loop and lane; moving it per message cost two contended atomics per message. The
+// byte bound may thus be exceeded by up to flowBatchBytes per partition; a partition with
+// nothing unsettled has reported everything, so with nothing in flight the shared count is
+// exactly zero (a message larger than the bound still passes alone, flow.admit).
+const flowBatchBytes = 64 << 10
+
+// addBytesLocked records a change of n unsettled bytes; ps.mu is held.
+func (ps *partitionState) addBytesLocked(n int64) {
+	ps.bytesDelta += n
+	if ps.bytesDelta >= flowBatchBytes || ps.bytesDelta <= -flowBatchBytes {
+		ps.flushBytesLocked()
+	}
+}
+
+func (ps *partitionState) flushBytesLocked() {
+	if ps.bytesDelta != 0 {
+		ps.flow.bytes.Add(ps.bytesDelta)
+		ps.bytesDelta = 0
+	}
 }
 
 // pending is the number of fetched messages not yet acknowledged in order.

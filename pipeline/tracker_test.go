@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/segmentio/kafka-go"
@@ -51,6 +52,11 @@ func TestWatermarkRandomLarge(t *testing.T) {
 	ps := newPartitionState("t", 0)
 	const n = 5000
 	acks := make([]*msgAck, n)
+	defer func() {
+		if t.Failed() {
+			t.Logf("shared count %d", ps.flow.bytes.Load())
+		}
+	}()
 	for i := range acks {
 		acks[i] = ps.track(&kafka.Message{Offset: int64(i * 2)}, 1)
 	}
@@ -86,8 +92,8 @@ func TestInFlightCountsMoveTogether(t *testing.T) {
 	ps := newPartitionState("t", 0)
 	a := ps.track(&kafka.Message{Offset: 0, Value: make([]byte, 100)}, 4)
 	ps.hold(4)
-	if ps.outstanding.Load() != 4 || ps.flow.records.Load() != 4 || ps.flow.bytes.Load() != 100 {
-		t.Fatalf("after hold: outstanding %d, in flight %d, bytes %d", ps.outstanding.Load(), ps.flow.records.Load(), ps.flow.bytes.Load())
+	if ps.outstanding.Load() != 4 || ps.flow.records.Load() != 4 || ps.unsettledBytes() != 100 {
+		t.Fatalf("after hold: outstanding %d, in flight %d, bytes %d", ps.outstanding.Load(), ps.flow.records.Load(), ps.unsettledBytes())
 	}
 	a.resolve()
 	var s settled
@@ -101,4 +107,77 @@ func TestInFlightCountsMoveTogether(t *testing.T) {
 	if ps.outstanding.Load() != 0 || ps.flow.records.Load() != 0 || ps.flow.bytes.Load() != 0 {
 		t.Fatalf("settled: outstanding %d, in flight %d, bytes %d", ps.outstanding.Load(), ps.flow.records.Load(), ps.flow.bytes.Load())
 	}
+}
+
+// unsettledBytes is the partition's unsettled bytes: what it reported to the flow plus what
+// it has not reported yet (the flow is the partition's own in these tests).
+func (ps *partitionState) unsettledBytes() int64 {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.flow.bytes.Load() + ps.bytesDelta
+}
+
+// The shared byte count moves in steps of flowBatchBytes, stays within that of the truth,
+// and is exactly zero once the partition has nothing unsettled (so a message larger than
+// the bound can pass alone).
+func TestFlowBytesBatched(t *testing.T) {
+	ps := newPartitionState("t", 0)
+	const n, size = 1000, 1000
+	acks := make([]*msgAck, n)
+	defer func() {
+		if t.Failed() {
+			t.Logf("shared count %d", ps.flow.bytes.Load())
+		}
+	}()
+	for i := range acks {
+		acks[i] = ps.track(&kafka.Message{Offset: int64(i), Value: make([]byte, size)}, 1)
+		if d := int64((i+1)*size) - ps.flow.bytes.Load(); d < 0 || d >= flowBatchBytes {
+			t.Fatalf("after %d tracked: shared count %d, true %d", i+1, ps.flow.bytes.Load(), (i+1)*size)
+		}
+		if i == 0 && ps.flow.bytes.Load() != 0 {
+			t.Fatalf("one small message moved the shared count to %d; want it batched", ps.flow.bytes.Load())
+		}
+	}
+	// Settle out of order; the last message stays unsettled until the end.
+	for i := n - 2; i >= 0; i-- {
+		acks[i].resolve()
+		if d := ps.flow.bytes.Load() - int64((i+1)*size); d <= -flowBatchBytes || d >= flowBatchBytes || ps.flow.bytes.Load() < 0 {
+			t.Fatalf("after settling down to %d: shared count %d, true %d", i, ps.flow.bytes.Load(), (i+1)*size)
+		}
+	}
+	if got := ps.unsettledBytes(); got != size {
+		t.Fatalf("one message left: %d bytes, want %d", got, size)
+	}
+	acks[n-1].resolve()
+	if got := ps.flow.bytes.Load(); got != 0 {
+		t.Fatalf("all settled: shared count %d, want exactly 0", got)
+	}
+}
+
+// BenchmarkTrackSettle is the tracker's cost per message as fetch loops and lanes pay it:
+// goroutines each tracking and settling the messages of their own partition, all on one
+// shared flow (the pipeline's byte and in-flight counts).
+func BenchmarkTrackSettle(b *testing.B) {
+	f := &flow{records: new(atomic.Int64)}
+	var id atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ps := newPartitionState("t", int(id.Add(1)))
+		ps.flow = f
+		m := kafka.Message{Value: make([]byte, 500)}
+		acks := make([]*msgAck, 0, 64)
+		for pb.Next() {
+			acks = append(acks, ps.track(&m, 1))
+			ps.hold(1)
+			m.Offset++
+			if len(acks) == cap(acks) {
+				var s settled
+				for _, a := range acks {
+					s.add(a)
+				}
+				s.flush()
+				acks = acks[:0]
+			}
+		}
+	})
 }
