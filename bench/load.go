@@ -68,12 +68,17 @@ func newProducer(brokers []string, topic string, linger time.Duration) (*kgo.Cli
 
 // Load produces synthetic messages until at least records records are written.
 func Load(ctx context.Context, brokers []string, topic string, records int64, users int, seed uint64) (LoadResult, error) {
+	return LoadWith(ctx, brokers, topic, records, genOptions(users, seed))
+}
+
+// LoadWith produces messages of the generator options until at least records records are written.
+func LoadWith(ctx context.Context, brokers []string, topic string, records int64, opts synth.Options) (LoadResult, error) {
 	cl, err := newProducer(brokers, topic, 5*time.Millisecond)
 	if err != nil {
 		return LoadResult{}, err
 	}
 	defer cl.Close()
-	gen := synth.New(genOptions(users, seed))
+	gen := synth.New(opts)
 	var res LoadResult
 	var perr atomic.Value
 	var wg sync.WaitGroup
@@ -141,12 +146,17 @@ type PacedResult struct {
 // with its produce time. Records are handed to the client with no linger, so the stamp
 // is within a millisecond or so of the broker append.
 func ProducePaced(ctx context.Context, brokers []string, topic string, rate float64, d time.Duration, users int, seed uint64) (PacedResult, error) {
+	return ProducePacedWith(ctx, brokers, topic, rate, d, genOptions(users, seed))
+}
+
+// ProducePacedWith is ProducePaced with the generator options.
+func ProducePacedWith(ctx context.Context, brokers []string, topic string, rate float64, d time.Duration, opts synth.Options) (PacedResult, error) {
 	cl, err := newProducer(brokers, topic, 0)
 	if err != nil {
 		return PacedResult{}, err
 	}
 	defer cl.Close()
-	gen := synth.New(genOptions(users, seed))
+	gen := synth.New(opts)
 	var res PacedResult
 	res.OfferedRate = rate
 	var perr atomic.Value

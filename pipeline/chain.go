@@ -30,6 +30,9 @@ type request struct {
 	body  []byte
 	// attempt is set by the retry layer: 1 for the first send of these records.
 	attempt int
+	// once: the retry layer sends one attempt and leaves what is to be retried to the caller
+	// (a request carrying several lanes' records, lane.go sendMerged).
+	once bool
 	// isolateAfter, suspect and runStart are set by the isolate layer (send_isolate.go).
 	isolateAfter time.Duration
 	suspect      bool
@@ -50,7 +53,7 @@ func (r *request) subset(idx []int) *request {
 		items[j] = r.items[i]
 	}
 	sub := newRequest(items)
-	sub.isolateAfter, sub.suspect, sub.runStart = r.isolateAfter, r.suspect, r.runStart
+	sub.isolateAfter, sub.suspect, sub.runStart, sub.once = r.isolateAfter, r.suspect, r.runStart, r.once
 	return sub
 }
 

@@ -68,8 +68,9 @@ func TestHaltOneProberForTheWorker(t *testing.T) {
 		t.Error("still halted after Braze accepted a request")
 	}
 	t.Logf("all lanes settled %s after the key was fixed", time.Since(recovered).Round(time.Millisecond))
-	if n := after.Load(); n != lanes {
-		t.Errorf("%d requests after recovery, want %d (one per lane)", n, lanes)
+	// One request per lane at most; a request may carry several lanes' records (lane.go topUp).
+	if n := after.Load(); n < 1 || n > lanes {
+		t.Errorf("%d requests after recovery, want 1 to %d (at most one per lane)", n, lanes)
 	}
 }
 

@@ -105,6 +105,8 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
 	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("{state}"),
 		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
+	reqSaved, _ := m.Int64ObservableCounter("ingestor.requests.saved", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests saved: lane batches sent whole in another lane's request instead of a request of their own."))
 	saved, _ := m.Int64ObservableCounter("ingestor.datapoints.saved", metric.WithUnit("{datapoint}"),
 		metric.WithDescription("Attribute writes not sent to Braze: unchanged (suppressed) or overwritten by a later write in the same merged object (coalesced)."))
 	optRecords, _ := m.Int64ObservableCounter("ingestor.records.skipped", metric.WithUnit("{record}"),
@@ -152,6 +154,7 @@ func (p *Pipeline) initTelemetry() error {
 			o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
 		}
 		o.ObserveInt64(retries, s.Retries.Load())
+		o.ObserveInt64(reqSaved, s.RequestsSaved.Load())
 		o.ObserveInt64(dlqWrites, s.DLQWrites.Load())
 		o.ObserveInt64(dlqErrors, s.DLQErrors.Load())
 		o.ObserveInt64(commits, s.Commits.Load())
@@ -187,7 +190,7 @@ func (p *Pipeline) initTelemetry() error {
 			}
 		}
 		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, optRecords, coalesced, storeErrors, objCap)
+	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, reqSaved, optRecords, coalesced, storeErrors, objCap)
 	return err
 }
 

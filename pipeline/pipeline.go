@@ -81,8 +81,12 @@ type Config struct {
 
 	Lanes     int
 	LaneQueue int // records buffered per lane
-	Linger    time.Duration
-	Limits    batcher.Limits
+	// Linger is how long a batch that is not full waits for more records while the request
+	// budget is far from used; MaxLatency bounds the longer wait as usage approaches the
+	// budget (lane.go linger).
+	Linger     time.Duration
+	MaxLatency time.Duration
+	Limits     batcher.Limits
 
 	RetryInitial time.Duration
 	RetryMax     time.Duration
@@ -149,6 +153,7 @@ func (c *Config) Defaults() {
 	defInt(&c.Lanes, 64)
 	defInt(&c.LaneQueue, 256)
 	def(&c.Linger, 100*time.Millisecond)
+	def(&c.MaxLatency, time.Second)
 	if c.Limits.Mode == "" {
 		c.Limits.Mode = batcher.Combined
 	}
@@ -211,6 +216,12 @@ type Pipeline struct {
 	ins     instruments
 	closers sync.WaitGroup // readers closing in the background
 	opt     *optimizer     // nil unless an optimization is on (optimize.go)
+	// granter is the sender's rate limiter, when it has one (lane.go); merge lets a request
+	// carry several lanes' records (off with optimizations or USER_MIN_SPACING).
+	granter Granter
+	merge   bool
+	spare   chan time.Time // grants handed on by lanes that could not use them (lane.go donate)
+	fill    atomic.Uint64  // float64 bits: recent requests' fill (lane.go noteFill)
 
 	mu         sync.Mutex
 	partitions []*partitionState // of the current generation
@@ -259,6 +270,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	if err := p.initOffsetTelemetry(); err != nil {
 		return nil, fmt.Errorf("pipeline telemetry: %w", err)
 	}
+	p.granter, _ = p.sender.(Granter)
+	p.merge = p.opt == nil && cfg.UserMinSpacing <= 0
+	p.spare = make(chan time.Time, cfg.Lanes)
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}

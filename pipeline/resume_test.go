@@ -29,6 +29,10 @@ type countingBraze struct {
 	// release, when set, ends the hold: the held request then fails as a retry.
 	release chan struct{}
 	holding atomic.Bool
+	// refuse makes the held request answer a retryable outage at once instead of hanging:
+	// a request carrying several lanes' records is then retried per lane (lane.go
+	// sendMerged), and only the held record's lane waits.
+	refuse bool
 }
 
 var nProp = regexp.MustCompile(`"n":(\d+)`)
@@ -44,6 +48,9 @@ func (b *countingBraze) Track(ctx context.Context, body []byte) sink.Response {
 	for _, m := range nProp.FindAllSubmatch(body, -1) {
 		if n, _ := strconv.Atoi(string(m[1])); int64(n) == hold {
 			b.holding.Store(true)
+			if b.refuse {
+				return sink.Response{Status: 503, Class: sink.Retry}
+			}
 			select {
 			case <-ctx.Done():
 			case <-b.release:
@@ -217,6 +224,7 @@ func TestCommitReadableWithoutMap(t *testing.T) {
 	produceNumbered(t, c.ListenAddrs(), "src", 0, 200)
 	b := newCountingBraze()
 	b.hold.Store(120) // never settles in this run
+	b.refuse = true
 	p := testPipeline(t, c.ListenAddrs(), "src", "g", b, func(c *Config) { c.ShutdownTimeout = time.Second })
 	// The request carrying message 120 (and the lane's records before and after it) waits;
 	// the others settle and are mapped.

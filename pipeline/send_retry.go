@@ -22,6 +22,9 @@ func (l *retryLayer) send(ctx context.Context, r *request) results {
 	start := time.Now()
 	r.attempt = 1
 	res := l.next.send(ctx, r)
+	if r.once {
+		return res
+	}
 	cur := r
 	var run fiveXXRun
 	for attempt := 1; ; attempt++ {

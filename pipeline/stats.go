@@ -34,6 +34,9 @@ type Stats struct {
 	// were rejected as a whole with the same answer (massreject.go).
 	MassRejections  atomic.Int64
 	InFlightRecords atomic.Int64 // fetched, not yet delivered or dead-lettered
+	// RequestsSaved counts lane batches sent whole in another lane's request: requests the
+	// lane would have sent on its own (lane.go topUp).
+	RequestsSaved atomic.Int64
 
 	// ResumeSkipped counts messages not delivered again on resume because the previous
 	// owner's offset map (pipeline/offsetmap.go) says they were settled.
@@ -60,6 +63,7 @@ type Snapshot struct {
 	SuccessRequests  int64
 	Retries          int64
 	Commits          int64
+	RequestsSaved    int64
 }
 
 // Snapshot copies the counters.
@@ -86,5 +90,6 @@ func (s *Stats) Snapshot() Snapshot {
 	out.ObjectsSent = s.ObjectsSent.Load()
 	out.Retries = s.Retries.Load()
 	out.Commits = s.Commits.Load()
+	out.RequestsSaved = s.RequestsSaved.Load()
 	return out
 }

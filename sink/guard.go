@@ -131,7 +131,7 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 			}
 			continue
 		}
-		if g.limiter != nil {
+		if g.limiter != nil && !takeGrant(ctx) {
 			if _, err := g.limiter.Wait(ctx); err != nil {
 				return Response{Class: Retry, Err: err, Waited: time.Since(start)}
 			}
@@ -161,6 +161,39 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 		resp.Waited = waited
 		return resp
 	}
+}
+
+// Grant waits for the limiter's permission to send one request. A lane asks for it before
+// packing its request, so that the request carries what arrived while it waited
+// (pipeline/lane.go); the request then goes with a context from WithGrant.
+func (g *Guard) Grant(ctx context.Context) error {
+	if g.limiter == nil {
+		return nil
+	}
+	_, err := g.limiter.Wait(ctx)
+	return err
+}
+
+// Usage is the limiter's Usage (0 without a limiter).
+func (g *Guard) Usage() float64 {
+	if g.limiter == nil {
+		return 0
+	}
+	return g.limiter.Usage()
+}
+
+type grantKey struct{}
+
+// WithGrant marks ctx as holding one grant from Grant: the first Track under it does not wait
+// for the limiter again (a retry does).
+func WithGrant(ctx context.Context) context.Context {
+	return context.WithValue(ctx, grantKey{}, new(atomic.Bool))
+}
+
+// takeGrant uses ctx's grant, if it holds an unused one.
+func takeGrant(ctx context.Context) bool {
+	g, _ := ctx.Value(grantKey{}).(*atomic.Bool)
+	return g != nil && g.CompareAndSwap(false, true)
 }
 
 // isOutage: Braze or the path to it is failing (5xx, timeout, reset, refused); not when the

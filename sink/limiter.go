@@ -50,6 +50,8 @@ type Limiter struct {
 	grantPrev  int   // grants in the second before
 	pace       float64
 	logged     HeaderFlaw
+	grantRate  float64   // grants per second, decaying average (time constant usageTau)
+	grantAt    time.Time // when grantRate was last updated
 }
 
 // windowState follows the window the rate-limit headers describe.
@@ -167,7 +169,37 @@ func (l *Limiter) reserve(now time.Time) (at time.Time, res *rate.Reservation, g
 		l.grantSec, l.grantCur = s, 0
 	}
 	l.grantCur++
+	l.grantRate = l.decayedRate(now) + 1/usageTau.Seconds()
+	l.grantAt = now
 	return at, r, true
+}
+
+// usageTau is the time constant of the grant rate behind Usage.
+const usageTau = time.Second
+
+func (l *Limiter) decayedRate(now time.Time) float64 {
+	if l.grantAt.IsZero() {
+		return 0
+	}
+	return l.grantRate * math.Exp(-now.Sub(l.grantAt).Seconds()/usageTau.Seconds())
+}
+
+// Usage is how much of the request budget this worker is using: its recent grant rate over
+// the current pace (the smallest of the configured rate, the pace the rate-limit headers'
+// window affords — the hourly budget on MAU contracts — and the burst pace after 429s), in
+// [0, 1]. 0 when nothing paces the worker; 1 while paused.
+func (l *Limiter) Usage() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if l.pauseUntil.After(now) {
+		return 1
+	}
+	p := math.Min(l.base, math.Min(l.windowPace(now), l.burstPace))
+	if math.IsInf(p, 1) || p <= 0 {
+		return 0
+	}
+	return math.Min(1, l.decayedRate(now)/p)
 }
 
 // Pause stops all requests until t (at least).

@@ -47,6 +47,10 @@ type Options struct {
 	MinBytes     int     // approximate record size range (default 200..800)
 	MaxBytes     int
 	Seed         uint64
+	// HotShare of messages (0 = none: users uniform) go to the first HotUsers users (hot-user
+	// skew); the rest are spread over all users.
+	HotUsers int
+	HotShare float64
 }
 
 // Generator produces messages. It is not safe for concurrent use.
@@ -87,7 +91,11 @@ func (g *Generator) Next() Message {
 		// A few whole messages are not JSON at all.
 		return Message{Key: []byte("garbage"), Value: []byte(`{"type":"event","data":{"name":"x"` + strconv.Itoa(g.n)), WholeInvalid: true}
 	}
-	user := fmt.Sprintf("user-%05d", g.r.IntN(g.o.Users))
+	u := g.r.IntN(g.o.Users)
+	if g.o.HotShare > 0 && g.o.HotUsers > 0 && g.r.Float64() < g.o.HotShare {
+		u = g.r.IntN(min(g.o.HotUsers, g.o.Users))
+	}
+	user := fmt.Sprintf("user-%05d", u)
 	if g.r.Float64() < g.o.BundleShare {
 		n := 2 + g.r.IntN(4)
 		var attrs, events, purchases []string

@@ -61,7 +61,8 @@ type Config struct {
 	BatchLimitMode  string        `envconfig:"BATCH_LIMIT_MODE" default:"combined" desc:"combined (75 objects per request in total) or per_array (75 per array, legacy contracts)"`
 	BatchMaxObjects int           `envconfig:"BATCH_MAX_OBJECTS" default:"75" desc:"object limit per request (combined) or per array (per_array)"`
 	BatchMaxBytes   int           `envconfig:"BATCH_MAX_BYTES" default:"3500000" desc:"request body limit in bytes (Braze refuses over 4 MB)"`
-	BatchLinger     time.Duration `envconfig:"BATCH_LINGER" default:"100ms" desc:"how long a lane waits to fill a request"`
+	BatchLinger     time.Duration `envconfig:"BATCH_LINGER" default:"100ms" desc:"how long a request that is not full waits for more records while the request budget is far from used (the prompt linger)"`
+	MaxLatency      time.Duration `envconfig:"MAX_LATENCY" default:"1s" desc:"latency target: as the request budget (burst window, hourly budget when known) nears use, a request that is not full waits longer to fill, up to this long (BATCH_LINGER up to 1m)"`
 	Lanes           int           `envconfig:"LANES" default:"64" desc:"ordering lanes = most requests in flight; one request per lane at a time"`
 	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"256" desc:"records buffered per lane (back-pressure beyond; about 3 full requests)"`
 
@@ -317,6 +318,9 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.LivenessStuckAfter < 10*time.Second || c.LivenessStuckAfter > time.Hour {
 		p.add("LIVENESS_STUCK_AFTER", "LIVENESS_STUCK_AFTER %s: want 10s up to 1h", c.LivenessStuckAfter)
+	}
+	if c.MaxLatency < c.BatchLinger || c.MaxLatency > time.Minute {
+		p.add("MAX_LATENCY/BATCH_LINGER", "MAX_LATENCY %s: want BATCH_LINGER (%s) up to 1m", c.MaxLatency, c.BatchLinger)
 	}
 	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
 		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)

@@ -139,7 +139,7 @@ func pipelineConfig(cfg *Config) pipeline.Config {
 		DrainTimeout: cfg.KafkaDrainTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		FetchMode: cfg.KafkaFetcher, MinBytes: cfg.KafkaMinBytes, MaxBytes: cfg.KafkaMaxBytes, MaxWait: cfg.KafkaMaxWait, QueueCapacity: cfg.KafkaQueueCapacity,
 		MaxRunAhead: cfg.KafkaMaxRunAhead, MaxInflightBytes: int64(cfg.MaxInflightBytes),
-		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger,
+		Lanes: cfg.Lanes, LaneQueue: cfg.LaneQueue, Linger: cfg.BatchLinger, MaxLatency: cfg.MaxLatency,
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		UserMinSpacing: cfg.UserMinSpacing, Isolate5xxAfter: isolateAfter(cfg.Isolate5xxAfter), StuckAfter: cfg.LivenessStuckAfter,

@@ -4,6 +4,7 @@
 //	go run ./cmd/bench broker [flags]      the kfake broker child
 //	go run ./cmd/bench rawconsume [flags]  the plain kafka-go consumer group child
 //	go run ./cmd/bench inproc [flags]      the pipeline in-process with pprof (profiling child)
+//	go run ./cmd/bench economy [flags]     request economy against the simulator's burst window (in-process workers)
 package main
 
 import (
@@ -62,6 +63,24 @@ func main() {
 		_ = fs.Parse(args)
 		o.Brokers = split(*brokers)
 		err = bench.RunInproc(o, os.Stderr)
+	case "economy":
+		fs := flag.NewFlagSet("economy", flag.ExitOnError)
+		var o bench.EconomyOptions
+		brokers := fs.String("brokers", "127.0.0.1:19092", "Kafka brokers (topics get a per-run name)")
+		fs.IntVar(&o.WindowLimit, "window", 300, "requests per 3 s the simulator allows (Braze: 3000; 300 = a 7,500 records/s ceiling)")
+		fs.Int64Var(&o.Records, "records", 100_000, "backlog of the ceiling phases")
+		fs.IntVar(&o.Users, "users", 5000, "distinct users")
+		fs.IntVar(&o.Partitions, "partitions", 12, "partitions of each topic")
+		fs.DurationVar(&o.PacedFor, "paced-for", 15*time.Second, "duration of each paced load")
+		fs.Uint64Var(&o.Seed, "seed", 1, "generator seed")
+		fs.StringVar(&o.Benthos, "benthos", "", "Benthos peer binary to compare on (a) and (b) (built by the full run into .cache/peers; empty: worker only)")
+		fs.StringVar(&o.OutDir, "out", ".cache/bench", "logs and the peer's configuration")
+		fs.StringVar(&o.Only, "only", "", "run only the phases whose name contains this (e.g. skew, paced, replicas)")
+		_ = fs.Parse(args)
+		o.Brokers = split(*brokers)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err = bench.RunEconomy(ctx, o, os.Stdout)
+		stop()
 	default:
 		err = fmt.Errorf("unknown command %q", sub)
 	}

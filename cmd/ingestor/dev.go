@@ -231,6 +231,7 @@ func printSummary(w io.Writer, s pipeline.Snapshot, produced int64, d time.Durat
 		}
 	}
 	fmt.Fprintf(w, "\n  Braze requests        %d (%s), %.1f objects per request\n", s.Requests, classList(s.RequestsByClass), perRequest(s))
+	fmt.Fprintf(w, "  requests saved        %d (lane batches carried whole in another lane's request)\n", s.RequestsSaved)
 	fmt.Fprintf(w, "  retries               %d\n", s.Retries)
 	fmt.Fprintf(w, "  offset commits        %d\n", s.Commits)
 	fmt.Fprintf(w, "  simulator             %d requests, %d data points billed\n", sim.Requests, sim.DataPoints)
