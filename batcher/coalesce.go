@@ -122,27 +122,45 @@ func ParseAttributes(raw []byte, id schemas.IDKind, dst *AttrObject) bool {
 	if id != 0 {
 		idName = id.String()
 	}
-	idPair := [2]int{-1, -1}
-	s.ws()
-	if s.eat('}') {
-		return s.end()
+	idPair, ok := s.attrPairs(dst, idName)
+	if !ok || !s.end() {
+		return false
+	}
+	if idPair[0] >= 0 {
+		// The identifier pair leads the meta pairs, as it leads a merged object.
+		dst.ID = id
+		dst.Meta = append(dst.Meta, nil)
+		copy(dst.Meta[1:], dst.Meta)
+		dst.Meta[0] = s.b[idPair[0]:idPair[1]]
+	}
+	return true
+}
+
+// attrPairs scans the pairs of an object, from after its '{' through its '}', into dst: the
+// meta pairs into Meta, the other pairs into Fields except the identifier pair named idName,
+// whose span it returns ({-1, -1} when absent). It reports false when the object is not well
+// formed, an escaped key does not unescape or the identifier comes twice.
+func (s *scan) attrPairs(dst *AttrObject, idName string) (idPair [2]int, ok bool) {
+	raw := s.b
+	idPair = [2]int{-1, -1}
+	if s.ws(); s.eat('}') {
+		return idPair, true
 	}
 	for {
 		s.ws()
 		pairStart := s.i
 		ks, ke, esc, ok := s.str()
 		if !ok {
-			return false
+			return idPair, false
 		}
-		s.ws()
-		if !s.eat(':') {
-			return false
+		if s.ws(); !s.eat(':') {
+			return idPair, false
 		}
 		s.ws()
 		vs := s.i
 		plain, ok := s.value()
 		if !ok {
-			return false
+			return idPair, false
 		}
 		ve := s.i
 		rawKey := raw[ks:ke]
@@ -158,39 +176,24 @@ func ParseAttributes(raw []byte, id schemas.IDKind, dst *AttrObject) bool {
 			if esc {
 				var k string
 				if json.Unmarshal(raw[ks-1:ke+1], &k) != nil {
-					return false
+					return idPair, false
 				}
 				key = k
 			}
 			if idName != "" && key == idName {
 				if idPair[0] >= 0 {
-					return false
+					return idPair, false
 				}
 				idPair = [2]int{pairStart, ve}
 				break
 			}
 			dst.Fields = append(dst.Fields, AttrField{Key: strings.TrimSpace(key), RawKey: rawKey, Value: raw[vs:ve], Plain: plain})
 		}
-		s.ws()
-		if s.eat(',') {
+		if s.ws(); s.eat(',') {
 			continue
 		}
-		if s.eat('}') {
-			break
-		}
-		return false
+		return idPair, s.eat('}')
 	}
-	if !s.end() {
-		return false
-	}
-	if idPair[0] >= 0 {
-		// The identifier pair leads the meta pairs, as it leads a merged object.
-		dst.ID = id
-		dst.Meta = append(dst.Meta, nil)
-		copy(dst.Meta[1:], dst.Meta)
-		dst.Meta[0] = raw[idPair[0]:idPair[1]]
-	}
-	return true
 }
 
 // AppendAttributes appends an attributes object made of a's meta pairs and the fields for

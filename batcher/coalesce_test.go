@@ -313,6 +313,32 @@ func BenchmarkCoalesce(b *testing.B) {
 	}
 }
 
+// BenchmarkParseAttributes measures the attributes scanner alone on a typical record (an
+// identifier, a meta pair, plain values of each type, an operator object) and on one with an
+// escaped key.
+func BenchmarkParseAttributes(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		raw    string
+		fields int
+	}{
+		{"typical", `{"external_id":"user-17","_update_existing_only":false,"country":"US","plan":"pro","score":42,"vip":true,"tags":{"add":["a","b"]},"seen":"2026-11-25"}`, 6},
+		{"escaped", `{"external_id":"user-17","caf\u00e9":"x","plan":"pro"}`, 2},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			raw := []byte(c.raw)
+			var a AttrObject
+			if !ParseAttributes(raw, schemas.IDExternal, &a) || len(a.Fields) != c.fields {
+				b.Fatalf("parse: %+v", a)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				ParseAttributes(raw, schemas.IDExternal, &a)
+			}
+		})
+	}
+}
+
 // FuzzCoalesce: the scanner never panics, and for valid JSON objects every merged object is
 // valid JSON holding exactly the last value of each key.
 func FuzzCoalesce(f *testing.F) {

@@ -220,164 +220,222 @@ type parsedAttr struct {
 	user string // dedup.UserKey of the record's identity
 }
 
+// optBatch is what the steps of one deliverOptimized call share.
+type optBatch struct {
+	sc       *optScratch
+	attrs    []parsedAttr   // the batch's attributes records, parsed once (suppression only)
+	q        dedup.Query    // the store lookup
+	storeOK  bool           // false when the lookup failed: nothing is suppressed or skipped by it
+	rec      batchRecord    // what Braze accepts, recorded when the batch is done
+	restore  []restoreEntry // suppressed keys: forgotten by the lookup, still true
+	ackedIDs []string       // records acknowledged without a request
+}
+
 // deliverOptimized is the lane's send step when an optimization is on: de-duplicate and
 // suppress (one store round trip), coalesce, deliver in requests that keep the limits, then
 // record what Braze accepted (one store round trip).
 func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 	sc := scratchPool.Get().(*optScratch)
 	defer sc.release()
-	o := p.opt
-	st := &p.stats.Optimize
-	useStore := o.cfg.SuppressUnchanged || o.cfg.Dedup
-	var attrs []parsedAttr
-	var q dedup.Query
-	var rec batchRecord
-	var restore []restoreEntry // suppressed keys: forgotten by the lookup, still true
-	var ackedIDs []string      // records acknowledged without a request
-	userIdx := sc.userIdx
-	if o.cfg.SuppressUnchanged {
-		attrs = sc.attrsFor(len(batch))
-		q.Forget = true
+	cfg := p.opt.cfg
+	b := &optBatch{sc: sc, storeOK: true}
+	b.buildQuery(cfg, batch)
+	p.lookup(ctx, b)
+	units := p.buildUnits(b, batch)
+	if cfg.Coalesce && len(units) > 1 {
+		units = p.coalesceUnits(b, units)
+	}
+	p.sendPacked(ctx, units)
+	if cfg.SuppressUnchanged || cfg.Dedup {
+		p.recordAccepted(&b.rec, b.restore, b.ackedIDs)
+	}
+}
+
+// buildQuery prepares the store lookup: with suppression, the attributes records are parsed
+// (into b.attrs) and each user's attribute keys asked for; with de-duplication, the ids.
+func (b *optBatch) buildQuery(cfg Optimize, batch []item) {
+	if cfg.SuppressUnchanged {
+		b.attrs = b.sc.attrsFor(len(batch))
+		b.q.Forget = true
+		userIdx := b.sc.userIdx
 		for i := range batch {
 			if batch[i].kind != schemas.KindAttributes {
 				continue
 			}
-			a := &attrs[i]
+			a := &b.attrs[i]
 			if a.ok = batcher.ParseAttributes(batch[i].raw, batch[i].idKind, &a.obj) && a.obj.ID != 0; !a.ok {
 				continue
 			}
 			a.user = dedup.UserKey(batch[i].user)
 			ui, seen := userIdx[a.user]
 			if !seen {
-				ui = len(q.Users)
+				ui = len(b.q.Users)
 				userIdx[a.user] = ui
-				q.Users = append(q.Users, dedup.UserAttrs{User: a.user})
+				b.q.Users = append(b.q.Users, dedup.UserAttrs{User: a.user})
 			}
 			for _, f := range a.obj.Fields {
-				q.Users[ui].Keys = appendUnique(q.Users[ui].Keys, f.Key)
+				b.q.Users[ui].Keys = appendUnique(b.q.Users[ui].Keys, f.Key)
 			}
 		}
 	}
-	if o.cfg.Dedup {
+	if cfg.Dedup {
 		for i := range batch {
 			if len(batch[i].id) > 0 {
-				q.IDs = append(q.IDs, string(batch[i].id))
+				b.q.IDs = append(b.q.IDs, string(batch[i].id))
 			}
 		}
 	}
-	storeOK := true
-	if useStore && (len(q.Users) > 0 || len(q.IDs) > 0) {
-		lctx, cancel := context.WithTimeout(ctx, o.timeout)
-		err := o.store.Lookup(lctx, &q)
-		cancel()
-		if err != nil {
-			storeOK = false
-			st.StoreErrors.Add(1)
-			o.log.Do(func() {
-				p.log.Warn("suppression/de-duplication store lookup failed; sending unoptimized", "error", err)
-			})
-		}
-	}
-	known := sc.known
-	if storeOK {
-		for _, u := range q.Users {
-			for j, k := range u.Keys {
-				if j < len(u.Hashes) && u.Hashes[j] != 0 {
-					known[attrRef{u.User, k}] = u.Hashes[j]
-				}
-			}
-		}
-	}
+}
 
+// lookup runs the store lookup (one round trip, when there is something to ask) and notes
+// the values Braze last accepted in sc.known. On a store error the batch goes out
+// unoptimized: b.storeOK is false.
+func (p *Pipeline) lookup(ctx context.Context, b *optBatch) {
+	o := p.opt
+	if (!o.cfg.SuppressUnchanged && !o.cfg.Dedup) || (len(b.q.Users) == 0 && len(b.q.IDs) == 0) {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, o.timeout)
+	err := o.store.Lookup(lctx, &b.q)
+	cancel()
+	if err != nil {
+		b.storeOK = false
+		p.stats.Optimize.StoreErrors.Add(1)
+		o.log.Do(func() {
+			p.log.Warn("suppression/de-duplication store lookup failed; sending unoptimized", "error", err)
+		})
+		return
+	}
+	known := b.sc.known
+	for _, u := range b.q.Users {
+		for j, k := range u.Keys {
+			if j < len(u.Hashes) && u.Hashes[j] != 0 {
+				known[attrRef{u.User, k}] = u.Hashes[j]
+			}
+		}
+	}
+}
+
+// buildUnits makes the objects to send, one per record in batch order, each with its group.
+// A duplicate, and a record whose every attribute is suppressed, is acknowledged at once
+// (p.delivered, in batch order) and makes none; a record with some attributes suppressed is
+// rewritten without them.
+func (p *Pipeline) buildUnits(b *optBatch, batch []item) []item {
+	sc := b.sc
 	units := sc.units[:0]
-	seenIDs := sc.seenIDs
 	idn := 0
-	touched := sc.touched
 	groups, srcs := sc.groupsFor(len(batch))
 	for i := range batch {
 		it := batch[i]
-		if o.cfg.Dedup && len(it.id) > 0 {
-			id := string(it.id)
-			dup := seenIDs[id] || (storeOK && idn < len(q.Seen) && q.Seen[idn])
+		if p.opt.cfg.Dedup && len(it.id) > 0 {
+			dup := b.duplicate(string(it.id), idn)
 			idn++
-			seenIDs[id] = true
 			if dup {
-				st.DuplicatesSkipped.Add(1)
+				p.stats.Optimize.DuplicatesSkipped.Add(1)
 				p.delivered([]item{it})
 				continue
 			}
 		}
 		srcs[i] = it
-		groups[i] = group{srcs: srcs[i : i+1 : i+1], rec: &rec}
+		groups[i] = group{srcs: srcs[i : i+1 : i+1], rec: &b.rec}
 		unit := item{kind: it.kind, idKind: it.idKind, user: it.user, raw: it.raw, index: it.index, id: it.id, ack: it.ack, grp: &groups[i]}
-		if attrs != nil && attrs[i].ok {
-			a := &attrs[i]
-			var drop []bool
-			dropped := 0
-			for j, f := range a.obj.Fields {
-				k := attrRef{a.user, f.Key}
-				if f.Plain && !batcher.FreeAttribute(f.Key) && !touched[k] {
-					if h := known[k]; h != 0 && h == dedup.ValueHash(f.Value) {
-						if drop == nil {
-							drop = make([]bool, len(a.obj.Fields))
-						}
-						drop[j] = true
-						dropped++
-						restore = append(restore, restoreEntry{attrRef{a.user, f.Key}, h})
-					}
-				}
+		if b.attrs != nil && b.attrs[i].ok {
+			raw, left := p.suppress(b, &b.attrs[i], &it)
+			if !left {
+				p.delivered([]item{it})
+				continue
 			}
-			for j, f := range a.obj.Fields {
-				if drop == nil || !drop[j] {
-					touched[attrRef{a.user, f.Key}] = true
-				}
-			}
-			if dropped > 0 {
-				st.SuppressedAttributes.Add(int64(dropped))
-				if dropped == len(a.obj.Fields) {
-					st.SuppressedRecords.Add(1)
-					if o.cfg.Dedup && len(it.id) > 0 {
-						ackedIDs = append(ackedIDs, string(it.id))
-					}
-					p.delivered([]item{it})
-					continue
-				}
-				unit.raw = batcher.AppendAttributes(make([]byte, 0, len(it.raw)), &a.obj, func(j int) bool { return !drop[j] })
-			}
+			unit.raw = raw
 		}
 		units = append(units, unit)
 	}
 	sc.units = units
+	return units
+}
 
-	if o.cfg.Coalesce && len(units) > 1 {
-		c := &sc.co
-		c.Reset()
-		for i := range units {
-			c.Add(units[i].kind, units[i].ObjectUser(), units[i].raw)
-		}
-		res := c.Result()
-		if len(res) < len(units) {
-			merged := make([]item, 0, len(res))
-			for _, r := range res {
-				if len(r.Sources) == 1 {
-					merged = append(merged, units[r.Sources[0]])
-					continue
+// duplicate reports whether id, the n-th id of the batch, was delivered before: earlier in
+// the batch, or as the store answered. It notes id as seen.
+func (b *optBatch) duplicate(id string, n int) bool {
+	dup := b.sc.seenIDs[id] || (b.storeOK && n < len(b.q.Seen) && b.q.Seen[n])
+	b.sc.seenIDs[id] = true
+	return dup
+}
+
+// suppress leaves out of record it (parsed as a) the plain attribute writes whose value is
+// the one Braze last accepted, unless an earlier record of the batch wrote the key. It
+// returns the object to send (it.raw when nothing is left out), and false when nothing is
+// left: the record is then settled without a request.
+func (p *Pipeline) suppress(b *optBatch, a *parsedAttr, it *item) ([]byte, bool) {
+	known, touched := b.sc.known, b.sc.touched
+	var drop []bool
+	dropped := 0
+	for j, f := range a.obj.Fields {
+		k := attrRef{a.user, f.Key}
+		if f.Plain && !batcher.FreeAttribute(f.Key) && !touched[k] {
+			if h := known[k]; h != 0 && h == dedup.ValueHash(f.Value) {
+				if drop == nil {
+					drop = make([]bool, len(a.obj.Fields))
 				}
-				first := units[r.Sources[0]]
-				g := &group{rec: &rec}
-				for _, s := range r.Sources {
-					g.srcs = append(g.srcs, units[s].grp.srcs...)
-				}
-				merged = append(merged, item{kind: first.kind, idKind: first.idKind, user: first.user, raw: r.Bytes, index: first.index, ack: first.ack, grp: g})
+				drop[j] = true
+				dropped++
+				b.restore = append(b.restore, restoreEntry{attrRef{a.user, f.Key}, h})
 			}
-			st.CoalescedObjects.Add(int64(len(units) - len(merged)))
-			st.CoalescedWrites.Add(int64(c.Overwritten))
-			units = merged
 		}
 	}
+	for j, f := range a.obj.Fields {
+		if drop == nil || !drop[j] {
+			touched[attrRef{a.user, f.Key}] = true
+		}
+	}
+	if dropped == 0 {
+		return it.raw, true
+	}
+	st := &p.stats.Optimize
+	st.SuppressedAttributes.Add(int64(dropped))
+	if dropped == len(a.obj.Fields) {
+		st.SuppressedRecords.Add(1)
+		if p.opt.cfg.Dedup && len(it.id) > 0 {
+			b.ackedIDs = append(b.ackedIDs, string(it.id))
+		}
+		return nil, false
+	}
+	return batcher.AppendAttributes(make([]byte, 0, len(it.raw)), &a.obj, func(j int) bool { return !drop[j] }), true
+}
 
-	// Send in requests that keep the limits. Coalescing and suppression only shrink objects,
-	// so this is one request unless something unexpected grew.
+// coalesceUnits merges a user's plain attribute updates (batcher.Coalescer); a merged object's
+// group holds the source records of every unit merged into it.
+func (p *Pipeline) coalesceUnits(b *optBatch, units []item) []item {
+	c := &b.sc.co
+	c.Reset()
+	for i := range units {
+		c.Add(units[i].kind, units[i].ObjectUser(), units[i].raw)
+	}
+	res := c.Result()
+	if len(res) >= len(units) {
+		return units
+	}
+	merged := make([]item, 0, len(res))
+	for _, r := range res {
+		if len(r.Sources) == 1 {
+			merged = append(merged, units[r.Sources[0]])
+			continue
+		}
+		first := units[r.Sources[0]]
+		g := &group{rec: &b.rec}
+		for _, s := range r.Sources {
+			g.srcs = append(g.srcs, units[s].grp.srcs...)
+		}
+		merged = append(merged, item{kind: first.kind, idKind: first.idKind, user: first.user, raw: r.Bytes, index: first.index, ack: first.ack, grp: g})
+	}
+	st := &p.stats.Optimize
+	st.CoalescedObjects.Add(int64(len(units) - len(merged)))
+	st.CoalescedWrites.Add(int64(c.Overwritten))
+	return merged
+}
+
+// sendPacked delivers units in requests that keep the limits. Coalescing and suppression
+// only shrink objects, so this is one request unless something unexpected grew.
+func (p *Pipeline) sendPacked(ctx context.Context, units []item) {
 	packer := batcher.NewPacker(p.cfg.Limits)
 	start := 0
 	for i := range units {
@@ -390,10 +448,6 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 	}
 	if start < len(units) {
 		p.deliver(ctx, units[start:], batcher.Encode(nil, units[start:]))
-	}
-
-	if useStore {
-		p.recordAccepted(&rec, restore, ackedIDs)
 	}
 }
 
@@ -412,53 +466,11 @@ func appendUnique(s []string, v string) []string {
 func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry, ackedIDs []string) {
 	o := p.opt
 	up := dedup.Update{IDs: ackedIDs}
-	type pos struct{ u, k int }
-	at := map[attrRef]pos{}
-	set := func(user, key string, h uint64) {
-		if p, ok := at[attrRef{user, key}]; ok {
-			up.Users[p.u].Hashes[p.k] = h
-			return
-		}
-		ui := -1
-		for i := range up.Users {
-			if up.Users[i].User == user {
-				ui = i
-				break
-			}
-		}
-		if ui < 0 {
-			ui = len(up.Users)
-			up.Users = append(up.Users, dedup.UserAttrs{User: user})
-		}
-		at[attrRef{user, key}] = pos{ui, len(up.Users[ui].Keys)}
-		up.Users[ui].Keys = append(up.Users[ui].Keys, key)
-		up.Users[ui].Hashes = append(up.Users[ui].Hashes, h)
-	}
+	u := storeUpdate{up: &up, at: map[attrRef]attrPos{}}
 	for _, r := range restore {
-		set(r.user, r.key, r.h)
+		u.set(r.user, r.key, r.h)
 	}
-	var obj batcher.AttrObject
-	for _, u := range rec.units {
-		if o.cfg.Dedup {
-			for _, s := range u.grp.srcs {
-				if len(s.id) > 0 {
-					up.IDs = append(up.IDs, string(s.id))
-				}
-			}
-		}
-		if !o.cfg.SuppressUnchanged || u.kind != schemas.KindAttributes || !batcher.ParseAttributes(u.raw, u.idKind, &obj) || obj.ID == 0 {
-			continue
-		}
-		user := dedup.UserKey(u.user)
-		creates := obj.CreatesOrUpdates()
-		for _, f := range obj.Fields {
-			var h uint64 // 0: the value is now unknown (operator, nested, update-only)
-			if f.Plain && creates && !obj.MergeObjects {
-				h = dedup.ValueHash(f.Value)
-			}
-			set(user, f.Key, h)
-		}
-	}
+	p.addAccepted(&u, rec)
 	if len(up.Users) == 0 && len(up.IDs) == 0 {
 		return
 	}
@@ -470,6 +482,65 @@ func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry, acke
 			p.log.Warn("suppression/de-duplication store record failed; those values will be sent again", "error", err)
 		})
 	}
+}
+
+// addAccepted adds to u what Braze accepted in rec: the ids of the records behind each
+// object (de-duplication) and the value of each attribute written (suppression).
+func (p *Pipeline) addAccepted(u *storeUpdate, rec *batchRecord) {
+	cfg := p.opt.cfg
+	var obj batcher.AttrObject
+	for _, it := range rec.units {
+		if cfg.Dedup {
+			for _, s := range it.grp.srcs {
+				if len(s.id) > 0 {
+					u.up.IDs = append(u.up.IDs, string(s.id))
+				}
+			}
+		}
+		if !cfg.SuppressUnchanged || it.kind != schemas.KindAttributes || !batcher.ParseAttributes(it.raw, it.idKind, &obj) || obj.ID == 0 {
+			continue
+		}
+		user := dedup.UserKey(it.user)
+		creates := obj.CreatesOrUpdates()
+		for _, f := range obj.Fields {
+			var h uint64 // 0: the value is now unknown (operator, nested, update-only)
+			if f.Plain && creates && !obj.MergeObjects {
+				h = dedup.ValueHash(f.Value)
+			}
+			u.set(user, f.Key, h)
+		}
+	}
+}
+
+// storeUpdate builds a dedup.Update holding each (user, key) once: a later set replaces the
+// value.
+type storeUpdate struct {
+	up *dedup.Update
+	at map[attrRef]attrPos
+}
+
+// attrPos is where an attribute sits in a dedup.Update: Users[u].Keys[k].
+type attrPos struct{ u, k int }
+
+func (u *storeUpdate) set(user, key string, h uint64) {
+	if p, ok := u.at[attrRef{user, key}]; ok {
+		u.up.Users[p.u].Hashes[p.k] = h
+		return
+	}
+	ui := -1
+	for i := range u.up.Users {
+		if u.up.Users[i].User == user {
+			ui = i
+			break
+		}
+	}
+	if ui < 0 {
+		ui = len(u.up.Users)
+		u.up.Users = append(u.up.Users, dedup.UserAttrs{User: user})
+	}
+	u.at[attrRef{user, key}] = attrPos{ui, len(u.up.Users[ui].Keys)}
+	u.up.Users[ui].Keys = append(u.up.Users[ui].Keys, key)
+	u.up.Users[ui].Hashes = append(u.up.Users[ui].Hashes, h)
 }
 
 // accepted notes objects Braze accepted for the batch's store record.

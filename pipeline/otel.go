@@ -48,9 +48,16 @@ func (p *Pipeline) initTelemetry() error {
 		tp = otel.GetTracerProvider()
 	}
 	m := mp.Meter(instrumentationName)
-	ins := &p.ins
-	ins.tracer = tp.Tracer(instrumentationName)
-	ins.propagator = propagation.TraceContext{}
+	p.ins.tracer = tp.Tracer(instrumentationName)
+	p.ins.propagator = propagation.TraceContext{}
+	if err := p.ins.initHistograms(m); err != nil {
+		return err
+	}
+	return p.registerObservers(m)
+}
+
+// initHistograms creates the instruments recorded per request and per commit.
+func (ins *instruments) initHistograms(m metric.Meter) error {
 	var err error
 	if ins.reqDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of Braze /users/track requests."),
@@ -76,7 +83,36 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Duration of Kafka offset commits.")); err != nil {
 		return err
 	}
+	return nil
+}
 
+// observerGroup is a group of instruments observed from Stats at collection time.
+type observerGroup struct {
+	instruments []metric.Observable
+	observe     func(metric.Observer)
+}
+
+// registerObservers registers every observed instrument under one callback.
+func (p *Pipeline) registerObservers(m metric.Meter) error {
+	group := attribute.String("messaging.consumer.group.name", p.cfg.GroupID)
+	groups := []observerGroup{p.recordObservers(m, group), p.requestObservers(m), p.dlqObservers(m),
+		p.kafkaObservers(m, group), p.optimizeObservers(m)}
+	var all []metric.Observable
+	for _, g := range groups {
+		all = append(all, g.instruments...)
+	}
+	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, g := range groups {
+			g.observe(o)
+		}
+		return nil
+	}, all...)
+	return err
+}
+
+// recordObservers: records consumed, delivered and dead-lettered (by kind), Kafka messages
+// consumed, records in flight.
+func (p *Pipeline) recordObservers(m metric.Meter, group attribute.KeyValue) observerGroup {
 	kindAttr := [3]metric.ObserveOption{}
 	for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
 		kindAttr[k] = metric.WithAttributes(attribute.String("kind", k.EnvelopeType()))
@@ -89,24 +125,131 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Records written to the dead-letter topic, by kind and reason."))
 	messages, _ := m.Int64ObservableCounter("messaging.client.consumed.messages", metric.WithUnit("{message}"),
 		metric.WithDescription("Kafka messages consumed."))
+	inflight, _ := m.Int64ObservableGauge("ingestor.records.in_flight", metric.WithUnit("{record}"),
+		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
+	return observerGroup{
+		instruments: []metric.Observable{consumed, delivered, dead, messages, inflight},
+		observe: func(o metric.Observer) {
+			s := &p.stats
+			for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
+				o.ObserveInt64(consumed, s.RecordsConsumed[k].Load(), kindAttr[k])
+				o.ObserveInt64(delivered, s.RecordsDelivered[k].Load(), kindAttr[k])
+			}
+			p.observeDeadLettered(o, dead)
+			o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
+			o.ObserveInt64(inflight, s.InFlightRecords.Load())
+		},
+	}
+}
+
+// observeDeadLettered observes the dead-lettered records by kind and reason.
+func (p *Pipeline) observeDeadLettered(o metric.Observer, dead metric.Int64ObservableCounter) {
+	s := &p.stats
+	for k := range s.DeadLettered {
+		kind := "message"
+		if k < 3 {
+			kind = schemas.Kind(k).EnvelopeType()
+		}
+		for r, reason := range dlq.Reasons {
+			// Expected series are exported from the start, at 0: a counter series that
+			// first appears with a value loses that first increase in rate()/increase().
+			if n := s.DeadLettered[k][r].Load(); n > 0 || deadLetterSeries(k, reason) {
+				o.ObserveInt64(dead, n, metric.WithAttributes(attribute.String("kind", kind), attribute.String("reason", string(reason))))
+			}
+		}
+	}
+}
+
+// requestObservers: Braze requests by outcome and status class, retries, requests saved,
+// the halt, the circuit breaker and the object cap.
+func (p *Pipeline) requestObservers(m metric.Meter) observerGroup {
 	requests, _ := m.Int64ObservableCounter("ingestor.requests", metric.WithUnit("{request}"),
 		metric.WithDescription("Braze /users/track requests by outcome and HTTP status class."))
 	byStatus, _ := m.Int64ObservableCounter("ingestor.requests.status", metric.WithUnit("{request}"),
 		metric.WithDescription("Braze /users/track answers by HTTP status class (none = no answer: timeout or connection error)."))
 	retries, _ := m.Int64ObservableCounter("ingestor.retries", metric.WithUnit("{request}"),
 		metric.WithDescription("Requests retried after a 429, 5xx, timeout or connection error."))
+	reqSaved, _ := m.Int64ObservableCounter("ingestor.requests.saved", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests saved: lane batches sent whole in another lane's request instead of a request of their own."))
+	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("{state}"),
+		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
+	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
+		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
+	objCap, _ := m.Int64ObservableGauge("ingestor.request.object_cap", metric.WithUnit("{object}"),
+		metric.WithDescription("Most objects a request carries now: BATCH_MAX_OBJECTS, or lower after Braze refused a request for its number of objects."))
+	statusNames := [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
+	return observerGroup{
+		instruments: []metric.Observable{requests, byStatus, retries, reqSaved, halted, breaker, objCap},
+		observe: func(o metric.Observer) {
+			s := &p.stats
+			for c := range s.Requests {
+				o.ObserveInt64(requests, s.Requests[c].Load(), metric.WithAttributes(attribute.String("outcome", sink.Class(c).String())))
+			}
+			for i, name := range statusNames {
+				o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
+			}
+			o.ObserveInt64(retries, s.Retries.Load())
+			o.ObserveInt64(reqSaved, s.RequestsSaved.Load())
+			var h int64
+			if s.Halted.Load() {
+				h = 1
+			}
+			o.ObserveInt64(halted, h)
+			o.ObserveInt64(objCap, int64(p.objectCap()))
+			if bs, ok := p.sender.(breakerStater); ok {
+				o.ObserveInt64(breaker, int64(bs.State()))
+			}
+		},
+	}
+}
+
+// dlqObservers: dead-letter topic writes and failed writes.
+func (p *Pipeline) dlqObservers(m metric.Meter) observerGroup {
 	dlqWrites, _ := m.Int64ObservableCounter("ingestor.dlq.writes", metric.WithUnit("{write}"),
 		metric.WithDescription("Batches written to the dead-letter topic."))
 	dlqErrors, _ := m.Int64ObservableCounter("ingestor.dlq.errors", metric.WithUnit("{write}"),
 		metric.WithDescription("Failed dead-letter writes (the pipeline stalls and retries)."))
+	return observerGroup{
+		instruments: []metric.Observable{dlqWrites, dlqErrors},
+		observe: func(o metric.Observer) {
+			o.ObserveInt64(dlqWrites, p.stats.DLQWrites.Load())
+			o.ObserveInt64(dlqErrors, p.stats.DLQErrors.Load())
+		},
+	}
+}
+
+// kafkaObservers: offset commits, and the consumer and commit lag per partition.
+func (p *Pipeline) kafkaObservers(m metric.Meter, group attribute.KeyValue) observerGroup {
 	commits, _ := m.Int64ObservableCounter("ingestor.commits", metric.WithUnit("{commit}"),
 		metric.WithDescription("Successful Kafka offset commits."))
-	inflight, _ := m.Int64ObservableGauge("ingestor.records.in_flight", metric.WithUnit("{record}"),
-		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
-	halted, _ := m.Int64ObservableGauge("ingestor.halted", metric.WithUnit("{state}"),
-		metric.WithDescription("1 while delivery is halted on a key or endpoint problem (401/403/404/415)."))
-	reqSaved, _ := m.Int64ObservableCounter("ingestor.requests.saved", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests saved: lane batches sent whole in another lane's request instead of a request of their own."))
+	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages between the partition end and the last fetched message."))
+	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages between the last fetched and the last committed offset (in flight, not yet committable)."))
+	return observerGroup{
+		instruments: []metric.Observable{commits, lag, commitLag},
+		observe: func(o metric.Observer) {
+			o.ObserveInt64(commits, p.stats.Commits.Load())
+			for _, l := range p.Lag() {
+				attrs := metric.WithAttributes(attribute.String("messaging.destination.name", l.Topic),
+					attribute.String("messaging.destination.partition.id", strconv.Itoa(l.Partition)), group)
+				if l.HighWater >= 0 && l.Fetched >= 0 {
+					o.ObserveInt64(lag, max(0, l.HighWater-l.Fetched-1), attrs)
+				}
+				if l.Fetched >= 0 {
+					committed := l.Committed
+					if committed < 0 {
+						committed = 0
+					}
+					o.ObserveInt64(commitLag, max(0, l.Fetched+1-committed), attrs)
+				}
+			}
+		},
+	}
+}
+
+// optimizeObservers: what the request optimizations saved, and store errors.
+func (p *Pipeline) optimizeObservers(m metric.Meter) observerGroup {
 	saved, _ := m.Int64ObservableCounter("ingestor.datapoints.saved", metric.WithUnit("{datapoint}"),
 		metric.WithDescription("Attribute writes not sent to Braze: unchanged (suppressed) or overwritten by a later write in the same merged object (coalesced)."))
 	optRecords, _ := m.Int64ObservableCounter("ingestor.records.skipped", metric.WithUnit("{record}"),
@@ -115,83 +258,18 @@ func (p *Pipeline) initTelemetry() error {
 		metric.WithDescription("Objects saved by merging a user's plain attribute updates within a request."))
 	storeErrors, _ := m.Int64ObservableCounter("ingestor.optimize.store_errors", metric.WithUnit("{error}"),
 		metric.WithDescription("Failed round trips to the suppression/de-duplication store (the request then goes out unoptimized)."))
-	breaker, _ := m.Int64ObservableGauge("ingestor.breaker.state", metric.WithUnit("{state}"),
-		metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open (Braze considered down; no lane sends)."))
-	objCap, _ := m.Int64ObservableGauge("ingestor.request.object_cap", metric.WithUnit("{object}"),
-		metric.WithDescription("Most objects a request carries now: BATCH_MAX_OBJECTS, or lower after Braze refused a request for its number of objects."))
-	lag, _ := m.Int64ObservableGauge("messaging.kafka.consumer.lag", metric.WithUnit("{message}"),
-		metric.WithDescription("Messages between the partition end and the last fetched message."))
-	commitLag, _ := m.Int64ObservableGauge("ingestor.commit.lag", metric.WithUnit("{message}"),
-		metric.WithDescription("Messages between the last fetched and the last committed offset (in flight, not yet committable)."))
-
-	statusNames := [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
-	group := attribute.String("messaging.consumer.group.name", p.cfg.GroupID)
-
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := &p.stats
-		for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
-			o.ObserveInt64(consumed, s.RecordsConsumed[k].Load(), kindAttr[k])
-			o.ObserveInt64(delivered, s.RecordsDelivered[k].Load(), kindAttr[k])
-		}
-		for k := range s.DeadLettered {
-			kind := "message"
-			if k < 3 {
-				kind = schemas.Kind(k).EnvelopeType()
-			}
-			for r, reason := range dlq.Reasons {
-				// Expected series are exported from the start, at 0: a counter series that
-				// first appears with a value loses that first increase in rate()/increase().
-				if n := s.DeadLettered[k][r].Load(); n > 0 || deadLetterSeries(k, reason) {
-					o.ObserveInt64(dead, n, metric.WithAttributes(attribute.String("kind", kind), attribute.String("reason", string(reason))))
-				}
-			}
-		}
-		o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
-		for c := range s.Requests {
-			o.ObserveInt64(requests, s.Requests[c].Load(), metric.WithAttributes(attribute.String("outcome", sink.Class(c).String())))
-		}
-		for i, name := range statusNames {
-			o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
-		}
-		o.ObserveInt64(retries, s.Retries.Load())
-		o.ObserveInt64(reqSaved, s.RequestsSaved.Load())
-		o.ObserveInt64(dlqWrites, s.DLQWrites.Load())
-		o.ObserveInt64(dlqErrors, s.DLQErrors.Load())
-		o.ObserveInt64(commits, s.Commits.Load())
-		o.ObserveInt64(inflight, s.InFlightRecords.Load())
-		var h int64
-		if s.Halted.Load() {
-			h = 1
-		}
-		o.ObserveInt64(halted, h)
-		os := &s.Optimize
-		o.ObserveInt64(saved, os.SuppressedAttributes.Load(), metric.WithAttributes(attribute.String("how", "suppressed")))
-		o.ObserveInt64(saved, os.CoalescedWrites.Load(), metric.WithAttributes(attribute.String("how", "coalesced")))
-		o.ObserveInt64(optRecords, os.SuppressedRecords.Load(), metric.WithAttributes(attribute.String("why", "unchanged")))
-		o.ObserveInt64(optRecords, os.DuplicatesSkipped.Load(), metric.WithAttributes(attribute.String("why", "duplicate")))
-		o.ObserveInt64(coalesced, os.CoalescedObjects.Load())
-		o.ObserveInt64(storeErrors, os.StoreErrors.Load())
-		o.ObserveInt64(objCap, int64(p.objectCap()))
-		if bs, ok := p.sender.(breakerStater); ok {
-			o.ObserveInt64(breaker, int64(bs.State()))
-		}
-		for _, l := range p.Lag() {
-			attrs := metric.WithAttributes(attribute.String("messaging.destination.name", l.Topic),
-				attribute.String("messaging.destination.partition.id", strconv.Itoa(l.Partition)), group)
-			if l.HighWater >= 0 && l.Fetched >= 0 {
-				o.ObserveInt64(lag, max(0, l.HighWater-l.Fetched-1), attrs)
-			}
-			if l.Fetched >= 0 {
-				committed := l.Committed
-				if committed < 0 {
-					committed = 0
-				}
-				o.ObserveInt64(commitLag, max(0, l.Fetched+1-committed), attrs)
-			}
-		}
-		return nil
-	}, consumed, delivered, dead, messages, requests, byStatus, retries, dlqWrites, dlqErrors, commits, inflight, halted, breaker, lag, commitLag, saved, reqSaved, optRecords, coalesced, storeErrors, objCap)
-	return err
+	return observerGroup{
+		instruments: []metric.Observable{saved, optRecords, coalesced, storeErrors},
+		observe: func(o metric.Observer) {
+			os := &p.stats.Optimize
+			o.ObserveInt64(saved, os.SuppressedAttributes.Load(), metric.WithAttributes(attribute.String("how", "suppressed")))
+			o.ObserveInt64(saved, os.CoalescedWrites.Load(), metric.WithAttributes(attribute.String("how", "coalesced")))
+			o.ObserveInt64(optRecords, os.SuppressedRecords.Load(), metric.WithAttributes(attribute.String("why", "unchanged")))
+			o.ObserveInt64(optRecords, os.DuplicatesSkipped.Load(), metric.WithAttributes(attribute.String("why", "duplicate")))
+			o.ObserveInt64(coalesced, os.CoalescedObjects.Load())
+			o.ObserveInt64(storeErrors, os.StoreErrors.Load())
+		},
+	}
 }
 
 // deadLetterSeries says whether the dead-letter series of kind index k and reason is

@@ -384,6 +384,7 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.requests", "{request}", "ingestor_requests_total", "counter"},
 	{"ingestor.requests.status", "{request}", "ingestor_requests_status_total", "counter"},
 	{"ingestor.retries", "{request}", "ingestor_retries_total", "counter"},
+	{"ingestor.requests.saved", "{request}", "ingestor_requests_saved_total", "counter"},
 	{"ingestor.dlq.writes", "{write}", "ingestor_dlq_writes_total", "counter"},
 	{"ingestor.dlq.errors", "{write}", "ingestor_dlq_errors_total", "counter"},
 	{"ingestor.commits", "{commit}", "ingestor_commits_total", "counter"},
