@@ -597,35 +597,32 @@ func (p *Pipeline) handoffContext(gctx context.Context) (context.Context, contex
 	return ctx, cancel
 }
 
+// fetchSession is what one fetch loop holds for its partition: the source, the decoder and
+// the handoff context that bounds a blocked hand-out during a drain.
+type fetchSession struct {
+	ps      *partitionState
+	r       messageSource
+	dec     Decoder
+	handoff context.Context
+	skip    skipSet
+	oldest  int64 // the partition's oldest unsettled offset as last looked up (admit)
+	recs    []schemas.Record
+}
+
 func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startPoint) {
 	handoff, cancelHandoff := p.handoffContext(gctx)
 	defer cancelHandoff()
-	offset := sp.offset
-	if offset < 0 {
-		var ok bool
-		if offset, ok = p.resolveStart(gctx, ps, offset); !ok {
-			return
-		}
-	}
-	ps.start(offset, sp.fromCommit, sp.settled)
-	skip := skipSet{runs: sp.settled}
-	oldest := int64(-1) // the partition's oldest unsettled offset as last looked up (admit)
-	r, err := p.newSource(ps, offset)
-	if err != nil {
-		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
+	fs, ok := p.openFetch(gctx, ps, sp)
+	if !ok {
 		return
 	}
+	fs.handoff = handoff
 	// Reader.Close can wait for MaxWait (kafka-go #428); keep it off the drain's critical path,
 	// but let Run wait for it so no goroutine outlives the pipeline.
 	defer func() {
 		p.closers.Add(1)
-		go func() { defer p.closers.Done(); _ = r.Close() }()
+		go func() { defer p.closers.Done(); _ = fs.r.Close() }()
 	}()
-	var dec Decoder = &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
-	if p.cfg.NewDecoder != nil {
-		dec = p.cfg.NewDecoder(ps.topic)
-	}
-	var recs []schemas.Record
 	prog := p.watch.add(fmt.Sprintf("fetch loop %s/%d", ps.topic, ps.partition))
 	defer p.watch.remove(prog)
 	for {
@@ -635,7 +632,7 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 		if ps.highWater.Load() > ps.fetched.Load()+1 {
 			prog.work() // unread messages are known: this fetch has work (liveness.go)
 		}
-		m, err := r.next(gctx)
+		m, err := fs.r.next(gctx)
 		prog.idle()
 		if err != nil {
 			if gctx.Err() != nil {
@@ -649,78 +646,121 @@ func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startP
 			}
 			continue
 		}
-		p.stats.MessagesConsumed.Add(1)
-		if skip.settled(m.Offset) {
-			// Settled by the previous owner (its offset map): done without a second delivery.
-			ps.complete(ps.track(m, 0))
-			p.stats.ResumeSkipped.Add(1)
-			continue
-		}
-		if !p.admit(gctx, ps, m, &oldest) {
+		if !p.takeMessage(gctx, fs, m) {
 			return
 		}
-		var derr error
-		recs, derr = dec.Decode(m.Value, recs[:0])
-		if derr != nil {
-			ack := ps.track(m, 1)
-			ps.hold(1)
-			p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
-			if !p.toDLQ(handoff, dlqEntry{ack: ack, kind: kindOther, letter: dlq.ForMessage(m.Value, derr)}) {
-				ps.release(1)
-				return
-			}
-			continue
+	}
+}
+
+// openFetch resolves the partition's start, starts its tracking and opens its source.
+func (p *Pipeline) openFetch(gctx context.Context, ps *partitionState, sp startPoint) (*fetchSession, bool) {
+	offset := sp.offset
+	if offset < 0 {
+		var ok bool
+		if offset, ok = p.resolveStart(gctx, ps, offset); !ok {
+			return nil, false
 		}
-		ack := ps.track(m, len(recs))
-		if len(recs) == 0 {
-			// Nothing to deliver (a format may skip a message, e.g. an unsupported Segment
-			// call): the message is done as soon as it is read.
-			ps.complete(ack)
-			continue
+	}
+	ps.start(offset, sp.fromCommit, sp.settled)
+	r, err := p.newSource(ps, offset)
+	if err != nil {
+		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
+		return nil, false
+	}
+	var dec Decoder = &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
+	if p.cfg.NewDecoder != nil {
+		dec = p.cfg.NewDecoder(ps.topic)
+	}
+	return &fetchSession{ps: ps, r: r, dec: dec, skip: skipSet{runs: sp.settled}, oldest: -1}, true
+}
+
+// takeMessage skips, admits, decodes and hands out one fetched message. It reports false when
+// the loop must end (the generation ends or a hand-out was cut short by a drain).
+func (p *Pipeline) takeMessage(gctx context.Context, fs *fetchSession, m *kafka.Message) bool {
+	ps := fs.ps
+	p.stats.MessagesConsumed.Add(1)
+	if fs.skip.settled(m.Offset) {
+		// Settled by the previous owner (its offset map): done without a second delivery.
+		ps.complete(ps.track(m, 0))
+		p.stats.ResumeSkipped.Add(1)
+		return true
+	}
+	if !p.admit(gctx, ps, m, &fs.oldest) {
+		return false
+	}
+	var derr error
+	fs.recs, derr = fs.dec.Decode(m.Value, fs.recs[:0])
+	if derr != nil {
+		ack := ps.track(m, 1)
+		ps.hold(1)
+		p.logRecordProblem("message dead-lettered", ps, m.Offset, -1, derr)
+		if !p.toDLQ(fs.handoff, dlqEntry{ack: ack, kind: kindOther, letter: dlq.ForMessage(m.Value, derr)}) {
+			ps.release(1)
+			return false
 		}
-		// Counters move once per message, not per record: they are shared by every fetch
-		// loop and lane, and contended atomics are a measurable cost at 200k records/s.
-		n := int64(len(recs))
-		epoch := p.revokeEpoch.Load()
-		ps.hold(n)
-		var kinds [3]int64
-		for i := range recs {
-			kinds[recs[i].Kind]++
+		return true
+	}
+	ack := ps.track(m, len(fs.recs))
+	if len(fs.recs) == 0 {
+		// Nothing to deliver (a format may skip a message, e.g. an unsupported Segment
+		// call): the message is done as soon as it is read.
+		ps.complete(ack)
+		return true
+	}
+	return p.handOut(fs, m, ack)
+}
+
+// handOut gives a decoded message's records to their lanes (or the DLQ stage). Counters move
+// once per message, not per record: they are shared by every fetch loop and lane, and
+// contended atomics are a measurable cost at 200k records/s.
+func (p *Pipeline) handOut(fs *fetchSession, m *kafka.Message, ack *msgAck) bool {
+	ps, recs := fs.ps, fs.recs
+	n := int64(len(recs))
+	epoch := p.revokeEpoch.Load()
+	ps.hold(n)
+	var kinds [3]int64
+	for i := range recs {
+		kinds[recs[i].Kind]++
+	}
+	for k, c := range kinds {
+		if c > 0 {
+			p.stats.RecordsConsumed[k].Add(c)
 		}
-		for k, c := range kinds {
-			if c > 0 {
-				p.stats.RecordsConsumed[k].Add(c)
-			}
+	}
+	for i := range recs {
+		rec := &recs[i]
+		handedOut := true
+		if rec.Err != nil {
+			p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
+			handedOut = p.toDLQ(fs.handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: dlq.Letter{
+				Reason: rec.Err.Reason, Error: rec.Err.Error(), Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
+			}})
+		} else {
+			it := item{kind: rec.Kind, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
+			handedOut = p.toLane(fs.handoff, p.lanes[rec.UserHash%uint64(len(p.lanes))], it)
 		}
-		for i := range recs {
-			rec := &recs[i]
-			handedOut := true
-			if rec.Err != nil {
-				p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
-				handedOut = p.toDLQ(handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: dlq.Letter{
-					Reason: rec.Err.Reason, Error: rec.Err.Error(), Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
-				}})
-			} else {
-				it := item{kind: rec.Kind, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
-				l := p.lanes[rec.UserHash%uint64(len(p.lanes))]
-				select {
-				case l.in <- it: // the common case: room in the lane, no select over two channels
-				default:
-					select {
-					case l.in <- it:
-					case <-handoff.Done():
-						handedOut = false
-					}
-				}
-			}
-			if !handedOut {
-				// The rest of this message is never handed out, so it never completes and is
-				// never committed: the next owner reads it again. A drain must not wait for it.
-				rest := n - int64(i)
-				ps.release(rest)
-				return
-			}
+		if !handedOut {
+			// The rest of this message is never handed out, so it never completes and is
+			// never committed: the next owner reads it again. A drain must not wait for it.
+			ps.release(n - int64(i))
+			return false
 		}
+	}
+	return true
+}
+
+// toLane queues it on lane l; false when the handoff context ends first.
+func (p *Pipeline) toLane(handoff context.Context, l *lane, it item) bool {
+	select {
+	case l.in <- it: // the common case: room in the lane, no select over two channels
+		return true
+	default:
+	}
+	select {
+	case l.in <- it:
+		return true
+	case <-handoff.Done():
+		return false
 	}
 }
 

@@ -211,8 +211,9 @@ func TestServerBoundedUnderConnectionFlood(t *testing.T) {
 	if grown := int64(st1) - int64(st0); grown > 2<<20 {
 		t.Errorf("goroutine stacks grew by %.1f MiB under the flood", mib(uint64(grown)))
 	}
-	// Whole-process RSS, client sockets included: ~6 MiB with the cap, ~50 MiB without.
-	if grown := int64(rss1) - int64(rss0); grown > 16<<20 {
+	// Whole-process RSS, client sockets included: ~6 MiB with the cap (up to 18 MiB under
+	// -race and load), ~50 MiB without.
+	if grown := int64(rss1) - int64(rss0); grown > 32<<20 {
 		t.Errorf("RSS grew by %.1f MiB under the flood", mib(uint64(grown)))
 	}
 	for _, c := range conns {
