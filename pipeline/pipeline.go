@@ -607,6 +607,44 @@ type fetchSession struct {
 	skip    skipSet
 	oldest  int64 // the partition's oldest unsettled offset as last looked up (admit)
 	recs    []schemas.Record
+	// replayed holds the users of messages delivered again while settled offsets lie ahead: a
+	// settled message of such a user is delivered again too, so that user's updates are
+	// re-applied in Kafka order (a replayed older attribute write must not be the last one).
+	replayed map[uint64]struct{}
+	scratch  []schemas.Record
+}
+
+// noteReplayed remembers the users of the message just decoded while the offset map still has
+// settled offsets ahead.
+func (fs *fetchSession) noteReplayed() {
+	if len(fs.skip.runs) == 0 {
+		return
+	}
+	if fs.replayed == nil {
+		fs.replayed = map[uint64]struct{}{}
+	}
+	for i := range fs.recs {
+		fs.replayed[fs.recs[i].UserHash] = struct{}{}
+	}
+}
+
+// followsReplayed reports whether a settled message carries a user whose earlier message was
+// delivered again since the resume; such a message is delivered again as well.
+func (fs *fetchSession) followsReplayed(m *kafka.Message) bool {
+	if len(fs.replayed) == 0 {
+		return false
+	}
+	var err error
+	fs.scratch, err = fs.dec.Decode(m.Value, fs.scratch[:0])
+	if err != nil {
+		return false
+	}
+	for i := range fs.scratch {
+		if _, ok := fs.replayed[fs.scratch[i].UserHash]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startPoint) {
@@ -679,7 +717,7 @@ func (p *Pipeline) openFetch(gctx context.Context, ps *partitionState, sp startP
 func (p *Pipeline) takeMessage(gctx context.Context, fs *fetchSession, m *kafka.Message) bool {
 	ps := fs.ps
 	p.stats.MessagesConsumed.Add(1)
-	if fs.skip.settled(m.Offset) {
+	if fs.skip.settled(m.Offset) && !fs.followsReplayed(m) {
 		// Settled by the previous owner (its offset map): done without a second delivery.
 		ps.complete(ps.track(m, 0))
 		p.stats.ResumeSkipped.Add(1)
@@ -700,6 +738,7 @@ func (p *Pipeline) takeMessage(gctx context.Context, fs *fetchSession, m *kafka.
 		}
 		return true
 	}
+	fs.noteReplayed()
 	ack := ps.track(m, len(fs.recs))
 	if len(fs.recs) == 0 {
 		// Nothing to deliver (a format may skip a message, e.g. an unsupported Segment
