@@ -142,7 +142,13 @@ type Object interface {
 
 // Encode appends the /users/track body for objs to dst: attributes, then events, then
 // purchases, each array in the order of objs. The objects' bytes are copied as they are.
+//
+// Objects of another endpoint's kinds (all of one Kind and PackKey) are encoded as that
+// endpoint's body by EncodeEndpoint.
 func Encode[T Object](dst []byte, objs []T) []byte {
+	if len(objs) > 0 && !objs[0].ObjectKind().Tracked() {
+		return EncodeEndpoint(dst, objs)
+	}
 	// Each object's kind is asked once, not once per array: through a generic method call
 	// it costs more than the check (measured at ~2% of the worker's CPU).
 	var small [128]schemas.Kind

@@ -4,41 +4,82 @@ import (
 	"fmt"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
-// Kind is the Braze array a record belongs to.
+// Kind is what a record is: an object of a /users/track array, or one entry of another
+// endpoint's request (docs/design.md §2, docs/braze-rules.md "Endpoints beyond /users/track").
 type Kind uint8
 
 const (
 	KindAttributes Kind = iota
 	KindEvent
 	KindPurchase
+	// KindAlias is one /users/alias/new user_aliases entry: alias_name, alias_label and an
+	// optional external_id.
+	KindAlias
+	// KindIdentify is one /users/identify entry: of aliases_to_identify, emails_to_identify or
+	// phone_numbers_to_identify.
+	KindIdentify
+	// KindMerge is one /users/merge merge_updates entry.
+	KindMerge
+	// KindSubscription is one user's /subscription/status/set change: group id, state and one
+	// identifier (external_id, email or phone).
+	KindSubscription
+	// KindDelete is one /users/delete identifier.
+	KindDelete
+	// NumKinds is the number of kinds: arrays indexed by Kind have this length.
+	NumKinds
 )
 
-// Array returns the /users/track array name for the kind ("attributes", "events", "purchases").
-func (k Kind) Array() string {
+// Endpoint is the Braze endpoint a record of kind k is sent to.
+func (k Kind) Endpoint() endpoint.Endpoint {
 	switch k {
-	case KindAttributes:
-		return "attributes"
-	case KindEvent:
-		return "events"
-	case KindPurchase:
-		return "purchases"
+	case KindAlias:
+		return endpoint.AliasNew
+	case KindIdentify:
+		return endpoint.Identify
+	case KindMerge:
+		return endpoint.Merge
+	case KindSubscription:
+		return endpoint.Subscription
+	case KindDelete:
+		return endpoint.Delete
 	}
-	return "unknown"
+	return endpoint.Track
 }
 
-// EnvelopeType returns the envelope "type" value for the kind ("attributes", "event", "purchase").
-func (k Kind) EnvelopeType() string {
-	switch k {
-	case KindAttributes:
-		return "attributes"
-	case KindEvent:
-		return "event"
-	case KindPurchase:
-		return "purchase"
+// Tracked reports whether k is a /users/track kind (attributes, event, purchase).
+func (k Kind) Tracked() bool { return k <= KindPurchase }
+
+var kindNames = [NumKinds]struct{ array, envelope string }{
+	KindAttributes:   {"attributes", "attributes"},
+	KindEvent:        {"events", "event"},
+	KindPurchase:     {"purchases", "purchase"},
+	KindAlias:        {"aliases", "alias"},
+	KindIdentify:     {"identifies", "identify"},
+	KindMerge:        {"merges", "merge"},
+	KindSubscription: {"subscriptions", "subscription"},
+	KindDelete:       {"deletes", "delete"},
+}
+
+// Array returns the bundle array name for the kind: the /users/track array ("attributes",
+// "events", "purchases"), or the bundle's own array for the other kinds ("aliases",
+// "identifies", "merges", "subscriptions", "deletes").
+func (k Kind) Array() string {
+	if k >= NumKinds {
+		return "unknown"
 	}
-	return "unknown"
+	return kindNames[k].array
+}
+
+// EnvelopeType returns the envelope "type" value for the kind ("attributes", "event",
+// "purchase", "alias", "identify", "merge", "subscription", "delete").
+func (k Kind) EnvelopeType() string {
+	if k >= NumKinds {
+		return "unknown"
+	}
+	return kindNames[k].envelope
 }
 
 // IDKind says which identifier names the user a record updates.
@@ -99,6 +140,10 @@ type Record struct {
 	// UserHash is UserHash(IDKind, UserID): it routes the record to its lane and, with
 	// IDKind, is the identity coalescing and suppression use (see User).
 	UserHash uint64
+	// PackKey tells which records of one endpoint may share a request: only records of the
+	// same Kind and PackKey do (0 for the /users/track kinds; for a delete the identifier
+	// type, for a subscription change its group, state and identifier type).
+	PackKey uint32
 	// ID is the envelope's optional producer-side id (empty for bundles).
 	ID []byte
 	// Err is set when this record failed validation: it is dead-lettered alone while the

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"io"
 	"net"
 	"net/http"
@@ -195,6 +196,7 @@ type ClientConfig struct {
 
 // Client sends /users/track requests. It is safe for concurrent use.
 type Client struct {
+	base     string // the REST base URL without a trailing slash
 	trackURL string
 	auth     string
 	key      string
@@ -237,7 +239,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		tr = t
 	}
 	return &Client{
-		trackURL: strings.TrimRight(u.String(), "/") + "/users/track",
+		base:     strings.TrimRight(u.String(), "/"),
+		trackURL: strings.TrimRight(u.String(), "/") + endpoint.Track.Path(),
 		auth:     "Bearer " + cfg.APIKey,
 		key:      cfg.APIKey,
 		ua:       cfg.UserAgent,
@@ -280,9 +283,21 @@ func IsLoopback(host string) bool {
 // Track POSTs one /users/track body and classifies the answer. It never returns an error:
 // transport problems are a Response of class Retry with Err set.
 func (c *Client) Track(ctx context.Context, body []byte) Response {
+	return c.post(ctx, endpoint.Track, c.trackURL, body)
+}
+
+// Post POSTs one body to ep and classifies the answer, as Track does.
+func (c *Client) Post(ctx context.Context, ep endpoint.Endpoint, body []byte) Response {
+	if ep == endpoint.Track {
+		return c.Track(ctx, body)
+	}
+	return c.post(ctx, ep, c.base+ep.Path(), body)
+}
+
+func (c *Client) post(ctx context.Context, ep endpoint.Endpoint, url string, body []byte) Response {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.trackURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return Response{Class: Retry, Err: fmt.Errorf("build request: %w", err)}
 	}
@@ -294,7 +309,7 @@ func (c *Client) Track(ctx context.Context, body []byte) Response {
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		// The key is in a header and never appears in a transport error.
-		return Response{Class: Retry, Err: fmt.Errorf("POST /users/track: %w", err), cause: transportCause(ctx)}
+		return Response{Class: Retry, Err: fmt.Errorf("POST %s: %w", ep.Path(), err), cause: transportCause(ctx)}
 	}
 	defer resp.Body.Close()
 	// Answers are small; cap what we read so a misbehaving proxy cannot balloon memory.

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,11 @@ import (
 // Tracker is the part of a Braze client the guard wraps.
 type Tracker interface {
 	Track(ctx context.Context, body []byte) Response
+}
+
+// Poster sends a body to any endpoint (Client.Post).
+type Poster interface {
+	Post(ctx context.Context, ep endpoint.Endpoint, body []byte) Response
 }
 
 // BreakerConfig configures the circuit breaker.
