@@ -46,6 +46,10 @@ const (
 type lifecycle struct {
 	gen     map[int]int // user number -> generation (bumped when the user is deleted)
 	pending []pending   // identifies and merges waiting for their turn
+	// known holds the users with a deliverable /users/track record so far: only they get
+	// subscription changes, merges, aliases and deletes (Braze applies those to existing
+	// profiles only, so a test can expect each of them to show in the user's profile).
+	known map[string]bool
 }
 
 // pending is an identify or merge scheduled after its anonymous or duplicate profile's tracks.
@@ -112,30 +116,35 @@ func (g *Generator) envelope(key, kind, data string, recs ...Record) Message {
 	return Message{Key: []byte(key), Value: []byte(fmt.Sprintf(`{"type":"%s","data":%s,"id":"msg-%d"}`, kind, data, g.n)), Records: recs}
 }
 
-// lifecycleMessage returns a message of one of the kinds beyond /users/track for user u.
-func (g *Generator) lifecycleMessage(u int, user string) Message {
+// lifecycleMessage returns a message of one of the kinds beyond /users/track for user u, or
+// false when u has no deliverable /users/track record yet (then u gets one first).
+func (g *Generator) lifecycleMessage(u int, user string) (Message, bool) {
 	if g.lc.gen == nil {
 		g.lc.gen = map[int]int{}
+	}
+	if !g.lc.known[user] {
+		return Message{}, false
 	}
 	if g.o.InvalidShare > 0 && g.r.Float64() < g.o.InvalidShare {
 		// A merge without identifier_to_keep breaks the input contract.
 		rec := g.userRecord("merge", user, Invalid)
-		return g.envelope(user, "merge", fmt.Sprintf(`{"identifier_to_merge":{"external_id":"dup-%s-%d"}}`, user, g.n), rec)
+		return g.envelope(user, "merge", fmt.Sprintf(`{"identifier_to_merge":{"external_id":"dup-%s-%d"}}`, user, g.n), rec), true
 	}
 	switch x := g.r.Float64(); {
 	case x < shareSubscription:
 		obj, rec := g.subscription(user)
-		return g.envelope(user, "subscription", obj, rec)
+		return g.envelope(user, "subscription", obj, rec), true
 	case x < shareIdentify:
-		return g.anonymous(u, user)
+		return g.anonymous(u, user), true
 	case x < shareAlias:
-		return g.alias(user)
+		return g.alias(user), true
 	case x < shareMerge:
-		return g.duplicate(u, user)
+		return g.duplicate(u, user), true
 	default:
 		rec := g.userRecord("delete", user, Deliver)
 		g.lc.gen[u]++
-		return g.envelope(user, "delete", fmt.Sprintf(`{"external_id":"%s"}`, user), rec)
+		delete(g.lc.known, user)
+		return g.envelope(user, "delete", fmt.Sprintf(`{"external_id":"%s"}`, user), rec), true
 	}
 }
 
@@ -169,6 +178,7 @@ func aliasIdentity(a Alias) string { return "user_alias:" + a.Label + ":" + a.Na
 // anonymous tracks an anonymous visitor who will be identified as user u a few dozen messages
 // later: a bundle creating the alias-only profile and recording one or two events.
 func (g *Generator) anonymous(u int, user string) Message {
+	// Identify is the one kind an unknown user may get: the anonymous profile becomes them.
 	a := Alias{Label: "anonymous_id", Name: fmt.Sprintf("anon-%s-%d", user, g.n)}
 	g.lc.pending = append(g.lc.pending, pending{at: g.n + 5 + g.r.IntN(60), u: u, gen: g.lc.gen[u], kind: "identify", alias: a})
 	id := fmt.Sprintf(`"user_alias":{"alias_name":"%s","alias_label":"%s"}`, a.Name, a.Label)
@@ -196,4 +206,15 @@ func (g *Generator) sideProfile(user, id, identity, seqKey string) Message {
 	}
 	v := fmt.Sprintf(`{"attributes":[%s],"events":[%s]}`, attrs, strings.Join(evs, ","))
 	return Message{Key: []byte(user), Value: []byte(v), Records: recs}
+}
+
+// track notes a deliverable /users/track record of user (with a lifecycle share only).
+func (g *Generator) track(user string, o Outcome) {
+	if g.o.LifecycleShare == 0 || o != Deliver {
+		return
+	}
+	if g.lc.known == nil {
+		g.lc.known = map[string]bool{}
+	}
+	g.lc.known[user] = true
 }

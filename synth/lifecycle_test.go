@@ -18,6 +18,7 @@ func TestLifecycleTraffic(t *testing.T) {
 	nextSeq := map[string]int{}
 	deleted := map[string]bool{}
 	sideSeen := map[string]bool{} // identities of anonymous and duplicate profiles written so far
+	known := map[string]bool{}    // users with a deliverable /users/track record so far
 	for i := 0; i < n; i++ {
 		m := g.Next()
 		if m.WholeInvalid {
@@ -39,6 +40,11 @@ func TestLifecycleTraffic(t *testing.T) {
 		}
 		for _, r := range m.Records {
 			kinds[r.Kind]++
+			if r.Kind == "alias" || r.Kind == "merge" || r.Kind == "subscription" || r.Kind == "delete" {
+				if !known[r.User] {
+					t.Errorf("%s record for %s before any deliverable /users/track record of theirs", r.Kind, r.User)
+				}
+			}
 			if r.Identity != "" {
 				if r.Kind == "alias" {
 					continue
@@ -56,6 +62,9 @@ func TestLifecycleTraffic(t *testing.T) {
 				t.Fatalf("%s: seq %d, want %d (%s)", r.User, r.Seq, nextSeq[r.User], m.Value)
 			}
 			nextSeq[r.User]++
+			if (r.Kind == "attributes" || r.Kind == "event" || r.Kind == "purchase") && r.Outcome == Deliver {
+				known[r.User] = true
+			}
 			switch r.Kind {
 			case "delete":
 				deleted[r.User] = true

@@ -126,7 +126,9 @@ func (g *Generator) Next() Message {
 	}
 	user := g.userName(u)
 	if g.o.LifecycleShare > 0 && g.r.Float64() < g.o.LifecycleShare {
-		return g.lifecycleMessage(u, user)
+		if m, ok := g.lifecycleMessage(u, user); ok {
+			return m
+		}
 	}
 	if g.r.Float64() < g.o.BundleShare {
 		n := 2 + g.r.IntN(4)
@@ -171,7 +173,7 @@ func (g *Generator) Next() Message {
 			first = false
 			fmt.Fprintf(&b, `"%s":[%s]`, arr.name, strings.Join(arr.objs, ","))
 		}
-		if g.o.LifecycleShare > 0 && g.r.Float64() < g.o.LifecycleShare {
+		if g.o.LifecycleShare > 0 && g.r.Float64() < g.o.LifecycleShare && g.lc.known[user] {
 			// Now and then a bundle also changes a subscription: its array comes after the
 			// /users/track arrays, as does its sequence number.
 			obj, rec := g.subscription(user)
@@ -252,5 +254,6 @@ func (g *Generator) object(kind, user string) (string, Record) {
 		obj = fmt.Sprintf(`{"external_id":"%s","product_id":"%s","currency":"%s","price":%d.%02d,"quantity":%d,"time":"%s","properties":{"seq":%d,"note":"%s"}}`,
 			id, products[g.r.IntN(len(products))], cur, 1+g.r.IntN(200), g.r.IntN(100), 1+g.r.IntN(3), ts, seq, pad)
 	}
+	g.track(user, outcome)
 	return obj, Record{Kind: kind, User: user, Seq: seq, Outcome: outcome}
 }
