@@ -44,14 +44,17 @@ func printEndpoints(w io.Writer, s pipeline.Snapshot, produced *endpointCounts, 
 		if n == 0 && reqs == 0 {
 			continue
 		}
-		del, dead := endpointSettled(s, e)
+		del, dead := "-", "-"
+		if d, l, ok := endpointSettled(s, e); ok {
+			del, dead = fmt.Sprint(d), fmt.Sprint(l)
+		}
 		fmt.Fprintf(w, "    %-12s %-35s %9d %9d %9s %9s\n", e.Name(), e.Path(), n, reqs, del, dead)
 	}
 }
 
-// endpointSettled returns the records delivered and dead-lettered for endpoint e, as text
-// ("-" where the pipeline does not count per endpoint).
-func endpointSettled(s pipeline.Snapshot, e endpoint.Endpoint) (string, string) {
+// endpointSettled returns the records delivered and dead-lettered for endpoint e (false where
+// the pipeline does not count per endpoint).
+func endpointSettled(s pipeline.Snapshot, e endpoint.Endpoint) (delivered, dead int64, ok bool) {
 	_, _ = s, e
-	return "-", "-"
+	return 0, 0, false
 }
