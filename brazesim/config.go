@@ -132,6 +132,7 @@ func DefaultConfig() Config {
 		Validate:           true,
 		BlacklistedPrefix:  "blacklisted-",
 		MaxHistoryPerUser:  10000,
+		MaxTombstones:      100000,
 	}
 }
 
