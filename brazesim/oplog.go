@@ -7,32 +7,45 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
-// opRec is one operation-log entry of a profile (Op is its exported form).
+// opRec is one operation-log entry of a profile (Op is its exported form). Consecutive
+// /users/track requests on a profile share one entry (a run: first and last request,
+// count), so that the /users/track path neither allocates nor grows the log per request.
 type opRec struct {
-	order, req uint64
-	at         int64 // unix ns
-	ep         endpoint.Endpoint
-	detail     string
-	brazeID    string
+	order, lastOrder uint64
+	req, lastReq     uint64
+	at, lastAt       int64 // unix ns
+	count            int64
+	ep               endpoint.Endpoint
+	detail           string
+	brazeID          string
 }
 
 // logOp appends an operation to u's log and returns its order. The caller holds the
 // exclusive structural lock, or u.mu with the order taken from updSeq (logTrack).
 func (s *Sim) logOp(u *user, ep endpoint.Endpoint, req uint64, at time.Time, detail string) uint64 {
 	order := s.updSeq.Add(1)
-	u.ops.push(opRec{order: order, req: req, at: at.UnixNano(), ep: ep, detail: detail, brazeID: u.brazeID}, s.cfg.MaxHistoryPerUser)
+	ns := at.UnixNano()
+	u.ops.push(opRec{order: order, lastOrder: order, req: req, lastReq: req, at: ns, lastAt: ns, count: 1,
+		ep: ep, detail: detail, brazeID: u.brazeID}, s.cfg.MaxHistoryPerUser)
 	u.opMark = req
 	return order
 }
 
-// logTrack records a /users/track request on u once per request (caller holds u.mu);
-// order is the application mark of the first object of the request applied to u.
+// logTrack records a /users/track request on u once per request (caller holds u.mu):
+// it extends the profile's last entry when that is a /users/track run, else starts a
+// run. order is the application mark of the first object of the request applied to u.
 func (s *Sim) logTrack(u *user, req, order uint64, at int64) {
 	if u.opMark == req {
 		return
 	}
 	u.opMark = req
-	*u.ops.slot(s.cfg.MaxHistoryPerUser) = opRec{order: order, req: req, at: at, ep: endpoint.Track, brazeID: u.brazeID}
+	if l := u.ops.last(); l != nil && l.ep == endpoint.Track && l.brazeID == u.brazeID {
+		l.lastOrder, l.lastReq, l.lastAt = order, req, at
+		l.count++
+		return
+	}
+	*u.ops.slot(s.cfg.MaxHistoryPerUser) = opRec{order: order, lastOrder: order, req: req, lastReq: req, at: at, lastAt: at,
+		count: 1, ep: endpoint.Track, brazeID: u.brazeID}
 }
 
 // moveOps merges src's log into dst's, in order (caller holds the exclusive lock).
@@ -143,7 +156,8 @@ func (s *Sim) Ops(idKind, id string) []Op {
 			}
 			dup[seen{o.order, o.brazeID}] = true
 			out = append(out, Op{Order: o.order, Request: o.req, Endpoint: o.ep.Name(), Time: time.Unix(0, o.at).UTC(),
-				Detail: o.detail, BrazeID: o.brazeID})
+				Detail: o.detail, BrazeID: o.brazeID, Count: o.count, LastOrder: o.lastOrder, LastRequest: o.lastReq,
+				LastTime: time.Unix(0, o.lastAt).UTC()})
 		})
 		u.mu.Unlock()
 	}

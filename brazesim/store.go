@@ -572,6 +572,17 @@ func (h *history[T]) slot(limit int) *T {
 	return p
 }
 
+// last returns the newest item, or nil.
+func (h *history[T]) last() *T {
+	if len(h.buf) == 0 {
+		return nil
+	}
+	if h.start == 0 {
+		return &h.buf[len(h.buf)-1]
+	}
+	return &h.buf[h.start-1]
+}
+
 // each calls f on the items, oldest first.
 func (h *history[T]) each(f func(*T)) {
 	for i := h.start; i < len(h.buf); i++ {

@@ -33,7 +33,9 @@ type User struct {
 }
 
 // Op is one entry of a profile's operation log (Sim.Ops): a request of some endpoint
-// that was applied to the profile.
+// that was applied to the profile. Consecutive /users/track requests on one profile are
+// one Op (a run of Count requests, from Order/Request/Time to LastOrder/LastRequest/
+// LastTime); every other request is an Op of its own (Count 1).
 type Op struct {
 	// Order is the global order of application across all endpoints and users: for one
 	// user, a smaller Order was applied earlier.
@@ -48,6 +50,11 @@ type Op struct {
 	// "<group id> subscribed"; empty for /users/track.
 	Detail  string `json:"detail,omitempty"`
 	BrazeID string `json:"braze_id"` // the profile it was applied to
+
+	Count       int64     `json:"count"`
+	LastOrder   uint64    `json:"last_order"`
+	LastRequest uint64    `json:"last_request_seq"`
+	LastTime    time.Time `json:"last_time"`
 }
 
 // Event is one stored custom event.

@@ -365,3 +365,19 @@ func TestTombstoneBound(t *testing.T) {
 		t.Fatalf("gone index %d keys", len(s.st.gone))
 	}
 }
+
+// Consecutive /users/track requests on a profile are one Op (a run); another endpoint's
+// request ends the run.
+func TestOpLogTrackRuns(t *testing.T) {
+	s := newSim(t, nil)
+	for i := 0; i < 3; i++ {
+		mustTrack(t, s, `{"attributes":[{"external_id":"r","n":1}],"events":[{"external_id":"r","name":"e","time":"2026-01-01T00:00:00Z"}]}`)
+	}
+	opDo(t, s, PathSubscription, `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":"r"}`, 201, "")
+	mustTrack(t, s, `{"attributes":[{"external_id":"r","n":2}]}`)
+	ops := s.Ops("external_id", "r")
+	if len(ops) != 3 || ops[0].Count != 3 || ops[0].Request != 1 || ops[0].LastRequest != 3 || ops[0].LastOrder <= ops[0].Order ||
+		ops[1].Endpoint != "subscription" || ops[1].Order <= ops[0].LastOrder || ops[2].Count != 1 || ops[2].Order <= ops[1].Order {
+		t.Fatalf("ops %+v", ops)
+	}
+}
