@@ -83,7 +83,6 @@ type entryState struct {
 	ref         [eState + 1]strSpan
 	name, label strSpan // user_alias members
 	keep        userRef // merge: identifier_to_keep
-	second      entryKey
 }
 
 // entry validates one record of a non-track kind at s.pos and appends it to st.out, like
