@@ -387,16 +387,16 @@ func eventNames(u brazesim.User) []string {
 }
 
 // TestLifecycleOrderUnderFaults: a mixed stream of every kind (a quarter of the messages
-// beyond /users/track) against a simulator answering 15% 5xx and 10% 429 on every endpoint:
+// beyond /users/track) against a simulator answering 15% 5xx and 5% 429 on every endpoint:
 // everything is delivered, and every user's operation log shows their records in Kafka
 // order across endpoints; deleted users are gone, subscription states and attributes are
 // the last write.
 func TestLifecycleOrderUnderFaults(t *testing.T) {
 	k := newTestKafka(t, 12)
 	sim := newSim(t, nil)
-	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.15, Rate429: 0.1})
+	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.15, Rate429: 0.05})
 	exp := newExpectation()
-	produceN(t, k, synth.New(synth.Options{Users: 150, LifecycleShare: 0.25, InvalidShare: 0.01, Seed: 77}), 1500, exp)
+	produceN(t, k, synth.New(synth.Options{Users: 120, LifecycleShare: 0.25, InvalidShare: 0.01, Seed: 77}), 1000, exp)
 	exp.requireLifecycle(t)
 	cfg := lifecycleConfig(k, sim, "lc-faults")
 	cfg.BatchMaxObjects = 10 // more requests, so faults hit often
