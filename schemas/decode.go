@@ -310,7 +310,15 @@ func arrayKind(k int) Kind {
 
 // envelopeKind is the Kind whose envelope "type" is t.
 func envelopeKind(t []byte) (Kind, bool) {
-	for k := KindAttributes; k < NumKinds; k++ {
+	switch string(t) { // the /users/track kinds first: most messages are theirs
+	case "event":
+		return KindEvent, true
+	case "attributes":
+		return KindAttributes, true
+	case "purchase":
+		return KindPurchase, true
+	}
+	for k := KindAlias; k < NumKinds; k++ {
 		if string(t) == kindNames[k].envelope {
 			return k, true
 		}
