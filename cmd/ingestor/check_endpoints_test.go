@@ -17,7 +17,7 @@ func TestCheckEndpointPermissions(t *testing.T) {
 			{Name: "track-merge", Secret: "tm-key-0123456789", Permissions: []string{brazesim.PermUsersTrack, brazesim.PermUsersMerge}},
 		}
 	})
-	const endpoints = "track,alias,identify,merge,delete"
+	const endpoints = "track,alias,identify,merge,subscription,delete"
 	for _, tc := range []struct {
 		name, key, endpoints string
 		wantCode             int
@@ -29,6 +29,7 @@ func TestCheckEndpointPermissions(t *testing.T) {
 			"✓ Braze " + sim.URL + " /users/identify: key accepted for users.identify",
 			"✓ Braze " + sim.URL + " /users/merge: key accepted for users.merge",
 			"✓ Braze " + sim.URL + " /users/delete: key accepted for users.delete",
+			"✓ Braze " + sim.URL + " /subscription/status/set: key accepted for subscription.status.set",
 		}, []string{"✗"}},
 		{"key without users.delete", "tm-key-0123456789", "track, merge, delete", 1, []string{
 			"✓ Braze " + sim.URL + ": key accepted for users.track",
