@@ -3,6 +3,7 @@ package brazesim
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -125,7 +126,7 @@ func decodeJSON(body []byte, v any) bool {
 		return false
 	}
 	_, err := dec.Token()
-	return err != nil // io.EOF: nothing follows
+	return err == io.EOF // nothing follows
 }
 
 // ---- identifiers ----

@@ -40,6 +40,8 @@ func TestUserOpsAnswersAndLimits(t *testing.T) {
 		{"alias empty", PathAliasNew, `{"user_aliases":[]}`, 400, msgAliasesEmpty},
 		{"alias no label", PathAliasNew, `{"user_aliases":[{"alias_name":"n"}]}`, 400, ErrInvalidAlias},
 		{"alias bad json", PathAliasNew, `{"user_aliases":[`, 400, msgParse},
+		{"alias trailing bytes", PathAliasNew, `{"user_aliases":[{"alias_name":"n","alias_label":"l"}]}}`, 400, msgParse},
+		{"alias trailing value", PathAliasNew, `{"user_aliases":[{"alias_name":"n","alias_label":"l"}]} {}`, 400, msgParse},
 		{"identify ok", PathIdentify, `{"aliases_to_identify":[{"external_id":"x","user_alias":{"alias_name":"none","alias_label":"l"}}]}`, 201, `{"aliases_processed":1,"message":"success"}`},
 		{"identify 51", PathIdentify, `{"aliases_to_identify":[` + list(26, func(i int) string {
 			return `{"external_id":"x","user_alias":` + alias(i) + `}`
@@ -83,7 +85,7 @@ func TestUserOpsAnswersAndLimits(t *testing.T) {
 	if st.LimitRejected != 5 {
 		t.Errorf("LimitRejected %d, want 5", st.LimitRejected)
 	}
-	if e := st.Endpoints["alias"]; e.Requests != 5 || e.Entries != 50 || e.ByStatus[201] != 1 || e.ByStatus[400] != 4 {
+	if e := st.Endpoints["alias"]; e.Requests != 7 || e.Entries != 50 || e.ByStatus[201] != 1 || e.ByStatus[400] != 6 {
 		t.Errorf("alias stats %+v", e)
 	}
 	if e := st.Endpoints["subscription"]; e.Requests != 8 || e.Entries != 51 || e.ByStatus[201] != 2 {
@@ -379,5 +381,20 @@ func TestOpLogTrackRuns(t *testing.T) {
 	if len(ops) != 3 || ops[0].Count != 3 || ops[0].Request != 1 || ops[0].LastRequest != 3 || ops[0].LastOrder <= ops[0].Order ||
 		ops[1].Endpoint != "subscription" || ops[1].Order <= ops[0].LastOrder || ops[2].Count != 1 || ops[2].Order <= ops[1].Order {
 		t.Fatalf("ops %+v", ops)
+	}
+}
+
+// The subscription limit is configurable from the config file and flags (flags win).
+func TestSubscriptionLimitConfig(t *testing.T) {
+	path := t.TempDir() + "/sim.json"
+	if err := writeFile(path, `{"subscription_limit":7,"subscription_window":"10s","user_ops_limit":9}`); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	if _, err := loadConfigFile(path, &c); err != nil || c.SubscriptionLimit != 7 || c.SubscriptionWindow != 10*time.Second || c.UserOpsLimit != 9 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if d := DefaultConfig(); d.SubscriptionLimit != 5000 || d.UserOpsLimit != 20000 {
+		t.Fatalf("defaults %d %d", d.SubscriptionLimit, d.UserOpsLimit)
 	}
 }
