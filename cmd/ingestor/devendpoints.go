@@ -32,7 +32,10 @@ func kindEndpoint(kind string) endpoint.Endpoint {
 
 // enableAllEndpoints lets cfg's worker send every record kind (ENDPOINTS).
 func enableAllEndpoints(cfg *Config) {
-	_ = cfg // wired when ENDPOINTS lands in worker.Config
+	cfg.Endpoints = cfg.Endpoints[:0]
+	for e := endpoint.Endpoint(0); e < endpoint.Count; e++ {
+		cfg.Endpoints = append(cfg.Endpoints, e.Name())
+	}
 }
 
 // printEndpoints writes the per-endpoint part of the dev summary: records produced, requests

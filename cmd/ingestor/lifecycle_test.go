@@ -693,3 +693,57 @@ func checkEndpointCounters(t *testing.T, s pipeline.Snapshot, want map[endpoint.
 		}
 	}
 }
+
+// TestLifecycleEndpointDisabledAndForbidden: a record for an endpoint missing from ENDPOINTS
+// is dead-lettered invalid_record, naming ENDPOINTS, while the enabled endpoints deliver; an
+// endpoint whose key lacks the permission (403) is an outage, not a rejection: nothing is
+// dead-lettered and the records are delivered once the permission is granted.
+func TestLifecycleEndpointDisabledAndForbidden(t *testing.T) {
+	k := newTestKafka(t, 3)
+	sim := newSim(t, nil)
+	sim.Sim.SetFaults(brazesim.Faults{Endpoints: map[string]brazesim.EndpointFaults{"delete": {Forbidden: true}}})
+	cfg := lifecycleConfig(k, sim, "lc-disabled")
+	cfg.Endpoints = []string{"track", "subscription", "delete"}
+	cfg.HaltProbeMax = time.Second
+	group := synth.SubscriptionGroups[0]
+	sendRaw(t, k,
+		"dis-u", `{"type":"attributes","data":{"external_id":"dis-u","plan":"free"}}`,
+		"dis-u", `{"type":"subscription","data":{"subscription_group_id":"`+group+`","subscription_state":"subscribed","external_id":"dis-u"}}`,
+		"dis-u", `{"type":"alias","data":{"alias_name":"crm-dis","alias_label":"crm_id","external_id":"dis-u"}}`,
+		"dis-v", `{"type":"attributes","data":{"external_id":"dis-v","plan":"free"}}`,
+		"dis-v", `{"type":"delete","data":{"external_id":"dis-v"}}`)
+	p, stop := startWorker(t, cfg)
+	waitFor(t, 30*time.Second, "the enabled endpoints delivered", func() bool {
+		u, _ := sim.Sim.User("external_id", "dis-u")
+		return u.Subscriptions[group] == "subscribed" && p.Stats().Snapshot().DeadLetteredAll >= 1
+	})
+	waitFor(t, 30*time.Second, "the forbidden delete refused", func() bool { return sim.Sim.Stats().Endpoints["delete"].ByStatus[403] > 0 })
+	time.Sleep(time.Second) // probes go on: still nothing dead-lettered for the 403s
+	if s := p.Stats().Snapshot(); s.DeadLetteredAll != 1 {
+		t.Fatalf("while /users/delete answered 403: dead-lettered %d (%v), want only the disabled alias", s.DeadLetteredAll, s.DeadLettered)
+	}
+	if _, ok := sim.Sim.User("external_id", "dis-v"); !ok {
+		t.Fatal("dis-v deleted while /users/delete answered 403")
+	}
+	sim.Sim.SetFaults(brazesim.Faults{})
+	waitFor(t, 30*time.Second, "the delete applied once permitted", func() bool {
+		_, ok := sim.Sim.User("external_id", "dis-v")
+		return !ok
+	})
+	waitFor(t, 10*time.Second, "all settled", func() bool { return p.Stats().Snapshot().RecordsDelivered >= 4 })
+	stop()
+	if s := p.Stats().Snapshot(); s.RecordsDelivered != 4 || s.DeadLetteredAll != 1 || s.DeadLettered[dlq.ReasonInvalidRecord] != 1 {
+		t.Errorf("delivered %d, dead-lettered %v; want 4 and one invalid_record", s.RecordsDelivered, s.DeadLettered)
+	}
+	dl := readDLQ(t, k)
+	if len(dl) != 1 {
+		t.Fatalf("DLQ has %d letters, want 1", len(dl))
+	}
+	if e := header(dl[0], dlq.HeaderError); header(dl[0], dlq.HeaderReason) != string(dlq.ReasonInvalidRecord) || !strings.Contains(e, "ENDPOINTS") ||
+		!strings.Contains(string(dl[0].Value), `"type":"alias"`) {
+		t.Errorf("disabled endpoint's dead letter: reason %q error %q value %s", header(dl[0], dlq.HeaderReason), e, dl[0].Value)
+	}
+	if _, ok := sim.Sim.User("user_alias", "crm_id\x00crm-dis"); ok {
+		t.Error("the alias of a disabled endpoint reached Braze")
+	}
+}
