@@ -162,6 +162,16 @@ func TestSegmentIdentityRecords(t *testing.T) {
 				if r.PackKey != w.packKey || string(r.ID) != w.id {
 					t.Errorf("record %d: PackKey %d id %q; want %d %q", i, r.PackKey, r.ID, w.packKey, w.id)
 				}
+				// The entry as a native envelope decodes to the same identity and PackKey:
+				// Segment and native records of one user share a lane and a request.
+				env := []byte(`{"type":"` + r.Kind.EnvelopeType() + `","data":` + string(r.Raw) + `}`)
+				nr, err := (&Decoder{}).Decode(env, nil)
+				if err != nil || len(nr) != 1 || nr[0].Err != nil {
+					t.Fatalf("record %d does not pass the native rules: %v %+v", i, err, nr)
+				}
+				if nr[0].UserHash != r.UserHash || nr[0].IDKind != r.IDKind || string(nr[0].UserID) != string(r.UserID) || nr[0].PackKey != r.PackKey {
+					t.Errorf("record %d: native identity %s %q PackKey %d; Segment's %s %q %d", i, nr[0].IDKind, nr[0].UserID, nr[0].PackKey, r.IDKind, r.UserID, r.PackKey)
+				}
 			}
 			outcome := SegmentMapped
 			if len(tc.want) == 0 {

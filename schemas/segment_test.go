@@ -570,7 +570,10 @@ func FuzzSegmentDecode(f *testing.F) {
 		b, _ := os.ReadFile(p)
 		f.Add(b)
 	}
-	d := &SegmentDecoder{PageAsEvent: true, GroupAsAttribute: true, MaxRecordBytes: 1 << 16}
+	f.Add([]byte(`{"type":"identify","userId":"u\u00e9","anonymousId":"a1","traits":{"x":1}}`))
+	f.Add([]byte(`{"type":"alias","userId":"u1","previousId":"a1","anonymousId":"a1"}`))
+	f.Add([]byte(`{"type":"alias","userId":"u1","previousId":"old"}`))
+	d := &SegmentDecoder{PageAsEvent: true, GroupAsAttribute: true, IdentifyAlias: true, AliasAsMerge: true, MaxRecordBytes: 1 << 16}
 	native := &Decoder{}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		recs, err := d.Decode(data, nil)
@@ -590,7 +593,7 @@ func FuzzSegmentDecode(f *testing.F) {
 			}
 			env := []byte(`{"type":"` + r.Kind.EnvelopeType() + `","data":` + string(r.Raw) + `}`)
 			nr, err := native.Decode(env, nil)
-			if err != nil || len(nr) != 1 || nr[0].Err != nil || nr[0].UserHash != r.UserHash {
+			if err != nil || len(nr) != 1 || nr[0].Err != nil || nr[0].UserHash != r.UserHash || nr[0].PackKey != r.PackKey {
 				t.Fatalf("record %s fails the native rules: %v %+v", r.Raw, err, nr)
 			}
 		}
