@@ -30,6 +30,8 @@ func TestSegmentConfig(t *testing.T) {
 		{"label", func(c *Config) { c.SegmentAnonymousAliasLabel = "" }, `SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty`},
 		{"currency", func(c *Config) { c.SegmentDefaultCurrency = "usd" }, `SEGMENT_DEFAULT_CURRENCY "usd"`},
 		{"order", func(c *Config) { c.SegmentOrderCompleted = "events" }, `SEGMENT_ORDER_COMPLETED "events": want purchases or ecommerce`},
+		{"identify alias", func(c *Config) { c.SegmentIdentifyAlias = "yes" }, `SEGMENT_IDENTIFY_ALIAS "yes": want auto, on or off`},
+		{"identify alias on", func(c *Config) { c.SegmentIdentifyAlias = "on" }, `SEGMENT_IDENTIFY_ALIAS=on needs identify in ENDPOINTS`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
