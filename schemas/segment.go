@@ -1218,11 +1218,9 @@ func (sd *segDecode) finish() error {
 	st := decodeState{s: scanner{buf: sd.b, errOff: -1}, maxRecord: sd.d.MaxRecordBytes, out: sd.out}
 	for i, o := range sd.objs {
 		if !o.kind.Tracked() {
-			if err := sd.entryRecord(&st, o, i); err != nil {
+			if err := sd.checkEntry(o); err != nil {
 				return err
 			}
-			sd.setID(&st.out[len(st.out)-1], id, &ids, i)
-			continue
 		}
 		if o.err != nil {
 			o.err.Index = i

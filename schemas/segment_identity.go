@@ -1,9 +1,6 @@
 package schemas
 
-import (
-	"bytes"
-	"strconv"
-)
+import "bytes"
 
 // Segment calls that become records of endpoints other than /users/track (docs/segment.md
 // "identify, alias and delete: the other endpoints"):
@@ -19,7 +16,9 @@ import (
 // Each entry is written in the shape the native envelope of its kind carries
 // (docs/design.md §2), so a dead-lettered entry replays to a native topic unchanged. Its
 // ordering identity is the profile that survives (docs/design.md §2): userId for identify
-// and merge, the deleted identifier for delete.
+// and merge, the deleted identifier for delete. Like every built object, each entry is
+// validated by the native rules, which also set its identity and PackKey exactly as for a
+// native record (segDecode.finish).
 
 // segWho is the identity of an entry: an identifier kind and the message span of the JSON
 // string holding it (userId, anonymousId or previousId).
@@ -170,42 +169,12 @@ func (sd *segDecode) checkExternalID(v val, field string) error {
 	return nil
 }
 
-// SegmentDeletePackKey is the PackKey of a delete record naming its user by an identifier of
-// kind k: Braze takes one identifier type per /users/delete request.
-func SegmentDeletePackKey(k IDKind) uint32 { return uint32(k) }
-
-// entryRecord appends the record of entry o (index i) to st.out, with its identity and
-// PackKey, after the identifier rules and the record size limit.
-func (sd *segDecode) entryRecord(st *decodeState, o segObj, i int) error {
-	w := o.who
-	field := "/anonymousId"
-	if w.v == sd.m.userID {
-		field = "/userId"
+// checkEntry applies the external_id rules to the userId or previousId an entry was built
+// from, to name the Segment field in the error; the native rules (finish) check the rest and
+// set the record's identity and PackKey.
+func (sd *segDecode) checkEntry(o segObj) error {
+	if o.who.kind != IDExternal {
+		return nil
 	}
-	if w.kind == IDExternal {
-		if err := sd.checkExternalID(w.v, field); err != nil {
-			return err
-		}
-	}
-	raw := sd.b[o.start:o.end:o.end]
-	if limit := sd.d.MaxRecordBytes; limit > 0 && len(raw) > limit {
-		return &MessageError{Reason: ReasonTooLarge, Offset: -1,
-			Msg: "the Braze " + o.kind.EnvelopeType() + " entry built from this call is " + strconv.Itoa(len(raw)) +
-				" bytes, over the limit of " + strconv.Itoa(limit)}
-	}
-	name, _ := sd.str(w.v)
-	var uid []byte
-	if w.kind == IDAlias {
-		label := sd.aliasLabel()
-		uid = make([]byte, 0, len(label)+1+len(name))
-		uid = append(append(append(uid, label...), 0), name...)
-	} else {
-		uid = bytes.Clone(name)
-	}
-	r := Record{Kind: o.kind, Index: i, Raw: raw, IDKind: w.kind, UserID: uid, UserHash: userHash(w.kind, uid)}
-	if o.kind == KindDelete {
-		r.PackKey = SegmentDeletePackKey(w.kind)
-	}
-	st.out = append(st.out, r)
-	return nil
+	return sd.checkExternalID(o.who.v, "/userId")
 }

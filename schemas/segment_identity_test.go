@@ -121,13 +121,13 @@ func TestSegmentIdentityRecords(t *testing.T) {
 			name: "delete: external_id userId",
 			msg:  `{"type":"delete","userId":"u1","anonymousId":"anon-1","messageId":"d1","context":{}}`,
 			call: SegmentDelete,
-			want: []want{{kind: KindDelete, json: `{"external_id":"u1"}`, idKind: e, userID: u1, packKey: SegmentDeletePackKey(IDExternal), id: "d1"}},
+			want: []want{{kind: KindDelete, json: `{"external_id":"u1"}`, idKind: e, userID: u1, packKey: uint32(IDExternal), id: "d1"}},
 		},
 		{
 			name: "delete: anonymous user's alias",
 			msg:  `{"type":"delete","userId":"","anonymousId":"anon-1"}`,
 			call: SegmentDelete,
-			want: []want{{kind: KindDelete, json: `{"user_alias":{"alias_name":"anon-1","alias_label":"anonymous_id"}}`, idKind: ak, userID: anon, packKey: SegmentDeletePackKey(IDAlias)}},
+			want: []want{{kind: KindDelete, json: `{"user_alias":{"alias_name":"anon-1","alias_label":"anonymous_id"}}`, idKind: ak, userID: anon, packKey: uint32(IDAlias)}},
 		},
 	}
 	for _, tc := range tests {
