@@ -623,9 +623,14 @@ func segmentBenchMessages() map[string][]byte {
 
 // BenchmarkSegmentDecode measures one call per operation; compare with BenchmarkDecode*.
 func BenchmarkSegmentDecode(b *testing.B) {
-	for name, msg := range segmentBenchMessages() {
+	msgs := segmentBenchMessages()
+	msgs["identify_alias"] = msgs["identify"] // with IdentifyAlias: a /users/identify record too
+	msgs["alias_merge"] = []byte(`{"type":"alias","userId":"user-00012345","previousId":"507f191e810c19729de860ea",` +
+		`"anonymousId":"507f191e810c19729de860ea","messageId":"ajs-8f7e6d5c4b3a2918","timestamp":"2024-05-01T10:00:00.000Z"}`)
+	msgs["delete"] = []byte(`{"type":"delete","userId":"user-00012345","messageId":"del-8f7e6d5c4b3a2918"}`)
+	for name, msg := range msgs {
 		b.Run(name, func(b *testing.B) {
-			d := &SegmentDecoder{MaxRecordBytes: 1 << 20}
+			d := &SegmentDecoder{MaxRecordBytes: 1 << 20, IdentifyAlias: name == "identify_alias", AliasAsMerge: true}
 			var out []Record
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()
