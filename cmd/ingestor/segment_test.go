@@ -279,7 +279,7 @@ func TestSegmentIdentityEndToEnd(t *testing.T) {
 	dl := readDLQ(t, k)
 	if len(dl) != 1 || string(dl[0].Value) != badDelete || header(dl[0], dlq.HeaderReason) != "invalid_record" ||
 		!strings.Contains(header(dl[0], dlq.HeaderError), "/userId") {
-		t.Errorf("dead letters %d: %q", len(dl), dl)
+		t.Errorf("dead letters %d: %v", len(dl), dl)
 	}
 }
 
