@@ -20,6 +20,7 @@ import (
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -105,6 +106,8 @@ type Config struct {
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration
+	// Endpoints are the Braze endpoints the worker may use (ENDPOINTS); Track is always on.
+	Endpoints [endpoint.Count]bool
 
 	Logger *slog.Logger
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
@@ -166,6 +169,7 @@ func (c *Config) Defaults() {
 	if c.Isolate5xxAfter == 0 {
 		c.Isolate5xxAfter = 5 * time.Minute
 	}
+	c.Endpoints[endpoint.Track] = true
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -10,7 +10,8 @@ import (
 // holds no state between calls, so one may be shared by many goroutines.
 type Decoder struct {
 	// MaxRecordBytes is the largest Raw a record may have (0 = no limit). A larger record is
-	// returned with a RecordError of Reason too_large.
+	// returned with a RecordError of Reason too_large. For the records of the endpoints
+	// beyond /users/track the limit is EntryFramingExtra bytes lower.
 	MaxRecordBytes int
 }
 
@@ -310,7 +311,15 @@ func arrayKind(k int) Kind {
 
 // envelopeKind is the Kind whose envelope "type" is t.
 func envelopeKind(t []byte) (Kind, bool) {
-	for k := KindAttributes; k < NumKinds; k++ {
+	switch string(t) { // the /users/track kinds first: most messages are theirs
+	case "event":
+		return KindEvent, true
+	case "attributes":
+		return KindAttributes, true
+	case "purchase":
+		return KindPurchase, true
+	}
+	for k := KindAlias; k < NumKinds; k++ {
 		if string(t) == kindNames[k].envelope {
 			return k, true
 		}

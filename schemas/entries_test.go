@@ -242,3 +242,23 @@ func TestEntryParts(t *testing.T) {
 		t.Errorf("EntryParts allocates %.0f times", allocs)
 	}
 }
+
+func TestSamePack(t *testing.T) {
+	sub := func(g, st, id string) []byte {
+		return []byte(`{"subscription_group_id":"` + g + `","subscription_state":"` + st + `","` + id + `":"v"}`)
+	}
+	if !SamePack(KindSubscription, sub("g", "subscribed", "email"), sub("g", "subscribed", "email")) {
+		t.Error("same group, state and type: not the same pack")
+	}
+	for _, b := range [][]byte{sub("h", "subscribed", "email"), sub("g", "unsubscribed", "email"), sub("g", "subscribed", "phone")} {
+		if SamePack(KindSubscription, sub("g", "subscribed", "email"), b) {
+			t.Errorf("%s: the same pack as group g, subscribed, email", b)
+		}
+	}
+	if SamePack(KindDelete, []byte(`{"external_id":"a"}`), []byte(`{"braze_id":"a"}`)) || !SamePack(KindDelete, []byte(`{"external_id":"a"}`), []byte(`{"external_id":"b"}`)) {
+		t.Error("delete: identifier types not told apart")
+	}
+	if !SamePack(KindMerge, []byte(`{}`), []byte(`{"x":1}`)) {
+		t.Error("merge: records of one kind always share a pack")
+	}
+}

@@ -84,3 +84,18 @@ func (p *Parts) set(k Kind, ek entryKey, v []byte) {
 		p.ID, p.Value = idKindOf(ek), v
 	}
 }
+
+// SamePack reports whether two valid records of kind k, a and b their Raw, may share one
+// request beyond having the same PackKey: for a subscription, the same group, state and
+// identifier type as written (PackKey is a 32-bit hash of them, so two groups can share one);
+// for a delete, the same identifier type; always for the other kinds. Strings are compared
+// as written, so the same group escaped differently reports false: the records then only
+// go in separate requests.
+func SamePack(k Kind, a, b []byte) bool {
+	if k != KindSubscription && k != KindDelete {
+		return true
+	}
+	pa, okA := EntryParts(k, a)
+	pb, okB := EntryParts(k, b)
+	return okA && okB && pa.ID == pb.ID && string(pa.Group) == string(pb.Group) && string(pa.State) == string(pb.State)
+}

@@ -191,7 +191,7 @@ func TestSegmentIdentityEndToEnd(t *testing.T) {
 	cfg.SegmentUnsupported = "skip"
 	cfg.SegmentDefaultCurrency = "USD"
 	cfg.SegmentIdentifyAlias = "auto"
-	segmentEnableEndpoints(cfg, "track", "identify", "merge", "delete")
+	cfg.Endpoints = []string{"track", "identify", "merge", "delete"}
 	if p := cfg.Validate(); len(p) != 0 {
 		t.Fatalf("config: %v", p)
 	}
@@ -283,8 +283,3 @@ func TestSegmentIdentityEndToEnd(t *testing.T) {
 	}
 }
 
-// segmentEnableEndpoints sets ENDPOINTS.
-func segmentEnableEndpoints(cfg *Config, names ...string) {
-	_ = cfg
-	_ = names // TODO(segment): ENDPOINTS field when it lands
-}
