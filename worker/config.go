@@ -628,7 +628,6 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 	return d
 }
 
-
 // newDecoderFunc returns pipeline.Config.NewDecoder for KAFKA_TOPIC_FORMATS: nil when every
 // topic is native (the pipeline's default), otherwise a function giving segment topics the
 // shared Segment decoder and the others a native one.

@@ -282,4 +282,3 @@ func TestSegmentIdentityEndToEnd(t *testing.T) {
 		t.Errorf("dead letters %d: %v", len(dl), dl)
 	}
 }
-
