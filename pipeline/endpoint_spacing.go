@@ -14,14 +14,13 @@ import (
 // share the lane's requests (USER_MIN_SPACING spaces those).
 type Spacing [endpoint.Count][endpoint.Count]time.Duration
 
-// DefaultEndpointSpacing is ENDPOINT_SPACING's default (docs/braze-rules.md, Braze's
-// "optimal delay between endpoints"): 100 ms between any two dependent calls (Braze's normal
-// eventual consistency is 10–100 ms); 3 s after a user's /users/track request settles,
-// because /users/track is processed asynchronously and may take a few seconds; 5 s after an
-// alias is created (Braze recommends up to 5 minutes between /users/alias/new and
-// /users/track on that alias: set alias>track=5m where a held user may hold its partition
-// that long, README "Per-user order").
-const DefaultEndpointSpacing = "*>*=100ms,track>*=3s,alias>*=5s"
+// defaultSpacing is ENDPOINT_SPACING's default (worker/config.go; the README states Braze's
+// reasons, docs/braze-rules.md their sources): 100 ms between any two dependent calls
+// (Braze's normal eventual consistency is 10–100 ms); 3 s after a user's /users/track
+// records settle (processed asynchronously, it may take a few seconds); 5 s after an alias is
+// created (Braze recommends up to 5 minutes before /users/track on that alias: alias>track=5m
+// where a held user may hold its partition that long).
+const defaultSpacing = "*>*=100ms,track>*=3s,alias>*=5s"
 
 // MaxEndpointSpacing bounds each pair's spacing: a held user holds its partition's commit.
 const MaxEndpointSpacing = 10 * time.Minute

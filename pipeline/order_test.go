@@ -159,7 +159,7 @@ func spacing(s string) func(*Config) {
 		if err != nil {
 			panic(err)
 		}
-		c.Spacing = sp
+		c.Spacing = &sp
 	}
 }
 
@@ -381,7 +381,7 @@ func TestNewRequiresPosterForEndpoints(t *testing.T) {
 }
 
 func TestParseSpacing(t *testing.T) {
-	sp, err := ParseSpacing(DefaultEndpointSpacing + ",alias>track=5m, *>delete=1s")
+	sp, err := ParseSpacing("*>*=100ms,track>*=3s,alias>*=5s,alias>track=5m, *>delete=1s")
 	if err != nil {
 		t.Fatal(err)
 	}

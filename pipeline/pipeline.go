@@ -108,8 +108,9 @@ type Config struct {
 	// dead-lettered invalid_record. Enabling one requires a sender implementing sink.Poster.
 	Endpoints [endpoint.Count]bool
 	// Spacing is the least time between a user's record settling at one endpoint and its
-	// next record going to another (ENDPOINT_SPACING, ParseSpacing); zero pairs do not wait.
-	Spacing Spacing
+	// next record going to another (ENDPOINT_SPACING, ParseSpacing); zero pairs do not wait;
+	// nil takes the default (defaultSpacing).
+	Spacing *Spacing
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration
@@ -171,6 +172,10 @@ func (c *Config) Defaults() {
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
 	def(&c.StuckAfter, DefaultStuckAfter)
+	if c.Spacing == nil {
+		sp, _ := ParseSpacing(defaultSpacing)
+		c.Spacing = &sp
+	}
 	if c.Isolate5xxAfter == 0 {
 		c.Isolate5xxAfter = 5 * time.Minute
 	}
