@@ -26,8 +26,8 @@ type Stats struct {
 	// HeldUsers is the number of users whose records wait in a lane for an earlier record of
 	// another endpoint (held.go).
 	HeldUsers atomic.Int64
-	DLQWrites    atomic.Int64
-	DLQErrors    atomic.Int64
+	DLQWrites atomic.Int64
+	DLQErrors atomic.Int64
 
 	Requests       [5]atomic.Int64 // by sink.Class
 	RequestsStatus [6]atomic.Int64 // by status class: 0 = no answer, 1..5 = 1xx..5xx
