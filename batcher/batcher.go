@@ -191,7 +191,14 @@ func Encode[T Object](dst []byte, objs []T) []byte {
 // Locate maps a Braze error position (array name and 0-based index within that array, as in
 // the errors[] of a /users/track answer) back to the position in objs that Encode put there.
 // It returns -1 when nothing is at that position.
+//
+// For the other endpoints it always returns -1: Braze documents no per-entry error positions
+// in their answers (docs/braze-rules.md "Endpoints beyond /users/track"), so an answer of
+// theirs judges the whole request.
 func Locate[T Object](objs []T, array string, index int) int {
+	if len(objs) > 0 && !objs[0].ObjectKind().Tracked() {
+		return -1
+	}
 	kind := -1
 	for k, n := range arrayNames {
 		if n == array {

@@ -13,6 +13,7 @@ import (
 //	GET  /_sim/users                       all users (JSON array)
 //	GET  /_sim/users/{external_id}         one user by external_id (404 if none)
 //	GET  /_sim/user?kind=email&id=a@b.c    one user by any identifier kind
+//	GET  /_sim/ops?kind=external_id&id=u1  operation log of a user (Sim.Ops; kind as for /_sim/user)
 //	GET  /_sim/stats                       Stats
 //	GET  /_sim/faults                      current Faults
 //	POST /_sim/faults                      replace Faults (JSON body)
@@ -34,12 +35,23 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	case p == "/user" && r.Method == http.MethodGet:
 		q := r.URL.Query()
 		s.adminUser(w, q.Get("kind"), q.Get("id"))
+	case p == "/ops" && r.Method == http.MethodGet:
+		q := r.URL.Query()
+		if _, _, ok := opKey(q.Get("kind"), ""); !ok {
+			adminJSON(w, http.StatusBadRequest, map[string]string{"message": "kind must be external_id, braze_id, email, phone or alias"})
+			return
+		}
+		adminJSON(w, http.StatusOK, s.Ops(q.Get("kind"), q.Get("id")))
 	case p == "/faults" && r.Method == http.MethodGet:
 		adminJSON(w, http.StatusOK, s.Faults())
 	case p == "/faults" && (r.Method == http.MethodPost || r.Method == http.MethodPut):
 		var f Faults
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err := json.Unmarshal(b, &f); err != nil {
+		err := json.Unmarshal(b, &f)
+		if err == nil {
+			err = f.Check()
+		}
+		if err != nil {
 			adminJSON(w, http.StatusBadRequest, map[string]string{"message": "invalid faults: " + err.Error()})
 			return
 		}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Mode selects how the /users/track object limit is counted (docs/braze-rules.md §1 "Per-request object limits").
@@ -25,6 +27,8 @@ const (
 	PermUsersAliasNew = "users.alias.new"
 	PermUsersIdentify = "users.identify"
 	PermUsersMerge    = "users.merge"
+
+	PermSubscriptionStatusSet = "subscription.status.set"
 )
 
 // Key is one REST API key of the simulated workspace (docs/braze-rules.md §4).
@@ -55,6 +59,10 @@ type Config struct {
 	OtherWindow   time.Duration // default 1h
 	UserOpsLimit  int           // /users/delete, /users/alias/new, /users/identify, /users/merge shared (default 20000)
 	UserOpsWindow time.Duration // default 1m
+	// SubscriptionLimit is /subscription/status/set requests per SubscriptionWindow
+	// (default 5000 per 1m, docs/braze-rules.md §3).
+	SubscriptionLimit  int
+	SubscriptionWindow time.Duration
 
 	// HourlyLimit > 0 models a Monthly Active Users contract (docs/braze-rules.md §3): on top
 	// of the burst window (TrackLimit per TrackWindow) /users/track has an hourly limit that
@@ -92,10 +100,15 @@ type Config struct {
 	BlacklistedExternalIDs []string
 	BlacklistedPrefix      string
 
-	// MaxHistoryPerUser bounds the events and the purchases kept per user (the
-	// oldest are dropped; counters still count everything). 0 = unlimited.
-	// DefaultConfig sets 10000 so long dev runs do not grow without bound.
+	// MaxHistoryPerUser bounds the events, the purchases and the operation log (Sim.Ops)
+	// kept per user (the oldest are dropped; counters still count everything). 0 =
+	// unlimited. DefaultConfig sets 10000 so long dev runs do not grow without bound.
 	MaxHistoryPerUser int
+
+	// MaxTombstones bounds the deleted and merged-away profiles kept (identifiers and
+	// operation log only) so that Sim.Ops still shows their history; the oldest are
+	// forgotten first. 0 = the default 100000.
+	MaxTombstones int
 
 	// Now replaces time.Now (tests). Nil = time.Now.
 	Now func() time.Time `json:"-"`
@@ -104,19 +117,22 @@ type Config struct {
 // DefaultConfig returns the configuration of a workspace on the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Mode:              ModeCombined,
-		MaxObjects:        75,
-		MaxBodyBytes:      4 * 1024 * 1024,
-		Keys:              []Key{{Name: "dev", Secret: "dev-key"}},
-		TrackLimit:        3000,
-		TrackWindow:       3 * time.Second,
-		OtherLimit:        250000,
-		OtherWindow:       time.Hour,
-		UserOpsLimit:      20000,
-		UserOpsWindow:     time.Minute,
-		Validate:          true,
-		BlacklistedPrefix: "blacklisted-",
-		MaxHistoryPerUser: 10000,
+		Mode:               ModeCombined,
+		MaxObjects:         75,
+		MaxBodyBytes:       4 * 1024 * 1024,
+		Keys:               []Key{{Name: "dev", Secret: "dev-key"}},
+		TrackLimit:         3000,
+		TrackWindow:        3 * time.Second,
+		OtherLimit:         250000,
+		OtherWindow:        time.Hour,
+		UserOpsLimit:       endpoint.GroupUsers.DefaultPerMinute(),
+		UserOpsWindow:      time.Minute,
+		SubscriptionLimit:  endpoint.GroupSubscription.DefaultPerMinute(),
+		SubscriptionWindow: time.Minute,
+		Validate:           true,
+		BlacklistedPrefix:  "blacklisted-",
+		MaxHistoryPerUser:  10000,
+		MaxTombstones:      100000,
 	}
 }
 
@@ -171,8 +187,12 @@ func (c Config) normalize() (Config, map[string]*keyInfo, error) {
 	def(&c.TrackLimit, &c.TrackWindow, d.TrackLimit, d.TrackWindow)
 	def(&c.OtherLimit, &c.OtherWindow, d.OtherLimit, d.OtherWindow)
 	def(&c.UserOpsLimit, &c.UserOpsWindow, d.UserOpsLimit, d.UserOpsWindow)
-	if c.MaxObjects < 0 || c.MaxBodyBytes < 0 || c.Latency < 0 || c.MaxHistoryPerUser < 0 {
-		return c, nil, fmt.Errorf("brazesim: negative MaxObjects, MaxBodyBytes, Latency or MaxHistoryPerUser")
+	def(&c.SubscriptionLimit, &c.SubscriptionWindow, d.SubscriptionLimit, d.SubscriptionWindow)
+	if c.MaxTombstones == 0 {
+		c.MaxTombstones = d.MaxTombstones
+	}
+	if c.MaxObjects < 0 || c.MaxBodyBytes < 0 || c.Latency < 0 || c.MaxHistoryPerUser < 0 || c.MaxTombstones < 0 {
+		return c, nil, fmt.Errorf("brazesim: negative MaxObjects, MaxBodyBytes, Latency, MaxHistoryPerUser or MaxTombstones")
 	}
 	if c.HourlyLimit < 0 || c.HourlyUsed < 0 || (c.HourlyLimit > 0 && c.HourlyUsed > c.HourlyLimit) {
 		return c, nil, fmt.Errorf("brazesim: HourlyLimit and HourlyUsed must be >= 0 with HourlyUsed <= HourlyLimit")

@@ -18,11 +18,25 @@
 //
 // # Endpoints
 //
-//	POST /users/track       permission users.track      rate class "track" (3000 per 3 s)
-//	POST /users/delete      permission users.delete     rate class "user ops" (20000 per minute, shared)
-//	POST /users/alias/new   permission users.alias.new  rate class "user ops"
-//	POST /users/identify    permission users.identify   rate class "user ops"
-//	POST /users/merge       permission users.merge      rate class "user ops" (answers 202)
+//	POST /users/track              users.track              group "track" (3000 per 3 s)
+//	POST /users/alias/new          users.alias.new          group "users" (20000 per minute, shared)
+//	POST /users/identify           users.identify           group "users"
+//	POST /users/merge              users.merge              group "users" (answers 202)
+//	POST /users/delete             users.delete             group "users"
+//	POST /subscription/status/set  subscription.status.set  group "subscription" (5000 per minute)
+//
+// Paths, permissions, per-request limits and groups come from package endpoint. The
+// endpoints beyond /users/track (userops.go, op*.go) validate a request whole (at most 50
+// entries; delete: one identifier type; email/phone identifiers need a prioritization;
+// subscription: one group and state, email and phone not together; merge with Braze's
+// documented texts) and answer 400 {"message": ...} applying nothing, or apply it and
+// answer as Braze documents: alias/new and identify 201 {"aliases_processed":n,
+// "message":"success"}, merge 202 {"message":"success"}, delete 201 {"deleted":n},
+// subscription 201 {"message":"success"}. Effects: alias/new creates an alias-only
+// profile or adds the alias to the external_id's profile; identify moves an alias-,
+// email- or phone-only profile into the known one (creating it when absent); merge
+// moves identifier_to_merge's profile into identifier_to_keep's; delete removes the
+// profile; subscription sets the group state on every profile named (User.Subscriptions).
 //
 // Config.OtherLimit/OtherWindow (250000 per hour) is the class for any further
 // endpoint; none of the implemented ones uses it yet.
@@ -53,8 +67,10 @@
 //	-max-body-bytes 4194304       payload limit (413 above)
 //	-track-limit 3000             /users/track requests per window (negative = unlimited)
 //	-track-window 3s              /users/track window
-//	-user-ops-limit 20000         delete/alias/identify requests per window
+//	-user-ops-limit 20000         alias/identify/merge/delete requests per window (shared)
 //	-user-ops-window 1m           user-ops window
+//	-subscription-limit 5000      /subscription/status/set requests per window
+//	-subscription-window 1m       subscription window
 //	-hourly-limit 0               MAU contract: /users/track requests per clock hour on top of
 //	                              the burst window; the X-RateLimit-* headers then describe the
 //	                              hour (Reset = seconds remaining) and the burst window shows
@@ -83,11 +99,13 @@
 //	curl -s localhost:4610/_sim/users                      # all users
 //	curl -s localhost:4610/_sim/users/user-1               # by external_id (URL-escaped)
 //	curl -s 'localhost:4610/_sim/user?kind=email&id=a@example.com'   # kind: external_id|braze_id|email|phone|alias
+//	curl -s 'localhost:4610/_sim/ops?kind=external_id&id=user-1'    # operation log (Sim.Ops)
 //	curl -s localhost:4610/_sim/faults                     # current faults
 //	curl -s -XPOST localhost:4610/_sim/faults -d '{"error_5xx_rate":0.1,"rate_429":0.05,"extra_latency":"200ms"}'
 //	curl -s -XPOST localhost:4610/_sim/faults -d '{"outage":[{"start":"2026-01-01T10:00:00Z","end":"2026-01-01T10:05:00Z"}]}'
 //	curl -s -XPOST localhost:4610/_sim/faults -d '{"invalid_keys":true}'
 //	curl -s -XPOST localhost:4610/_sim/faults -d '{"timeout_rate":0.01,"reset_rate":0.01}'
+//	curl -s -XPOST localhost:4610/_sim/faults -d '{"endpoints":{"delete":{"reject_marker":"poison"},"merge":{"forbidden":true},"subscription":{"error_5xx_rate":0.2}}}'
 //	curl -s -XPOST localhost:4610/_sim/faults -d '{}'      # clear faults
 //	curl -s -XPOST localhost:4610/_sim/reset               # users, stats, windows, faults
 //
@@ -100,6 +118,15 @@
 //	{"message":"success","attributes_processed":1,"events_processed":1}
 //
 // # Observation
+//
+// For tests: Sim.User(kind, id) tells whether a profile exists and returns its
+// attributes, events, purchases, aliases (User.Aliases) and subscription states
+// (User.Subscriptions). Sim.Ops(kind, id) returns the order in which requests of every
+// endpoint were applied to the user: one Op per request (endpoint name, global Order,
+// request sequence, time, detail), consecutive /users/track requests merged into one run
+// (Op.Count), including the history of the profiles it absorbed (identify, merge) and of
+// deleted profiles that held the identifier (Config.MaxTombstones). Stats.Endpoints has
+// requests, entries and answers by status per endpoint.
 //
 // Stats.SameUserConcurrency counts a /users/track request that touches a user
 // profile (whatever identifier names it: external_id, alias, braze_id, email,

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // initHour starts the hourly window of an MAU contract with the requests other traffic
@@ -24,10 +26,10 @@ func (s *Sim) initHour() {
 // /users/track on an MAU contract (Config.HourlyLimit > 0) counts against the burst window
 // first and the hour second; the headers describe the hour, Reset as seconds remaining.
 // Elsewhere the headers describe the endpoint's window, Reset as epoch seconds.
-func (s *Sim) rateLimit(w http.ResponseWriter, ep *endpoint, now time.Time, f *Faults) bool {
-	lim := &s.limits[ep.class]
+func (s *Sim) rateLimit(w http.ResponseWriter, rt *route, now time.Time, f *Faults) bool {
+	lim := &s.limits[rt.group]
 	ok, remaining, end := lim.take(now)
-	mau := ep.class == classTrack && s.cfg.HourlyLimit > 0
+	mau := rt.group == endpoint.GroupTrack && s.cfg.HourlyLimit > 0
 	var hourRemaining int
 	var hourEnd time.Time
 	if ok && mau {
@@ -43,7 +45,7 @@ func (s *Sim) rateLimit(w http.ResponseWriter, ep *endpoint, now time.Time, f *F
 		}
 		s.ctr.rateLimited.Add(1)
 		w.Header()["X-Ratelimit-Retry-After"] = []string{strconv.FormatInt(retry, 10)}
-		s.writeMsg(w, http.StatusTooManyRequests, "API rate limit exceeded")
+		s.writeMsg(w, rt.ep, http.StatusTooManyRequests, "API rate limit exceeded")
 		return false
 	}
 	h := w.Header()

@@ -108,6 +108,8 @@ type fileConfig struct {
 	OtherWindow            string   `json:"other_window"`
 	UserOpsLimit           int      `json:"user_ops_limit"`
 	UserOpsWindow          string   `json:"user_ops_window"`
+	SubscriptionLimit      int      `json:"subscription_limit"`
+	SubscriptionWindow     string   `json:"subscription_window"`
 	HourlyLimit            int      `json:"hourly_limit"`
 	HourlyUsed             int      `json:"hourly_used"`
 	Fatal2xxShare          float64  `json:"fatal_2xx_share"`
@@ -144,6 +146,7 @@ func loadConfigFile(path string, c *Config) (*Faults, error) {
 	setInt(&c.TrackLimit, fc.TrackLimit)
 	setInt(&c.OtherLimit, fc.OtherLimit)
 	setInt(&c.UserOpsLimit, fc.UserOpsLimit)
+	setInt(&c.SubscriptionLimit, fc.SubscriptionLimit)
 	setInt(&c.HourlyLimit, fc.HourlyLimit)
 	setInt(&c.HourlyUsed, fc.HourlyUsed)
 	if fc.Fatal2xxShare != 0 {
@@ -155,7 +158,8 @@ func loadConfigFile(path string, c *Config) (*Faults, error) {
 	for _, d := range []struct {
 		s   string
 		dst *time.Duration
-	}{{fc.TrackWindow, &c.TrackWindow}, {fc.OtherWindow, &c.OtherWindow}, {fc.UserOpsWindow, &c.UserOpsWindow}, {fc.Latency, &c.Latency}} {
+	}{{fc.TrackWindow, &c.TrackWindow}, {fc.OtherWindow, &c.OtherWindow}, {fc.UserOpsWindow, &c.UserOpsWindow},
+		{fc.SubscriptionWindow, &c.SubscriptionWindow}, {fc.Latency, &c.Latency}} {
 		if d.s == "" {
 			continue
 		}
@@ -191,8 +195,10 @@ func RunCLI(ctx context.Context, args []string, stdout io.Writer) error {
 	maxBody := fs.Int("max-body-bytes", d.MaxBodyBytes, "payload limit in bytes (413 above)")
 	trackLimit := fs.Int("track-limit", d.TrackLimit, "/users/track requests per -track-window (negative = unlimited)")
 	trackWindow := fs.Duration("track-window", d.TrackWindow, "/users/track rate-limit window")
-	userOpsLimit := fs.Int("user-ops-limit", d.UserOpsLimit, "/users/delete, /users/alias/new, /users/identify requests per -user-ops-window")
+	userOpsLimit := fs.Int("user-ops-limit", d.UserOpsLimit, "/users/delete, /users/alias/new, /users/identify, /users/merge requests per -user-ops-window (shared; negative = unlimited)")
 	userOpsWindow := fs.Duration("user-ops-window", d.UserOpsWindow, "shared user-ops rate-limit window")
+	subLimit := fs.Int("subscription-limit", d.SubscriptionLimit, "/subscription/status/set requests per -subscription-window (negative = unlimited)")
+	subWindow := fs.Duration("subscription-window", d.SubscriptionWindow, "/subscription/status/set rate-limit window")
 	latency := fs.Duration("latency", 0, "fixed latency added to every API request")
 	hourlyLimit := fs.Int("hourly-limit", 0, "MAU contract: /users/track requests per clock hour; headers then describe the hour (Reset = seconds remaining) and the burst window shows only through 429s (0 = off)")
 	hourlyUsed := fs.Int("hourly-used", 0, "requests of the starting hour already used by other traffic (with -hourly-limit)")
@@ -235,6 +241,8 @@ func RunCLI(ctx context.Context, args []string, stdout io.Writer) error {
 	apply("track-window", func() { cfg.TrackWindow = *trackWindow })
 	apply("user-ops-limit", func() { cfg.UserOpsLimit = *userOpsLimit })
 	apply("user-ops-window", func() { cfg.UserOpsWindow = *userOpsWindow })
+	apply("subscription-limit", func() { cfg.SubscriptionLimit = *subLimit })
+	apply("subscription-window", func() { cfg.SubscriptionWindow = *subWindow })
 	apply("latency", func() { cfg.Latency = *latency })
 	apply("hourly-limit", func() { cfg.HourlyLimit = *hourlyLimit })
 	apply("hourly-used", func() { cfg.HourlyUsed = *hourlyUsed })

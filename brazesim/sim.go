@@ -14,36 +14,38 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
-// Endpoints served by the simulator.
+// Endpoints served by the simulator (their facts live in package endpoint).
 const (
-	PathTrack    = "/users/track"
-	PathDelete   = "/users/delete"
-	PathAliasNew = "/users/alias/new"
-	PathIdentify = "/users/identify"
-	PathMerge    = "/users/merge"
+	PathTrack        = "/users/track"
+	PathDelete       = "/users/delete"
+	PathAliasNew     = "/users/alias/new"
+	PathIdentify     = "/users/identify"
+	PathMerge        = "/users/merge"
+	PathSubscription = "/subscription/status/set"
 )
 
-type endpoint struct {
+// route is one served endpoint: its path, the key permission it needs and its rate-limit
+// group, all from package endpoint (the one home of endpoint facts).
+type route struct {
+	ep    endpoint.Endpoint
 	path  string
 	perm  string
-	class int // limiter class
+	group endpoint.Group
 }
 
-const (
-	classTrack = iota
-	classUserOps
-	classOther
-)
+// epOther indexes per-endpoint counters for requests to unknown paths.
+const epOther = endpoint.Count
 
-var endpoints = []endpoint{
-	{PathTrack, PermUsersTrack, classTrack},
-	{PathDelete, PermUsersDelete, classUserOps},
-	{PathAliasNew, PermUsersAliasNew, classUserOps},
-	{PathIdentify, PermUsersIdentify, classUserOps},
-	{PathMerge, PermUsersMerge, classUserOps},
-}
+var routes = func() (r [endpoint.Count]route) {
+	for e := endpoint.Endpoint(0); e < endpoint.Count; e++ {
+		r[e] = route{ep: e, path: e.Path(), perm: e.Permission(), group: e.Group()}
+	}
+	return
+}()
 
 // Sim is a simulated Braze REST API workspace. It implements http.Handler and is
 // safe for concurrent use.
@@ -54,7 +56,7 @@ type Sim struct {
 	now       func() time.Time
 
 	faults    atomic.Pointer[Faults]
-	limits    [3]limiter
+	limits    [endpoint.GroupCount]limiter
 	hour      limiter      // /users/track hourly limit of MAU contracts (Config.HourlyLimit)
 	smu       sync.RWMutex // structural lock: R for /users/track, W for deletes/merges/reset
 	st        *store
@@ -73,7 +75,11 @@ type counters struct {
 	requests, objects, attrs, events, purchases, objErrors, dataPoints atomic.Int64
 	rateLimited, limitRejected, maxObjects, sameUser, bulk, fatal2xx   atomic.Int64
 	byStatus                                                           [600]atomic.Int64
-	byEndpoint                                                         [6]atomic.Int64 // endpoints + "other"
+	byEndpoint                                                         [endpoint.Count + 1]atomic.Int64 // endpoints + "other"
+	// Per endpoint (+ "other"): answers by status, and entries of the requests answered 2xx
+	// (the /users/track entries are the objects counter).
+	epStatus  [endpoint.Count + 1][600]atomic.Int64
+	epEntries [endpoint.Count]atomic.Int64
 }
 
 // New returns a simulator for cfg (see DefaultConfig).
@@ -90,11 +96,11 @@ func New(cfg Config) (*Sim, error) {
 		s.blacklist[id] = true
 	}
 	_, _ = rand.Read(s.bidPrefix[:])
-	s.limits[classTrack] = limiter{limit: c.TrackLimit, window: c.TrackWindow}
-	s.limits[classUserOps] = limiter{limit: c.UserOpsLimit, window: c.UserOpsWindow}
-	s.limits[classOther] = limiter{limit: c.OtherLimit, window: c.OtherWindow}
+	s.limits[endpoint.GroupTrack] = limiter{limit: c.TrackLimit, window: c.TrackWindow}
+	s.limits[endpoint.GroupUsers] = limiter{limit: c.UserOpsLimit, window: c.UserOpsWindow}
+	s.limits[endpoint.GroupSubscription] = limiter{limit: c.SubscriptionLimit, window: c.SubscriptionWindow}
 	s.initHour()
-	s.faults.Store(&Faults{})
+	s.SetFaults(Faults{})
 	s.reqPool.New = func() any { return &reqState{} }
 	s.bufPool.New = func() any { return new(bytes.Buffer) }
 	return s, nil
@@ -103,8 +109,12 @@ func New(cfg Config) (*Sim, error) {
 // Config returns the effective configuration.
 func (s *Sim) Config() Config { return s.cfg }
 
-// SetFaults replaces the injected faults (safe at any time).
-func (s *Sim) SetFaults(f Faults) { s.faults.Store(&f) }
+// SetFaults replaces the injected faults (safe at any time). Entries of f.Endpoints with
+// an unknown endpoint name are ignored (Faults.Check reports them).
+func (s *Sim) SetFaults(f Faults) {
+	f.compile()
+	s.faults.Store(&f)
+}
 
 // Faults returns the current faults.
 func (s *Sim) Faults() Faults { return *s.faults.Load() }
@@ -115,7 +125,7 @@ func (s *Sim) Reset() {
 	s.st = newStore()
 	s.nUsers.Store(0)
 	s.smu.Unlock()
-	s.faults.Store(&Faults{})
+	s.SetFaults(Faults{})
 	for i := range s.limits {
 		s.limits[i].reset()
 	}
@@ -130,6 +140,14 @@ func (s *Sim) Reset() {
 	}
 	for i := range c.byEndpoint {
 		c.byEndpoint[i].Store(0)
+	}
+	for i := range c.epStatus {
+		for j := range c.epStatus[i] {
+			c.epStatus[i][j].Store(0)
+		}
+	}
+	for i := range c.epEntries {
+		c.epEntries[i].Store(0)
 	}
 }
 
@@ -149,15 +167,45 @@ func (s *Sim) Stats() Stats {
 			st.ByStatus[i] = n
 		}
 	}
-	for i, e := range endpoints {
+	for i, e := range routes {
 		if n := c.byEndpoint[i].Load(); n > 0 {
 			st.ByEndpoint[e.path] = n
 		}
 	}
-	if n := c.byEndpoint[len(endpoints)].Load(); n > 0 {
+	if n := c.byEndpoint[epOther].Load(); n > 0 {
 		st.ByEndpoint["other"] = n
 	}
+	st.Endpoints = s.endpointStats()
 	return st
+}
+
+// endpointStats returns the per-endpoint counters (Stats.Endpoints), keyed by endpoint
+// name; endpoints that saw no request are left out.
+func (s *Sim) endpointStats() map[string]EndpointStats {
+	c := &s.ctr
+	out := map[string]EndpointStats{}
+	for i := 0; i <= int(epOther); i++ {
+		n := c.byEndpoint[i].Load()
+		if n == 0 {
+			continue
+		}
+		es := EndpointStats{Requests: n, ByStatus: map[int]int64{}}
+		for code := range c.epStatus[i] {
+			if k := c.epStatus[i][code].Load(); k > 0 {
+				es.ByStatus[code] = k
+			}
+		}
+		name := "other"
+		if i < int(endpoint.Count) {
+			name = endpoint.Endpoint(i).Name()
+			es.Entries = c.epEntries[i].Load()
+			if endpoint.Endpoint(i) == endpoint.Track {
+				es.Entries = c.objects.Load()
+			}
+		}
+		out[name] = es
+	}
+	return out
 }
 
 // ---- rate limiting (docs/braze-rules.md §3) ----
@@ -223,106 +271,127 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.ctr.requests.Add(1)
-	epIdx := -1
-	trailing := false
-	for i := range endpoints {
-		if path == endpoints[i].path {
-			epIdx = i
-			break
-		}
-		if len(path) == len(endpoints[i].path)+1 && path[len(path)-1] == '/' && path[:len(path)-1] == endpoints[i].path {
-			epIdx, trailing = i, true
-			break
-		}
-	}
-	if epIdx < 0 {
-		s.ctr.byEndpoint[len(endpoints)].Add(1)
+	epIdx, trailing := findRoute(path)
+	s.ctr.byEndpoint[epIdx].Add(1)
+	if epIdx == epOther {
 		// Unknown path: 404 (docs/braze-rules.md §2 status table, "Invalid URL").
-		s.writeMsg(w, http.StatusNotFound, "Not Found")
+		s.writeMsg(w, epOther, http.StatusNotFound, "Not Found")
 		return
 	}
-	s.ctr.byEndpoint[epIdx].Add(1)
-	ep := &endpoints[epIdx]
+	rt := &routes[epIdx]
 	now := s.now()
 	f := s.faults.Load()
-
-	// Faults that act before Braze sees the request.
-	for _, win := range f.Outage {
-		if !now.Before(win.Start) && now.Before(win.End) {
-			s.writeMsg(w, http.StatusServiceUnavailable, "Service Unavailable")
-			return
-		}
-	}
-	if f.ResetRate > 0 && mrand.Float64() < f.ResetRate {
-		s.reset(w)
-		return
-	}
-	if f.TimeoutRate > 0 && mrand.Float64() < f.TimeoutRate {
-		s.ctr.byStatus[0].Add(1)
-		<-r.Context().Done()
-		return
-	}
-	if f.Error5xxRate > 0 && mrand.Float64() < f.Error5xxRate {
-		codes := [...]int{500, 502, 503, 504}
-		c := codes[mrand.IntN(len(codes))]
-		s.writeMsg(w, c, http.StatusText(c))
+	if !s.preFaults(w, r, rt, now, f) {
 		return
 	}
 	if trailing {
 		// A trailing slash is listed under 403 Access Denied causes (docs/braze-rules.md §1 "Body shape and headers", §2).
-		s.writeMsg(w, http.StatusForbidden, "Access Denied")
+		s.writeMsg(w, rt.ep, http.StatusForbidden, "Access Denied")
 		return
 	}
 	if r.Method != http.MethodPost {
 		// Braze routes only POST here; the simulator answers other methods 404 (sim choice).
-		s.writeMsg(w, http.StatusNotFound, "Not Found")
+		s.writeMsg(w, rt.ep, http.StatusNotFound, "Not Found")
 		return
 	}
-	if !s.auth(w, r, ep, f) {
+	if !s.auth(w, r, rt, f) {
 		return
 	}
-	// Rate limits (docs/braze-rules.md §3): per workspace, fixed windows.
-	if !s.rateLimit(w, ep, now, f) {
+	// Rate limits (docs/braze-rules.md §3): per workspace and group, fixed windows.
+	if !s.rateLimit(w, rt, now, f) {
 		return
 	}
 	// Content type (docs/braze-rules.md §1 "Body shape and headers": missing or wrong -> 415).
 	if !isJSON(r.Header.Get("Content-Type")) {
-		s.writeMsg(w, http.StatusUnsupportedMediaType, "Unsupported Media Type: Content-Type must be application/json")
-		return
-	}
-	// Payload limit (docs/braze-rules.md §1 "Payload size": 4 MB, 413).
-	if r.ContentLength > int64(s.cfg.MaxBodyBytes) {
-		s.ctr.limitRejected.Add(1)
-		s.writeMsg(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
+		s.writeMsg(w, rt.ep, http.StatusUnsupportedMediaType, "Unsupported Media Type: Content-Type must be application/json")
 		return
 	}
 	buf := s.bufPool.Get().(*bytes.Buffer)
 	defer s.bufPool.Put(buf)
+	if !s.readBody(w, r, rt.ep, buf) {
+		return
+	}
+	lat := s.cfg.Latency + f.ExtraLatency
+	if rt.ep == endpoint.Track {
+		if _, ok := r.Header["X-Braze-Bulk"]; ok {
+			s.ctr.bulk.Add(1)
+		}
+		s.serveTrack(w, r, buf.Bytes(), now, lat)
+		return
+	}
+	sleepCtx(r.Context(), lat)
+	s.serveUserOp(w, rt.ep, buf.Bytes(), &f.ep[rt.ep])
+}
+
+// findRoute returns the endpoint a path names (epOther if none) and whether the path
+// carries a trailing slash.
+func findRoute(path string) (endpoint.Endpoint, bool) {
+	for i := range routes {
+		p := routes[i].path
+		if path == p {
+			return routes[i].ep, false
+		}
+		if len(path) == len(p)+1 && path[len(path)-1] == '/' && path[:len(path)-1] == p {
+			return routes[i].ep, true
+		}
+	}
+	return epOther, false
+}
+
+// preFaults applies the faults that act before Braze sees the request; false when one
+// answered (or dropped) it.
+func (s *Sim) preFaults(w http.ResponseWriter, r *http.Request, rt *route, now time.Time, f *Faults) bool {
+	for _, win := range f.Outage {
+		if !now.Before(win.Start) && now.Before(win.End) {
+			s.writeMsg(w, rt.ep, http.StatusServiceUnavailable, "Service Unavailable")
+			return false
+		}
+	}
+	if f.ResetRate > 0 && mrand.Float64() < f.ResetRate {
+		s.reset(w, rt.ep)
+		return false
+	}
+	if f.TimeoutRate > 0 && mrand.Float64() < f.TimeoutRate {
+		s.status(rt.ep, 0)
+		<-r.Context().Done()
+		return false
+	}
+	rate := f.Error5xxRate
+	if e := f.ep[rt.ep].Error5xxRate; e > rate {
+		rate = e
+	}
+	if rate > 0 && mrand.Float64() < rate {
+		codes := [...]int{500, 502, 503, 504}
+		c := codes[mrand.IntN(len(codes))]
+		s.writeMsg(w, rt.ep, c, http.StatusText(c))
+		return false
+	}
+	return true
+}
+
+// readBody reads the body into buf within the payload limit (docs/braze-rules.md §1
+// "Payload size": 4 MB, 413); false when it answered.
+func (s *Sim) readBody(w http.ResponseWriter, r *http.Request, ep endpoint.Endpoint, buf *bytes.Buffer) bool {
+	if r.ContentLength > int64(s.cfg.MaxBodyBytes) {
+		s.ctr.limitRejected.Add(1)
+		s.writeMsg(w, ep, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
+		return false
+	}
 	buf.Reset()
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, int64(s.cfg.MaxBodyBytes)+1))
 	if err != nil {
-		s.writeMsg(w, http.StatusBadRequest, "could not read the request body")
-		return
+		s.writeMsg(w, ep, http.StatusBadRequest, "could not read the request body")
+		return false
 	}
 	if n > int64(s.cfg.MaxBodyBytes) {
 		s.ctr.limitRejected.Add(1)
-		s.writeMsg(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
-		return
+		s.writeMsg(w, ep, http.StatusRequestEntityTooLarge, "Request Entity Too Large")
+		return false
 	}
-	lat := s.cfg.Latency + f.ExtraLatency
-	switch ep.path {
-	case PathTrack:
-		if _, ok := r.Header["X-Braze-Bulk"]; ok {
-			s.ctr.bulk.Add(1)
-		}
-		s.serveTrack(w, r, buf.Bytes(), now, lat)
-	default:
-		sleepCtx(r.Context(), lat)
-		s.serveUserOp(w, ep.path, buf.Bytes())
-	}
+	return true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -345,7 +414,8 @@ func isJSON(ct string) bool {
 }
 
 // auth checks the Bearer key, its IP allowlist and its permission (docs/braze-rules.md §4).
-func (s *Sim) auth(w http.ResponseWriter, r *http.Request, ep *endpoint, f *Faults) bool {
+func (s *Sim) auth(w http.ResponseWriter, r *http.Request, rt *route, f *Faults) bool {
+	ep := rt.ep
 	h := r.Header.Get("Authorization")
 	scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
 	tok = strings.TrimSpace(tok)
@@ -354,7 +424,7 @@ func (s *Sim) auth(w http.ResponseWriter, r *http.Request, ep *endpoint, f *Faul
 		k = s.keys[tok]
 	}
 	if k == nil || f.InvalidKeys {
-		s.writeMsg(w, http.StatusUnauthorized, "Invalid API key: "+maskKey(tok))
+		s.writeMsg(w, ep, http.StatusUnauthorized, "Invalid API key: "+maskKey(tok))
 		return false
 	}
 	if len(k.nets) > 0 {
@@ -362,12 +432,13 @@ func (s *Sim) auth(w http.ResponseWriter, r *http.Request, ep *endpoint, f *Faul
 		if !ok || !k.ipAllowed(ip) {
 			// Not documented by Braze (docs/braze-rules.md §4 "IP allowlisting": UNCONFIRMED);
 			// the simulator answers 401 with a distinct message.
-			s.writeMsg(w, http.StatusUnauthorized, "IP address not allowed for this API key")
+			s.writeMsg(w, ep, http.StatusUnauthorized, "IP address not allowed for this API key")
 			return false
 		}
 	}
-	if !k.allows(ep.perm) {
-		s.writeMsg(w, http.StatusForbidden, "Access Denied")
+	// Faults.Endpoints[name].Forbidden models a key created without the permission.
+	if !k.allows(rt.perm) || f.ep[ep].Forbidden {
+		s.writeMsg(w, ep, http.StatusForbidden, "Access Denied")
 		return false
 	}
 	return true
@@ -398,8 +469,8 @@ func remoteIP(r *http.Request) (netip.Addr, bool) {
 
 // reset aborts the connection: hijack and close with RST where possible, else
 // panic(http.ErrAbortHandler), which net/http turns into an aborted response.
-func (s *Sim) reset(w http.ResponseWriter) {
-	s.ctr.byStatus[0].Add(1)
+func (s *Sim) reset(w http.ResponseWriter, ep endpoint.Endpoint) {
+	s.status(ep, 0)
 	if hj, ok := w.(http.Hijacker); ok {
 		conn, _, err := hj.Hijack()
 		if err == nil {
@@ -413,9 +484,11 @@ func (s *Sim) reset(w http.ResponseWriter) {
 	panic(http.ErrAbortHandler)
 }
 
-func (s *Sim) status(code int) {
+// status counts an answer (0: none) overall and for its endpoint (epOther: unknown path).
+func (s *Sim) status(ep endpoint.Endpoint, code int) {
 	if code >= 0 && code < len(s.ctr.byStatus) {
 		s.ctr.byStatus[code].Add(1)
+		s.ctr.epStatus[ep][code].Add(1)
 	}
 }
 
@@ -431,8 +504,8 @@ var (
 	}()
 )
 
-func (s *Sim) writeJSON(w http.ResponseWriter, code int, body []byte) {
-	s.status(code)
+func (s *Sim) writeJSON(w http.ResponseWriter, ep endpoint.Endpoint, code int, body []byte) {
+	s.status(ep, code)
 	h := w.Header()
 	h["Content-Type"] = hdrJSON
 	if len(body) < len(hdrLength) {
@@ -444,12 +517,12 @@ func (s *Sim) writeJSON(w http.ResponseWriter, code int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-func (s *Sim) writeMsg(w http.ResponseWriter, code int, msg string) {
+func (s *Sim) writeMsg(w http.ResponseWriter, ep endpoint.Endpoint, code int, msg string) {
 	b := make([]byte, 0, len(msg)+16)
 	b = append(b, `{"message":`...)
 	b = appendJSONString(b, msg)
 	b = append(b, '}')
-	s.writeJSON(w, code, b)
+	s.writeJSON(w, ep, code, b)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -756,17 +756,26 @@ func TestUserOps(t *testing.T) {
 	if u := mustUser(t, s, "external_id", "x"); u.Attributes["anon"] != true || len(u.Aliases) != 1 || len(u.Events) != 1 {
 		t.Fatalf("identified %+v", u)
 	}
-	// Identify with merge onto an existing identified profile.
-	op(PathAliasNew, `{"user_aliases":[{"alias_name":"n2","alias_label":"l"}]}`, 201, "success")
-	mustTrack(t, s, `{"attributes":[{"user_alias":{"alias_name":"n2","alias_label":"l"},"from_alias":1,"anon":false}]}`)
-	op(PathIdentify, `{"merge_behavior":"merge","aliases_to_identify":[{"external_id":"x","user_alias":{"alias_name":"n2","alias_label":"l"}}]}`, 201, "success")
+	// Identify onto an existing identified profile: the anonymous profile's exclusive
+	// fields merge in (post_user_identify.md "Merging behavior", by default).
+	op(PathAliasNew, `{"user_aliases":[{"alias_name":"n2","alias_label":"l2"}]}`, 201, "success")
+	mustTrack(t, s, `{"attributes":[{"user_alias":{"alias_name":"n2","alias_label":"l2"},"from_alias":1,"anon":false}]}`)
+	op(PathIdentify, `{"aliases_to_identify":[{"external_id":"x","user_alias":{"alias_name":"n2","alias_label":"l2"}}]}`, 201, "success")
 	u := mustUser(t, s, "external_id", "x")
 	if u.Attributes["from_alias"] != 1.0 || u.Attributes["anon"] != true || len(u.Aliases) != 2 || len(s.Users()) != 1 {
 		t.Fatalf("merged %+v (%d users)", u, len(s.Users()))
 	}
-	if a, ok := s.User("alias", "l\x00n2"); !ok || a.ExternalID != "x" {
+	if a, ok := s.User("alias", "l2\x00n2"); !ok || a.ExternalID != "x" {
 		t.Fatalf("alias now points to %+v", a)
 	}
+	// The known profile already has an alias with label "l": an alias-only profile with
+	// label "l" is not combined (post_user_identify.md).
+	op(PathAliasNew, `{"user_aliases":[{"alias_name":"n3","alias_label":"l"}]}`, 201, "success")
+	op(PathIdentify, `{"aliases_to_identify":[{"external_id":"x","user_alias":{"alias_name":"n3","alias_label":"l"}}]}`, 201, "success")
+	if a, ok := s.User("alias", "l\x00n3"); !ok || a.ExternalID != "" || len(s.Users()) != 2 {
+		t.Fatalf("label conflict combined: %+v", a)
+	}
+	op(PathDelete, `{"user_aliases":[{"alias_name":"n3","alias_label":"l"}]}`, 201, `{"deleted":1}`)
 	// An unmatched alias is a silent no-op (§2 "Silent drops").
 	op(PathIdentify, `{"aliases_to_identify":[{"external_id":"y","user_alias":{"alias_name":"none","alias_label":"l"}}]}`, 201, "success")
 	// Limits: 50 per request (§7).
@@ -783,7 +792,7 @@ func TestUserOps(t *testing.T) {
 	if _, ok := s.User("alias", "l\x00n1"); ok {
 		t.Fatal("alias of a deleted user still resolves")
 	}
-	if st := s.Stats(); st.ByEndpoint[PathIdentify] != 3 || st.ByEndpoint[PathDelete] != 3 || st.LimitRejected != 1 {
+	if st := s.Stats(); st.ByEndpoint[PathIdentify] != 4 || st.ByEndpoint[PathDelete] != 4 || st.LimitRejected != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -1008,7 +1017,7 @@ func TestConcurrentStress(t *testing.T) {
 			}
 			u := fmt.Sprint("u", i%20)
 			s.do(req{path: PathAliasNew, body: `{"user_aliases":[{"alias_name":"` + u + `","alias_label":"l"}]}`})
-			s.do(req{path: PathIdentify, body: `{"merge_behavior":"merge","aliases_to_identify":[{"external_id":"` + u + `","user_alias":{"alias_name":"` + u + `","alias_label":"l"}}]}`})
+			s.do(req{path: PathIdentify, body: `{"aliases_to_identify":[{"external_id":"` + u + `","user_alias":{"alias_name":"` + u + `","alias_label":"l"}}]}`})
 			if i%5 == 0 {
 				s.do(req{path: PathDelete, body: `{"external_ids":["` + u + `"]}`})
 			}

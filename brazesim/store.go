@@ -35,6 +35,12 @@ type user struct {
 	// user, and the sequence of the last request that entered.
 	inflight atomic.Int32
 	mark     atomic.Uint64
+
+	// Operation log (Sim.Ops) and the request last logged; subscription group states
+	// (/subscription/status/set). Guarded by mu.
+	ops    history[opRec]
+	opMark uint64
+	subs   map[string]string
 }
 
 // event is one history slot: 64 bytes, one cache line. props is the slot's own
@@ -138,10 +144,16 @@ type store struct {
 	byAlias *index[*user]
 	byEmail *index[[]*user]
 	byPhone *index[[]*user]
+
+	// Removed profiles by identifier key (identKeys), oldest first in goneFIFO; guarded
+	// by the exclusive structural lock (Sim.tombstone).
+	gone     map[string][]*user
+	goneFIFO []*user
 }
 
 func newStore() *store {
-	return &store{newIndex[*user](), newIndex[*user](), newIndex[*user](), newIndex[[]*user](), newIndex[[]*user]()}
+	return &store{byExt: newIndex[*user](), byBraze: newIndex[*user](), byAlias: newIndex[*user](),
+		byEmail: newIndex[[]*user](), byPhone: newIndex[[]*user](), gone: map[string][]*user{}}
 }
 
 func aliasKey(a Alias) string { return a.Label + "\x00" + a.Name }
@@ -560,6 +572,17 @@ func (h *history[T]) slot(limit int) *T {
 	return p
 }
 
+// last returns the newest item, or nil.
+func (h *history[T]) last() *T {
+	if len(h.buf) == 0 {
+		return nil
+	}
+	if h.start == 0 {
+		return &h.buf[len(h.buf)-1]
+	}
+	return &h.buf[h.start-1]
+}
+
 // each calls f on the items, oldest first.
 func (h *history[T]) each(f func(*T)) {
 	for i := h.start; i < len(h.buf); i++ {
@@ -584,6 +607,12 @@ func (s *Sim) snapshot(u *user) User {
 		DataPoints: u.dp,
 		Events:     []Event{},
 		Purchases:  []Purchase{},
+	}
+	if len(u.subs) > 0 {
+		out.Subscriptions = make(map[string]string, len(u.subs))
+		for g, st := range u.subs {
+			out.Subscriptions[g] = st
+		}
 	}
 	for _, kv := range u.attrs.kv {
 		out.Attributes[kv.k] = kv.v.value()
@@ -675,4 +704,5 @@ func (s *Sim) removeUser(st *store, u *user) {
 	listDel(st.byPhone, normPhone(u.phone), u)
 	u.deleted = true
 	s.nUsers.Add(-1)
+	s.tombstone(st, u)
 }

@@ -203,7 +203,8 @@ type purchaseObj struct {
 
 // trackReq is a parsed /users/track body.
 type trackReq struct {
-	hasA, hasE, hasP bool // array present (and not null)
+	at               int64 // request time, unix ns (operation log)
+	hasA, hasE, hasP bool  // array present (and not null)
 	attrs            []attrObj
 	events           []eventObj
 	purchases        []purchaseObj

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 type objErr struct {
@@ -24,7 +26,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	tr := &rs.tr
 	if fatal := parseTrack(body, tr, &o); fatal != "" {
 		// Invalid JSON -> 400 (docs/braze-rules.md §2 status table).
-		s.writeMsg(w, http.StatusBadRequest, fatal)
+		s.writeMsg(w, endpoint.Track, http.StatusBadRequest, fatal)
 		return
 	}
 	total := tr.nA + tr.nE + tr.nP
@@ -40,12 +42,12 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	if (s.cfg.Mode == ModeCombined && total > max) ||
 		(s.cfg.Mode == ModePerArray && (tr.nA > max || tr.nE > max || tr.nP > max)) {
 		s.ctr.limitRejected.Add(1)
-		s.writeMsg(w, http.StatusBadRequest, msgMaxInput)
+		s.writeMsg(w, endpoint.Track, http.StatusBadRequest, msgMaxInput)
 		return
 	}
 	if total == 0 {
 		// docs/braze-rules.md §2 "Fatal errors" (3P fixture text).
-		s.writeMsg(w, http.StatusBadRequest, msgValidData)
+		s.writeMsg(w, endpoint.Track, http.StatusBadRequest, msgValidData)
 		return
 	}
 	if s.cfg.Fatal2xxShare > 0 && mrand.Float64() < s.cfg.Fatal2xxShare {
@@ -55,7 +57,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 	if s.cfg.CountOnly {
 		sleepCtx(r.Context(), lat)
 		s.count(tr.nA, tr.nE, tr.nP, 0)
-		s.writeJSON(w, http.StatusCreated, appendSuccess(rs.out[:0], tr, tr.nA, tr.nE, tr.nP, nil))
+		s.writeJSON(w, endpoint.Track, http.StatusCreated, appendSuccess(rs.out[:0], tr, tr.nA, tr.nE, tr.nP, nil))
 		return
 	}
 
@@ -91,10 +93,11 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 		b := append(rs.out[:0], `{"message":`...)
 		b = appendJSONString(b, msgValidData)
 		b = appendErrors(b, errs)
-		s.writeJSON(w, http.StatusBadRequest, append(b, '}'))
+		s.writeJSON(w, endpoint.Track, http.StatusBadRequest, append(b, '}'))
 		return
 	}
 
+	tr.at = now.UnixNano()
 	s.smu.RLock()
 	st := s.st // a Reset meanwhile leaves this request on the old store
 	s.resolveAll(st, tr)
@@ -106,7 +109,7 @@ func (s *Sim) serveTrack(w http.ResponseWriter, r *http.Request, body []byte, no
 
 	s.count(okA, okE, okP, dp)
 	rs.out = appendSuccess(rs.out[:0], tr, okA, okE, okP, errs)
-	s.writeJSON(w, http.StatusCreated, rs.out)
+	s.writeJSON(w, endpoint.Track, http.StatusCreated, rs.out)
 }
 
 // writeFatal2xx answers 201 with Braze's fatal body and applies nothing (Config.Fatal2xxShare).
@@ -116,7 +119,7 @@ func (s *Sim) writeFatal2xx(w http.ResponseWriter, b []byte) {
 	b = appendJSONString(b, msgValidData)
 	b = append(b, `,"errors":[{"type":`...)
 	b = appendJSONString(b, msgValidData)
-	s.writeJSON(w, http.StatusCreated, append(b, `}]}`...))
+	s.writeJSON(w, endpoint.Track, http.StatusCreated, append(b, `}]}`...))
 }
 
 // count adds to the shared counters; zero adds are skipped (each add is an
@@ -300,6 +303,9 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		u.dp += dp
 		upd++
 		u.updated.Store(upd)
+		if u.opMark != seq {
+			s.logTrack(u, seq, upd, tr.at)
+		}
 		u.mu.Unlock()
 		total += dp
 	}
@@ -320,6 +326,9 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		u.dp++ // each custom event = 1 data point (docs/braze-rules.md §6)
 		upd++
 		u.updated.Store(upd)
+		if u.opMark != seq {
+			s.logTrack(u, seq, upd, tr.at)
+		}
 		u.mu.Unlock()
 		total++
 	}
@@ -340,6 +349,9 @@ func (s *Sim) apply(st *store, tr *trackReq, seq uint64) int64 {
 		u.dp++ // each purchase = 1 data point (docs/braze-rules.md §6)
 		upd++
 		u.updated.Store(upd)
+		if u.opMark != seq {
+			s.logTrack(u, seq, upd, tr.at)
+		}
 		u.mu.Unlock()
 		total++
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Alias is a user alias (docs/braze-rules.md §1 "Identifiers": user_alias {alias_name, alias_label}).
@@ -25,6 +27,34 @@ type User struct {
 	Purchases []Purchase `json:"purchases"`
 	// DataPoints billed to this user (docs/braze-rules.md §6).
 	DataPoints int64 `json:"data_points"`
+	// Subscriptions is the state ("subscribed" or "unsubscribed") per subscription group
+	// id set through /subscription/status/set.
+	Subscriptions map[string]string `json:"subscriptions,omitempty"`
+}
+
+// Op is one entry of a profile's operation log (Sim.Ops): a request of some endpoint
+// that was applied to the profile. Consecutive /users/track requests on one profile are
+// one Op (a run of Count requests, from Order/Request/Time to LastOrder/LastRequest/
+// LastTime); every other request is an Op of its own (Count 1).
+type Op struct {
+	// Order is the global order of application across all endpoints and users: for one
+	// user, a smaller Order was applied earlier.
+	Order uint64 `json:"order"`
+	// Request is the request's sequence number (numbered in arrival order from 1, shared
+	// by all endpoints; equals Event.Seq and Purchase.Seq for /users/track).
+	Request  uint64    `json:"request_seq"`
+	Endpoint string    `json:"endpoint"` // endpoint name: track, alias, identify, merge, subscription, delete
+	Time     time.Time `json:"time"`     // Config.Now when the request arrived
+	// Detail says what the operation did, e.g. "created", "alias added", "unchanged",
+	// "identified", "merged from <braze_id>", "merged into <braze_id>", "deleted",
+	// "<group id> subscribed"; empty for /users/track.
+	Detail  string `json:"detail,omitempty"`
+	BrazeID string `json:"braze_id"` // the profile it was applied to
+
+	Count       int64     `json:"count"`
+	LastOrder   uint64    `json:"last_order"`
+	LastRequest uint64    `json:"last_request_seq"`
+	LastTime    time.Time `json:"last_time"`
 }
 
 // Event is one stored custom event.
@@ -67,6 +97,47 @@ type Faults struct {
 	ResetRate    float64       `json:"reset_rate"`     // hijack and close the connection (RST)
 	InvalidKeys  bool          `json:"invalid_keys"`   // every key answers 401
 	Outage       []Window      `json:"outage"`         // 503 while now is inside a window
+
+	// Endpoints holds faults of single endpoints, keyed by endpoint name ("track",
+	// "alias", "identify", "merge", "subscription", "delete").
+	Endpoints map[string]EndpointFaults `json:"endpoints,omitempty"`
+
+	ep [endpoint.Count]EndpointFaults // Endpoints by endpoint (compile)
+}
+
+// EndpointFaults are the faults of one endpoint.
+type EndpointFaults struct {
+	// Error5xxRate answers this share of the endpoint's requests 500/502/503/504 (the
+	// larger of this and Faults.Error5xxRate applies).
+	Error5xxRate float64 `json:"error_5xx_rate,omitempty"`
+	// Forbidden answers 403 "Access Denied", as for a key without the endpoint's permission.
+	Forbidden bool `json:"forbidden,omitempty"`
+	// RejectMarker: a request with an entry naming an identifier (external_id, alias name
+	// or label, braze_id, email, phone, subscription group id) that contains this text is
+	// answered 400 {"message": "..."} and nothing in it is applied, so a client can
+	// bisect down to the entry and dead-letter it. Ignored for /users/track (use
+	// Config.BlacklistedExternalIDs there). Empty = off.
+	RejectMarker string `json:"reject_marker,omitempty"`
+}
+
+// compile indexes Endpoints by endpoint; unknown names are ignored (see Check).
+func (f *Faults) compile() {
+	f.ep = [endpoint.Count]EndpointFaults{}
+	for name, ef := range f.Endpoints {
+		if e, ok := endpoint.Parse(name); ok {
+			f.ep[e] = ef
+		}
+	}
+}
+
+// Check reports an unknown endpoint name in Endpoints.
+func (f *Faults) Check() error {
+	for name := range f.Endpoints {
+		if _, ok := endpoint.Parse(name); !ok {
+			return fmt.Errorf("unknown endpoint %q in faults (want one of track, alias, identify, merge, subscription, delete)", name)
+		}
+	}
+	return nil
 }
 
 // UnmarshalJSON accepts extra_latency as a Go duration string ("250ms") or nanoseconds.
@@ -149,4 +220,19 @@ type Stats struct {
 	Fatal2xx int64 `json:"fatal_2xx"`
 
 	Users int64 `json:"users"` // profiles in the store
+
+	// Endpoints has the counters of each endpoint that saw a request, keyed by endpoint
+	// name (track, alias, identify, merge, subscription, delete; "other" for unknown paths).
+	Endpoints map[string]EndpointStats `json:"endpoints"`
+}
+
+// EndpointStats are the counters of one endpoint.
+type EndpointStats struct {
+	Requests int64 `json:"requests"`
+	// Entries counts the entries (track: objects; alias: user_aliases; identify: the
+	// aliases, emails and phones to identify; merge: merge_updates; delete: identifiers;
+	// subscription: identifiers) of the requests answered 2xx.
+	Entries int64 `json:"entries"`
+	// ByStatus counts answers by HTTP status (0: no answer, as in Stats.ByStatus).
+	ByStatus map[int]int64 `json:"by_status"`
 }

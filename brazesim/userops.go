@@ -3,11 +3,133 @@ package brazesim
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
-const maxUserOps = 50 // per-request limit of /users/delete, /users/alias/new, /users/identify (docs/braze-rules.md §7)
+// The endpoints beyond /users/track (docs/braze-rules.md §7 "Other user-data endpoints"):
+// /users/alias/new, /users/identify, /users/merge, /users/delete and
+// /subscription/status/set. Each request is parsed and validated whole first; an invalid
+// request is answered 400 {"message": ...} and nothing in it is applied (fatal, like
+// Braze's documented 400s). Texts marked "sim" are the simulator's own wording where
+// Braze documents none (docs/braze-rules.md §7: the simulator's guess).
+
+// Fatal texts. Those Braze documents are marked with their page.
+const (
+	msgParse          = "Request body could not be parsed"                                                                                                                                                              // sim
+	msgAliasesEmpty   = "'user_aliases' must be a non-empty array"                                                                                                                                                      // sim
+	msgAliasesMax     = "a single request may not contain more than 50 aliases"                                                                                                                                         // sim
+	msgIdentifyNone   = "one of 'aliases_to_identify', 'emails_to_identify' or 'phone_numbers_to_identify' is required"                                                                                                 // sim, after post_user_identify.md
+	msgIdentifyMax    = "a single request may not contain more than 50 aliases to identify"                                                                                                                             // sim
+	msgIdentifyExtID  = "each identify object requires a string 'external_id'"                                                                                                                                          // sim
+	msgEmailRequired  = "'email' must be a non-empty string"                                                                                                                                                            // sim
+	msgPhoneRequired  = "'phone' must be a non-empty string"                                                                                                                                                            // sim
+	msgPrioritization = "'prioritization' must be a non-empty array of 'identified' or 'unidentified', 'most_recently_updated', 'least_recently_updated'"                                                               // sim
+	msgMergeArray     = "'merge_updates' must be an array of objects"                                                                                                                                                   // post_users_merge.md
+	msgMergeMax       = "a single request may not contain more than 50 merge updates"                                                                                                                                   // post_users_merge.md
+	msgMergeIdent     = "identifiers must be objects with an 'external_id' property that is a string, 'user_alias' property that is an object, 'email' property that is a string, or 'phone' property that is a string" // post_users_merge.md
+	msgMergeKeys      = "'merge_updates' must only have 'identifier_to_merge' and 'identifier_to_keep'"                                                                                                                 // post_users_merge.md
+	msgMergeEmpty     = "'merge_updates' must not be empty"                                                                                                                                                             // sim
+	msgDeleteOneKind  = "exactly one of 'external_ids', 'user_aliases', 'braze_ids', 'email_addresses' or 'phone_numbers' must be provided"                                                                             // sim, after post_user_delete.md
+	msgDeleteMax      = "a single request may not contain more than 50 identifiers"                                                                                                                                     // sim
+	msgSubGroup       = "'subscription_group_id' must be a non-empty string"                                                                                                                                            // sim
+	msgSubState       = "'subscription_state' must be 'subscribed' or 'unsubscribed'"                                                                                                                                   // sim
+	msgSubEmailPhone  = "Either an email address or a phone number should be provided, but not both."                                                                                                                   // post_update_user_subscription_group_status.md
+	msgSubNone        = "one of 'external_id', 'email' or 'phone' is required"                                                                                                                                          // sim
+	msgSubList        = "'external_id', 'email' and 'phone' must be a string or an array of 1 to 50 strings"                                                                                                            // sim
+	msgRejectMarker   = "Invalid identifier (brazesim reject_marker fault)"                                                                                                                                             // sim fault
+)
+
+// opCtx is the request an operation belongs to.
+type opCtx struct {
+	ep  endpoint.Endpoint
+	req uint64
+	at  time.Time
+}
+
+// userOp is a parsed, valid request of one of the endpoints beyond /users/track.
+type userOp interface {
+	entries() int
+	// idents lists every identifier the entries name (Faults reject marker).
+	idents() []string
+	// apply changes the store (caller holds the exclusive structural lock).
+	apply(s *Sim, st *store, c opCtx)
+}
+
+// fatal is a 400 answer; limit marks a per-request limit (Stats.LimitRejected).
+type fatal struct {
+	msg   string
+	limit bool
+}
+
+// serveUserOp handles an endpoint beyond /users/track after auth, limits, content type
+// and size.
+func (s *Sim) serveUserOp(w http.ResponseWriter, ep endpoint.Endpoint, body []byte, ef *EndpointFaults) {
+	c := opCtx{ep: ep, req: s.reqSeq.Add(1), at: s.now()}
+	var op userOp
+	var f *fatal
+	switch ep {
+	case endpoint.AliasNew:
+		op, f = parseAliasNew(body)
+	case endpoint.Identify:
+		op, f = parseIdentify(body)
+	case endpoint.Merge:
+		op, f = parseMerge(body)
+	case endpoint.Delete:
+		op, f = parseDelete(body)
+	case endpoint.Subscription:
+		op, f = parseSubscription(body)
+	}
+	if f != nil {
+		if f.limit {
+			s.ctr.limitRejected.Add(1)
+		}
+		s.writeMsg(w, ep, http.StatusBadRequest, f.msg)
+		return
+	}
+	if m := ef.RejectMarker; m != "" {
+		for _, id := range op.idents() {
+			if strings.Contains(id, m) {
+				s.writeMsg(w, ep, http.StatusBadRequest, msgRejectMarker)
+				return
+			}
+		}
+	}
+	s.smu.Lock()
+	op.apply(s, s.st, c)
+	s.smu.Unlock()
+	n := op.entries()
+	s.ctr.epEntries[ep].Add(int64(n))
+	// Documented answers (docs/braze-rules.md §7).
+	switch ep {
+	case endpoint.AliasNew, endpoint.Identify:
+		s.writeJSON(w, ep, http.StatusCreated, []byte(`{"aliases_processed":`+strconv.Itoa(n)+`,"message":"success"}`))
+	case endpoint.Merge:
+		s.writeJSON(w, ep, http.StatusAccepted, []byte(`{"message":"success"}`))
+	case endpoint.Delete:
+		// {"deleted": n}: the identifiers queued for deletion, found or not.
+		s.writeJSON(w, ep, http.StatusCreated, []byte(`{"deleted":`+strconv.Itoa(n)+`}`))
+	default:
+		s.writeJSON(w, ep, http.StatusCreated, []byte(`{"message":"success"}`))
+	}
+}
+
+// decodeJSON decodes a whole body (one JSON value, nothing after it).
+func decodeJSON(body []byte, v any) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if dec.Decode(v) != nil {
+		return false
+	}
+	_, err := dec.Token()
+	return err == io.EOF // nothing follows
+}
+
+// ---- identifiers ----
 
 type aliasJSON struct {
 	Name  *string `json:"alias_name"`
@@ -21,304 +143,109 @@ func (a *aliasJSON) alias() (Alias, bool) {
 	return Alias{Name: *a.Name, Label: *a.Label}, true
 }
 
-type emailJSON struct {
-	ExternalID     string   `json:"external_id"`
-	Email          string   `json:"email"`
-	Phone          string   `json:"phone"`
+// prioritized is an email or phone identifier with its prioritization
+// (post_user_identify.md, post_users_merge.md, post_user_delete.md).
+type prioritized struct {
+	Email          *string  `json:"email"`
+	Phone          *string  `json:"phone"`
 	Prioritization []string `json:"prioritization"`
 }
 
-// serveUserOp handles /users/delete, /users/alias/new and /users/identify (docs/braze-rules.md §7).
-func (s *Sim) serveUserOp(w http.ResponseWriter, path string, body []byte) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	switch path {
-	case PathDelete:
-		var req struct {
-			ExternalIDs    []string    `json:"external_ids"`
-			UserAliases    []aliasJSON `json:"user_aliases"`
-			BrazeIDs       []string    `json:"braze_ids"`
-			EmailAddresses []emailJSON `json:"email_addresses"`
-			PhoneNumbers   []emailJSON `json:"phone_numbers"`
-		}
-		if dec.Decode(&req) != nil {
-			s.writeMsg(w, http.StatusBadRequest, "invalid JSON")
-			return
-		}
-		kinds, n := 0, 0
-		for _, l := range []int{len(req.ExternalIDs), len(req.UserAliases), len(req.BrazeIDs), len(req.EmailAddresses), len(req.PhoneNumbers)} {
-			if l > 0 {
-				kinds++
-				n += l
+// validPrioritization: a non-empty array of the documented values, with at most one of
+// identified/unidentified. /users/delete documents no least_recently_updated
+// (post_user_delete.md), so the simulator rejects it there (its guess).
+func validPrioritization(p []string, allowLeast bool) bool {
+	if len(p) == 0 {
+		return false
+	}
+	idf := 0
+	for _, v := range p {
+		switch v {
+		case "identified", "unidentified":
+			idf++
+		case "most_recently_updated":
+		case "least_recently_updated":
+			if !allowLeast {
+				return false
 			}
+		default:
+			return false
 		}
-		if kinds != 1 {
-			// One identifier type per request (docs/braze-rules.md §7); sim wording.
-			s.writeMsg(w, http.StatusBadRequest, "exactly one of 'external_ids', 'user_aliases', 'braze_ids', 'email_addresses' or 'phone_numbers' must be provided")
-			return
-		}
-		if n > maxUserOps {
-			s.ctr.limitRejected.Add(1)
-			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 identifiers")
-			return
-		}
-		var ids []ident
-		for _, e := range req.ExternalIDs {
-			ids = append(ids, ident{kind: idExternal, id: e})
-		}
-		for _, a := range req.UserAliases {
-			al, ok := a.alias()
-			if !ok {
-				s.writeMsg(w, http.StatusBadRequest, ErrInvalidAlias)
-				return
-			}
-			ids = append(ids, ident{kind: idAlias, id: aliasKey(al), alias: al})
-		}
-		for _, b := range req.BrazeIDs {
-			ids = append(ids, ident{kind: idBraze, id: b})
-		}
-		for _, e := range req.EmailAddresses {
-			ids = append(ids, ident{kind: idEmail, id: normEmail(e.Email)})
-		}
-		for _, p := range req.PhoneNumbers {
-			ids = append(ids, ident{kind: idPhone, id: normPhone(p.Phone)})
-		}
-		s.smu.Lock()
-		st := s.st
-		for _, id := range ids {
-			// Email/phone: the profile the prioritization would pick (most recently
-			// updated identified profile first), a simplification.
-			if u := s.resolve(st, id, false, "", ""); u != nil {
-				s.removeUser(st, u)
-			}
-		}
-		s.smu.Unlock()
-		// {"deleted": n} counts the identifiers queued for deletion (docs/braze-rules.md §7).
-		s.writeJSON(w, http.StatusCreated, []byte(`{"deleted":`+strconv.Itoa(n)+`,"message":"success"}`))
-	case PathAliasNew:
-		var req struct {
-			UserAliases []struct {
-				ExternalID *string `json:"external_id"`
-				aliasJSON
-			} `json:"user_aliases"`
-		}
-		if dec.Decode(&req) != nil {
-			s.writeMsg(w, http.StatusBadRequest, "invalid JSON")
-			return
-		}
-		if len(req.UserAliases) == 0 {
-			s.writeMsg(w, http.StatusBadRequest, "'user_aliases' must be a non-empty array")
-			return
-		}
-		if len(req.UserAliases) > maxUserOps {
-			s.ctr.limitRejected.Add(1)
-			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 aliases")
-			return
-		}
-		for _, a := range req.UserAliases {
-			if _, ok := a.alias(); !ok {
-				s.writeMsg(w, http.StatusBadRequest, ErrInvalidAlias)
-				return
-			}
-		}
-		s.smu.Lock()
-		st := s.st
-		for _, a := range req.UserAliases {
-			al, _ := a.alias()
-			k := ident{kind: idAlias, id: aliasKey(al), alias: al}
-			if s.resolve(st, k, false, "", "") != nil {
-				continue // an existing label/name pair changes nothing (docs/braze-rules.md §7)
-			}
-			if a.ExternalID != nil && *a.ExternalID != "" {
-				// Add the alias to an existing identified user; an unknown external_id
-				// is ignored (sim choice: Braze does not document it).
-				u := s.resolve(st, ident{kind: idExternal, id: *a.ExternalID}, false, "", "")
-				if u == nil {
-					continue
+	}
+	return idf <= 1
+}
+
+// pickPrioritized applies a prioritization to the profiles sharing an email or phone:
+// each value in order narrows the candidates; when more than one (or none) is left,
+// nothing matches (docs/braze-rules.md §7: "if more than one user matches from a
+// prioritization", no merge/delete happens).
+func pickPrioritized(list []*user, prio []string) *user {
+	c := append([]*user(nil), list...)
+	for _, p := range prio {
+		var keep []*user
+		switch p {
+		case "identified", "unidentified":
+			for _, u := range c {
+				if (u.externalID != "") == (p == "identified") {
+					keep = append(keep, u)
 				}
-				u.mu.Lock()
-				u.aliases = append(u.aliases, al)
-				u.mu.Unlock()
-				sh := st.byAlias.shard(k.id)
-				sh.m[k.id] = u
-				continue
 			}
-			s.resolve(st, k, true, "", "") // a new alias-only profile
-		}
-		s.smu.Unlock()
-		s.writeJSON(w, http.StatusCreated, []byte(`{"aliases_processed":`+strconv.Itoa(len(req.UserAliases))+`,"message":"success"}`))
-	case PathMerge:
-		var req struct {
-			Updates []struct {
-				Merge mergeID `json:"identifier_to_merge"`
-				Keep  mergeID `json:"identifier_to_keep"`
-			} `json:"merge_updates"`
-		}
-		if dec.Decode(&req) != nil {
-			s.writeMsg(w, http.StatusBadRequest, "invalid JSON")
-			return
-		}
-		if len(req.Updates) == 0 {
-			s.writeMsg(w, http.StatusBadRequest, "'merge_updates' must be a non-empty array")
-			return
-		}
-		if len(req.Updates) > maxUserOps {
-			// Braze's text (docs/braze-rules.md §7).
-			s.ctr.limitRejected.Add(1)
-			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 merge updates")
-			return
-		}
-		s.smu.Lock()
-		st := s.st
-		for _, u := range req.Updates {
-			src, dst := s.resolve(st, u.Merge.ident(), false, "", ""), s.resolve(st, u.Keep.ident(), false, "", "")
-			if src == nil || dst == nil || src == dst {
-				continue // unmatched identifiers are ignored (asynchronous in Braze)
+		case "most_recently_updated", "least_recently_updated":
+			var best *user
+			for _, u := range c {
+				if best == nil || (p == "most_recently_updated") == (u.updated.Load() > best.updated.Load()) {
+					best = u
+				}
 			}
-			s.mergeData(st, src, dst)
-			s.absorb(st, src, dst)
-		}
-		s.smu.Unlock()
-		// Asynchronous in Braze: 202 {"message":"success"} (docs/braze-rules.md §7).
-		s.writeJSON(w, http.StatusAccepted, []byte(`{"message":"success"}`))
-	case PathIdentify:
-		var req struct {
-			Aliases []struct {
-				ExternalID string     `json:"external_id"`
-				UserAlias  *aliasJSON `json:"user_alias"`
-			} `json:"aliases_to_identify"`
-			Emails        []emailJSON `json:"emails_to_identify"`
-			Phones        []emailJSON `json:"phone_numbers_to_identify"`
-			MergeBehavior string      `json:"merge_behavior"`
-		}
-		if dec.Decode(&req) != nil {
-			s.writeMsg(w, http.StatusBadRequest, "invalid JSON")
-			return
-		}
-		n := len(req.Aliases) + len(req.Emails) + len(req.Phones)
-		if n == 0 {
-			s.writeMsg(w, http.StatusBadRequest, "'aliases_to_identify', 'emails_to_identify' or 'phone_numbers_to_identify' must be provided")
-			return
-		}
-		if n > maxUserOps {
-			s.ctr.limitRejected.Add(1)
-			s.writeMsg(w, http.StatusBadRequest, "a single request may not contain more than 50 aliases")
-			return
-		}
-		merge := req.MergeBehavior == "merge"
-		s.smu.Lock()
-		st := s.st
-		for _, a := range req.Aliases {
-			al, ok := a.UserAlias.alias()
-			if !ok || a.ExternalID == "" {
-				continue
+			if best != nil {
+				keep = []*user{best}
 			}
-			src := s.resolve(st, ident{kind: idAlias, id: aliasKey(al)}, false, "", "")
-			s.identify(st, src, a.ExternalID, merge)
 		}
-		for _, e := range req.Emails {
-			s.identify(st, anonymous(st.byEmail, normEmail(e.Email)), e.ExternalID, merge)
-		}
-		for _, p := range req.Phones {
-			s.identify(st, anonymous(st.byPhone, normPhone(p.Phone)), p.ExternalID, merge)
-		}
-		s.smu.Unlock()
-		s.writeJSON(w, http.StatusCreated, []byte(`{"aliases_processed":`+strconv.Itoa(n)+`,"message":"success"}`))
+		c = keep
 	}
+	if len(c) != 1 {
+		return nil
+	}
+	return c[0]
 }
 
-// anonymous returns the most recently updated profile without an external_id.
-func anonymous(ix *index[[]*user], k string) *user {
-	var best *user
-	for _, u := range ix.shard(k).m[k] {
-		if u.externalID == "" && (best == nil || u.updated.Load() > best.updated.Load()) {
-			best = u
+// opIdent is an identifier of /users/merge, /users/delete or /users/identify.
+type opIdent struct {
+	kind idKind
+	id   string // as ident.id: alias label+"\x00"+name, normalised email/phone
+	raw  []string
+	prio []string
+}
+
+// find resolves the identifier (caller holds the exclusive lock).
+func (s *Sim) find(st *store, i opIdent) *user {
+	switch i.kind {
+	case idEmail, idPhone:
+		ix := st.byEmail
+		if i.kind == idPhone {
+			ix = st.byPhone
 		}
+		return pickPrioritized(ix.shard(i.id).m[i.id], i.prio)
 	}
-	return best
+	return s.resolve(st, ident{kind: i.kind, id: i.id}, false, "", "")
 }
 
-// identify gives the anonymous profile src the external ID ext. If a profile with
-// ext exists, src's aliases move to it, src's data is merged into it when merge is
-// set (merge_behavior "merge"), and src is removed. An unmatched alias is a silent
-// no-op (docs/braze-rules.md §2 "Silent drops", §7). Caller holds the exclusive lock.
-func (s *Sim) identify(st *store, src *user, ext string, merge bool) {
-	if src == nil || ext == "" || src.externalID != "" {
-		return
-	}
-	dst := s.resolve(st, ident{kind: idExternal, id: ext}, false, "", "")
-	if dst == nil {
-		src.externalID = ext
-		st.byExt.shard(ext).m[ext] = src
-		return
-	}
-	if merge {
-		s.mergeData(st, src, dst)
-	}
-	s.absorb(st, src, dst)
+func aliasIdent(a Alias) opIdent {
+	return opIdent{kind: idAlias, id: aliasKey(a), raw: []string{a.Label, a.Name}}
 }
 
-// mergeData copies src's profile data into dst: attributes dst lacks, events,
-// purchases, email/phone when dst has none (caller holds the exclusive lock).
-func (s *Sim) mergeData(st *store, src, dst *user) {
-	for _, kv := range src.attrs.kv {
-		if _, ok := dst.attrs.get(kv.k); !ok {
-			v := kv.v
-			v.raw = bytes.Clone(v.raw) // raw is owned by one attribute
-			dst.attrs.set(kv.k, v)
-		}
-	}
-	// A properties buffer belongs to one history slot (it is reused in place): copy it.
-	src.events.each(func(e *event) {
-		c := *e
-		c.props = bytes.Clone(e.props)
-		dst.events.push(c, s.cfg.MaxHistoryPerUser)
-	})
-	src.purchases.each(func(p *purchase) {
-		c := *p
-		c.props = bytes.Clone(p.props)
-		dst.purchases.push(c, s.cfg.MaxHistoryPerUser)
-	})
-	dst.dp += src.dp
-	if dst.email == "" && src.email != "" {
-		st.setEmail(dst, src.email)
-	}
-	if dst.phone == "" && src.phone != "" {
-		st.setPhone(dst, src.phone)
-	}
+func emailIdent(e string, prio []string) opIdent {
+	return opIdent{kind: idEmail, id: normEmail(e), raw: []string{e}, prio: prio}
 }
 
-// absorb removes src and moves its aliases to dst.
-func (s *Sim) absorb(st *store, src, dst *user) {
-	aliases := src.aliases
-	s.removeUser(st, src)
-	for _, a := range aliases {
-		dst.aliases = append(dst.aliases, a)
-		st.byAlias.shard(aliasKey(a)).m[aliasKey(a)] = dst
-	}
+func phoneIdent(p string, prio []string) opIdent {
+	return opIdent{kind: idPhone, id: normPhone(p), raw: []string{p}, prio: prio}
 }
 
-// mergeID is an identifier of /users/merge: external_id, user_alias, email or phone
-// (email/phone pick the most recently updated identified profile, a simplification
-// of "prioritization").
-type mergeID struct {
-	ExternalID string     `json:"external_id"`
-	UserAlias  *aliasJSON `json:"user_alias"`
-	Email      string     `json:"email"`
-	Phone      string     `json:"phone"`
-}
-
-func (m mergeID) ident() ident {
-	switch {
-	case m.ExternalID != "":
-		return ident{kind: idExternal, id: m.ExternalID}
-	case m.UserAlias != nil:
-		if a, ok := m.UserAlias.alias(); ok {
-			return ident{kind: idAlias, id: aliasKey(a)}
-		}
-	case m.Email != "":
-		return ident{kind: idEmail, id: normEmail(m.Email)}
-	case m.Phone != "":
-		return ident{kind: idPhone, id: normPhone(m.Phone)}
+func identsOf(list []opIdent) []string {
+	var out []string
+	for _, i := range list {
+		out = append(out, i.raw...)
 	}
-	return ident{}
+	return out
 }

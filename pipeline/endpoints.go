@@ -23,10 +23,6 @@ import (
 // endpointInflight is how many requests one endpoint sender keeps in flight.
 const endpointInflight = 4
 
-// endpointBodyOverhead is the framing an endpoint body adds around its records (the
-// largest: a /subscription/status/set body's group id, state and id-list key).
-const endpointBodyOverhead = 256
-
 // epSender is one endpoint's sender.
 type epSender struct {
 	ep    endpoint.Endpoint
@@ -35,20 +31,22 @@ type epSender struct {
 	slots chan struct{} // a token per request in flight
 	wg    sync.WaitGroup
 	prog  *progress
-	// pending records by pack key, in arrival order (one kind per endpoint).
-	pending map[uint32]*epBatch
+	// pending are the waiting records, a batch per pack (one kind per endpoint).
+	pending []*epBatch
 }
 
-// epBatch is the records waiting for one pack key.
+// epBatch is the records waiting for one pack: one PackKey, and schemas.SamePack with its
+// first record (a PackKey is a hash: two groups may share one).
 type epBatch struct {
+	pack  uint32
 	items []item
-	bytes int
+	bytes int // their Raw sizes
 	first time.Time
 }
 
 func newEpSender(ep endpoint.Endpoint) *epSender {
 	return &epSender{ep: ep, in: newMailbox[item](), freed: make(chan struct{}, 1),
-		slots: make(chan struct{}, endpointInflight), pending: map[uint32]*epBatch{}}
+		slots: make(chan struct{}, endpointInflight)}
 }
 
 // runEndpoint runs es until ctx ends; its requests in flight end with ctx too.
@@ -91,27 +89,35 @@ func (p *Pipeline) runEndpoint(ctx context.Context, es *epSender) {
 }
 
 func (es *epSender) add(it item) {
-	b := es.pending[it.pack]
-	if b == nil {
-		b = &epBatch{}
-		es.pending[it.pack] = b
+	var b *epBatch
+	for _, c := range es.pending {
+		if c.pack == it.pack && schemas.SamePack(it.kind, c.items[0].raw, it.raw) {
+			b = c
+			break
+		}
 	}
-	if len(b.items) == 0 {
-		b.first = time.Now()
+	if b == nil {
+		b = &epBatch{pack: it.pack, first: time.Now()}
+		es.pending = append(es.pending, b)
 	}
 	b.items = append(b.items, it)
-	b.bytes += len(it.raw) + 1
+	b.bytes += len(it.raw)
 }
 
 // sendReady starts a request for every batch that is ready (full, lingered, or draining)
 // while a request slot is free; it returns when the next waiting batch is due (zero: none).
 func (p *Pipeline) sendReady(ctx context.Context, es *epSender) time.Time {
-	maxObj, maxBytes := es.ep.MaxObjects(), p.cfg.Limits.MaxBytes-endpointBodyOverhead
+	maxBytes := p.cfg.Limits.MaxBytes
 	var next time.Time
-	for key, b := range es.pending {
+	kept := es.pending[:0]
+	defer func() {
+		clear(es.pending[len(kept):])
+		es.pending = kept
+	}()
+	for i, b := range es.pending {
 		for len(b.items) > 0 {
 			due := b.first.Add(p.cfg.Linger)
-			ready := len(b.items) >= maxObj || b.bytes >= maxBytes || p.draining.Load() > 0 || !time.Now().Before(due)
+			ready := !batcher.EndpointFits(b.items[0].kind, len(b.items), b.bytes, maxBytes) || p.draining.Load() > 0 || !time.Now().Before(due)
 			if !ready {
 				if next.IsZero() || due.Before(next) {
 					next = due
@@ -121,9 +127,10 @@ func (p *Pipeline) sendReady(ctx context.Context, es *epSender) time.Time {
 			select {
 			case es.slots <- struct{}{}:
 			default:
+				kept = append(kept, es.pending[i:]...)
 				return time.Time{} // every slot is busy: a finished request wakes the loop
 			}
-			req := b.take(maxObj, maxBytes)
+			req := b.take(maxBytes)
 			es.wg.Add(1)
 			go func() {
 				defer es.wg.Done()
@@ -135,23 +142,19 @@ func (p *Pipeline) sendReady(ctx context.Context, es *epSender) time.Time {
 				}
 			}()
 		}
-		if len(b.items) == 0 {
-			delete(es.pending, key)
+		if len(b.items) > 0 {
+			kept = append(kept, b)
 		}
 	}
 	return next
 }
 
-// take removes the oldest records that fit one request: at most maxObj, within maxBytes
-// (one record always goes, however large: Braze judges it).
-func (b *epBatch) take(maxObj, maxBytes int) []item {
-	n, size := 0, 0
-	for n < len(b.items) && n < maxObj {
-		sz := len(b.items[n].raw) + 1
-		if n > 0 && size+sz > maxBytes {
-			break
-		}
-		size += sz
+// take removes the oldest records that fit one request (batcher.EndpointFits; one record
+// always goes: the decoder refuses larger ones).
+func (b *epBatch) take(maxBytes int) []item {
+	n, size := 1, len(b.items[0].raw)
+	for n < len(b.items) && batcher.EndpointFits(b.items[0].kind, n+1, size+len(b.items[n].raw), maxBytes) {
+		size += len(b.items[n].raw)
 		n++
 	}
 	req := append([]item(nil), b.items[:n]...)

@@ -103,10 +103,6 @@ type Config struct {
 	// UserMinSpacing > 0 keeps at least that long between two requests carrying the same
 	// user (send_spacing.go); 0 (default) sends as soon as the lane may.
 	UserMinSpacing time.Duration
-	// Endpoints are the endpoints besides /users/track the worker may send to (ENDPOINTS);
-	// the zero value is /users/track only. A record for an endpoint not enabled is
-	// dead-lettered invalid_record. Enabling one requires a sender implementing sink.Poster.
-	Endpoints [endpoint.Count]bool
 	// Spacing is the least time between a user's record settling at one endpoint and its
 	// next record going to another (ENDPOINT_SPACING, ParseSpacing); zero pairs do not wait;
 	// nil takes the default (defaultSpacing).
@@ -114,6 +110,11 @@ type Config struct {
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration
+	// Endpoints are the Braze endpoints the worker may use (ENDPOINTS); Track is always on,
+	// and the zero value is /users/track only. A record for an endpoint not enabled is
+	// dead-lettered invalid_record. Enabling another requires a sender implementing
+	// sink.Poster.
+	Endpoints [endpoint.Count]bool
 
 	Logger *slog.Logger
 	// NewDecoder returns the decoder for a topic's messages; nil means the native format
@@ -179,6 +180,7 @@ func (c *Config) Defaults() {
 	if c.Isolate5xxAfter == 0 {
 		c.Isolate5xxAfter = 5 * time.Minute
 	}
+	c.Endpoints[endpoint.Track] = true
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

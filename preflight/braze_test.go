@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -104,7 +107,7 @@ func TestProbeOutcome(t *testing.T) {
 				t.Errorf("outcome %d, want %d", got, tc.want)
 			}
 			var out bytes.Buffer
-			reportProbe(NewPrinter(&out, true), "e", tc.res, "zz-secret-key", "")
+			reportProbe(NewPrinter(&out, true), "e", tc.res, "zz-secret-key", "", keyHint([endpoint.Count]bool{}))
 			if !strings.Contains(out.String(), tc.output) {
 				t.Errorf("output %q lacks %q", out.String(), tc.output)
 			}
@@ -132,5 +135,95 @@ func TestCheckAPIKey(t *testing.T) {
 		case err != nil && len(key) > 4 && strings.Contains(err.Error(), key[:4]):
 			t.Errorf("%q: error shows the key: %v", key, err)
 		}
+	}
+}
+
+// TestCheckBrazeEndpointPermissions: every enabled endpoint is probed with {} (which names no
+// user) and gets one line; a key without one endpoint's permission fails that line with the
+// permission named, and a disabled endpoint is not contacted.
+func TestCheckBrazeEndpointPermissions(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]string{} // path -> body
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got[r.URL.Path] = string(b)
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/users/track":
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"message":"Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."}`)
+		case "/users/delete":
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"message":"Access Denied"}`)
+		case "/users/merge":
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"message":"'merge_updates' must be an array of objects"}`)
+		case "/users/identify":
+			w.WriteHeader(201)
+			fmt.Fprint(w, `{"aliases_processed":0,"message":"success"}`)
+		case "/subscription/status/set":
+			w.WriteHeader(429)
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	defer srv.Close()
+	var enabled [endpoint.Count]bool
+	for _, e := range []endpoint.Endpoint{endpoint.Track, endpoint.Identify, endpoint.Merge, endpoint.Subscription, endpoint.Delete} {
+		enabled[e] = true
+	}
+	var out bytes.Buffer
+	p := NewPrinter(&out, true)
+	CheckBraze(context.Background(), Config{BrazeEndpoint: srv.URL, APIKey: "abcd-1234", HTTPTimeout: 5 * time.Second, Endpoints: enabled}, p)
+	t.Log(out.String())
+	if !p.Failed() {
+		t.Error("check passed with a key lacking users.delete")
+	}
+	for _, want := range []string{
+		"ok   Braze " + srv.URL + ": key accepted for users.track",
+		"ok   Braze " + srv.URL + " /users/identify: key accepted for users.identify (probe {} names no user; nothing written)",
+		"ok   Braze " + srv.URL + " /users/merge: key accepted for users.merge (probe {} refused for its content",
+		"WARN Braze " + srv.URL + " /subscription/status/set: HTTP 429: rate limited: subscription.status.set not verified",
+		"FAIL Braze " + srv.URL + " /users/delete: HTTP 403: Access Denied: refused: the API key lacks the users.delete permission",
+		"with the permissions users.track, users.identify, users.merge, subscription.status.set, users.delete;",
+		"or remove delete from ENDPOINTS",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if n := strings.Count(out.String(), "\nok   ") + strings.Count(out.String(), "\nFAIL ") + strings.Count(out.String(), "\nWARN "); n != 4 {
+		t.Errorf("%d lines after the /users/track line, want one per other enabled endpoint (4)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok := got["/users/alias/new"]; ok {
+		t.Error("a disabled endpoint was contacted")
+	}
+	for path, body := range got {
+		if body != "{}" {
+			t.Errorf("%s: probe body %q, want {} (names no user)", path, body)
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("probed %d endpoints, want 5: %v", len(got), got)
+	}
+}
+
+// TestCheckBrazeEndpointsNotProbedWhenUnreachable: when /users/track cannot be reached, the
+// other endpoints are reported as not checked rather than each failing the same way.
+func TestCheckBrazeEndpointsNotProbedWhenUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	var enabled [endpoint.Count]bool
+	enabled[endpoint.Track], enabled[endpoint.Delete] = true, true
+	var out bytes.Buffer
+	p := NewPrinter(&out, true)
+	CheckBraze(context.Background(), Config{BrazeEndpoint: url, APIKey: "abcd-1234", HTTPTimeout: 2 * time.Second, Endpoints: enabled}, p)
+	if !p.Failed() || !strings.Contains(out.String(), "endpoint unreachable") ||
+		!strings.Contains(out.String(), "WARN Braze "+url+" /users/delete: users.delete permission not checked (the /users/track probe failed)") {
+		t.Errorf("output:\n%s", out.String())
 	}
 }

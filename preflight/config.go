@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Config is what the checks need, built by the caller from the worker's configuration (the
@@ -25,7 +27,10 @@ type Config struct {
 
 	BrazeEndpoint string
 	APIKey        string
-	HTTPTimeout   time.Duration
+	// Endpoints are the Braze endpoints the worker may use (ENDPOINTS): the key's permission
+	// is checked for each. /users/track is always checked.
+	Endpoints   [endpoint.Count]bool
+	HTTPTimeout time.Duration
 	// BrazeTransport overrides the HTTP transport to Braze (tests).
 	BrazeTransport http.RoundTripper
 	// Version goes into the User-Agent and the DLQ marker.

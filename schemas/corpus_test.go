@@ -30,9 +30,9 @@ func messageSchema(t testing.TB) *jsonschema.Schema {
 		c := jsonschema.NewCompiler()
 		c.DefaultDraft(jsonschema.Draft2020)
 		names, err := fs.Glob(SchemaFS(), "*.schema.json")
-		// The seven native documents plus segment.schema.json (the Segment input format).
-		if err != nil || len(names) != 8 {
-			schemaErr = errors.New("want 8 embedded schemas, have " + strings.Join(names, ","))
+		// The twelve native documents plus segment.schema.json (the Segment input format).
+		if err != nil || len(names) != 13 {
+			schemaErr = errors.New("want 13 embedded schemas, have " + strings.Join(names, ","))
 			return
 		}
 		for _, name := range names {

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -55,12 +56,18 @@ const (
 	tkType = 1 << iota
 	tkData
 	tkID
+	// The bundle arrays, one bit per Kind in Kind order: tkAttributes << k is kind k's array.
 	tkAttributes
 	tkEvents
 	tkPurchases
+	tkAliases
+	tkIdentifies
+	tkMerges
+	tkSubscriptions
+	tkDeletes
 
 	tkEnvelope = tkType | tkData | tkID
-	tkBundle   = tkAttributes | tkEvents | tkPurchases
+	tkBundle   = tkAttributes | tkEvents | tkPurchases | tkAliases | tkIdentifies | tkMerges | tkSubscriptions | tkDeletes
 )
 
 func topKey(b []byte) int {
@@ -77,6 +84,16 @@ func topKey(b []byte) int {
 		return tkEvents
 	case "purchases":
 		return tkPurchases
+	case "aliases":
+		return tkAliases
+	case "identifies":
+		return tkIdentifies
+	case "merges":
+		return tkMerges
+	case "subscriptions":
+		return tkSubscriptions
+	case "deletes":
+		return tkDeletes
 	}
 	return 0
 }
@@ -116,7 +133,7 @@ func (st *decodeState) message() error {
 		kindOK   bool
 		dataAt   = -1 // start of data when it must be validated after the scan
 		id       []byte
-		spans    [3]int // start of each bundle array, by Kind
+		spans    [NumKinds]int // start of each bundle array, by Kind
 		lastKind = -1
 		deferred bool // bundle arrays out of canonical order: validate after the scan
 		index    int
@@ -142,7 +159,7 @@ func (st *decodeState) message() error {
 			s.ws()
 			switch {
 			case k == 0:
-				setErr(msgErr(pointer("", string(name)), "unknown key: an envelope has type, data and id; a bundle has attributes, events and purchases"))
+				setErr(msgErr(pointer("", string(name)), "unknown key: an envelope has type, data and id; a bundle has attributes, events, purchases, aliases, identifies, merges, subscriptions and deletes"))
 				k = -1
 			case seen&k != 0:
 				setErr(msgErr(pointer("", string(name)), "duplicate key"))
@@ -157,19 +174,12 @@ func (st *decodeState) message() error {
 					if !ok {
 						return st.syntaxErr()
 					}
-					switch string(st.valueBytes(start, end, esc)) {
-					case "attributes":
-						kind, kindOK = KindAttributes, true
-					case "event":
-						kind, kindOK = KindEvent, true
-					case "purchase":
-						kind, kindOK = KindPurchase, true
-					}
+					kind, kindOK = envelopeKind(st.valueBytes(start, end, esc))
 				} else if !s.skip() {
 					return st.syntaxErr()
 				}
 				if !kindOK {
-					setErr(msgErr("/type", `must be one of "attributes", "event", "purchase"`))
+					setErr(msgErr("/type", `must be one of "attributes", "event", "purchase", "alias", "identify", "merge", "subscription", "delete"`))
 				}
 			case tkData:
 				if s.peek() != '{' {
@@ -202,7 +212,7 @@ func (st *decodeState) message() error {
 					return st.syntaxErr()
 				}
 				id = st.stringBytes(start, end, esc)
-			case tkAttributes, tkEvents, tkPurchases:
+			case tkAttributes, tkEvents, tkPurchases, tkAliases, tkIdentifies, tkMerges, tkSubscriptions, tkDeletes:
 				ak := arrayKind(k)
 				if s.peek() != '[' {
 					setErr(msgErr("/"+ak.Array(), "must be an array of objects"))
@@ -252,7 +262,7 @@ func (st *decodeState) message() error {
 	if semErr == nil {
 		switch {
 		case seen&tkEnvelope != 0 && seen&tkBundle != 0:
-			semErr = msgErr("", "mixes envelope keys (type, data, id) with bundle keys (attributes, events, purchases)")
+			semErr = msgErr("", "mixes envelope keys (type, data, id) with bundle keys (attributes, events, purchases, aliases, identifies, merges, subscriptions, deletes)")
 		case seen&(tkType|tkData) != 0:
 			switch {
 			case seen&tkType == 0:
@@ -261,7 +271,7 @@ func (st *decodeState) message() error {
 				semErr = msgErr("/data", "is required")
 			}
 		case seen&tkBundle == 0:
-			semErr = msgErr("", "neither an envelope (type, data) nor a bundle (attributes, events, purchases)")
+			semErr = msgErr("", "neither an envelope (type, data) nor a bundle (attributes, events, purchases, aliases, identifies, merges, subscriptions, deletes)")
 		}
 	}
 	if semErr != nil {
@@ -288,19 +298,32 @@ func (st *decodeState) message() error {
 		}
 	}
 	if index == 0 {
-		return msgErr("", "bundle has no records: attributes, events and purchases are all empty")
+		return msgErr("", "bundle has no records: all its arrays are empty")
 	}
 	return nil
 }
 
+// arrayKind is the Kind of the bundle array whose top-level key bit is k.
 func arrayKind(k int) Kind {
-	switch k {
-	case tkEvents:
-		return KindEvent
-	case tkPurchases:
-		return KindPurchase
+	return Kind(bits.TrailingZeros(uint(k)) - bits.TrailingZeros(uint(tkAttributes)))
+}
+
+// envelopeKind is the Kind whose envelope "type" is t.
+func envelopeKind(t []byte) (Kind, bool) {
+	switch string(t) { // the /users/track kinds first: most messages are theirs
+	case "event":
+		return KindEvent, true
+	case "attributes":
+		return KindAttributes, true
+	case "purchase":
+		return KindPurchase, true
 	}
-	return KindAttributes
+	for k := KindAlias; k < NumKinds; k++ {
+		if string(t) == kindNames[k].envelope {
+			return k, true
+		}
+	}
+	return 0, false
 }
 
 func (st *decodeState) syntaxErr() error {
@@ -392,6 +415,7 @@ func (st *decodeState) commit(b []byte) []byte {
 type loc struct {
 	arr string // bundle array name; "" for an envelope's data
 	pos int    // position within that array
+	sub string // a member of the record the path starts below ("" for the record itself)
 }
 
 // path returns the JSON pointer of the record, or of the member named by parts below it.
@@ -404,6 +428,10 @@ func (l loc) path(parts ...string) string {
 		b.WriteString(l.arr)
 		b.WriteByte('/')
 		b.WriteString(strconv.Itoa(l.pos))
+	}
+	if l.sub != "" {
+		b.WriteByte('/')
+		writeToken(&b, l.sub)
 	}
 	for _, p := range parts {
 		b.WriteByte('/')

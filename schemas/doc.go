@@ -1,18 +1,22 @@
 // Package schemas holds the input contract: JSON Schema documents for the envelope, the
-// bundle and the three Braze object kinds, and the Go decoder that enforces the same rules
-// on the hot path without decoding messages into maps.
+// bundle, the three /users/track object kinds and the records of the other endpoints (alias,
+// identify, merge, subscription, delete), and the Go decoder that enforces the same rules on
+// the hot path without decoding messages into maps.
 //
 // # Message formats
 //
 // Every Kafka message value is one JSON object in UTF-8, in one of two shapes told apart by
 // its keys:
 //
-//   - Envelope, one record: {"type": "attributes"|"event"|"purchase", "data": {…}, "id": "…"}.
-//     type and data are required, id is an optional string, and no other key is allowed.
-//     data is the Braze object exactly as Braze receives it.
-//   - Bundle, many records: {"attributes": […], "events": […], "purchases": […]}, the body of
-//     a /users/track request. Each key is optional but at least one element must be present
-//     in all; no other key is allowed.
+//   - Envelope, one record: {"type": "attributes"|"event"|"purchase"|"alias"|"identify"|
+//     "merge"|"subscription"|"delete", "data": {…}, "id": "…"}. type and data are required,
+//     id is an optional string, and no other key is allowed. data is the Braze object exactly
+//     as Braze receives it, or for the other types one entry of that endpoint's request
+//     (docs/design.md §2; rules in entries.go and docs/braze-rules.md §7).
+//   - Bundle, many records: {"attributes": […], "events": […], "purchases": […], "aliases":
+//     […], "identifies": […], "merges": […], "subscriptions": […], "deletes": […]}: the body
+//     of a /users/track request plus one array per other record type. Each key is optional but
+//     at least one element must be present in all; no other key is allowed.
 //
 // A message with "type" or "data" is an envelope; otherwise one with any of the three arrays
 // is a bundle; a message that mixes envelope and bundle keys, has neither, or has an unknown
@@ -24,8 +28,9 @@
 //
 // Each Braze object is one Record. Record.Raw is the object's exact bytes in the message.
 // Index is 0 for an envelope. For a bundle, records are numbered in the order Braze
-// processes them: all attributes elements first, then all events, then all purchases, each
-// array in its own order, whatever the key order in the message. For
+// processes them: all attributes elements first, then all events, then all purchases (then
+// aliases, identifies, merges, subscriptions, deletes), each array in its own order, whatever
+// the key order in the message. For
 // {"events":[e0,e1],"attributes":[a0]} the records are a0 (Index 0), e0 (1), e1 (2), and
 // Decode returns them in that order. Field paths in errors use the message's own positions
 // ("/events/1/time").

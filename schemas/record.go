@@ -127,14 +127,16 @@ const (
 type Record struct {
 	Kind Kind
 	// Index is the record's position within its message (0 for an envelope; for a bundle
-	// the position counting attributes, then events, then purchases, in message order).
-	// The three arrays count in that order whatever their key order in the message, and
-	// Decode returns a bundle's records in Index order.
+	// the position counting attributes, then events, purchases, aliases, identifies, merges,
+	// subscriptions and deletes, in message order). The arrays count in that order whatever
+	// their key order in the message, and Decode returns a bundle's records in Index order.
 	Index int
 	// Raw is the exact Braze object bytes (the envelope's data, or one bundle element).
 	Raw []byte
 	// IDKind and UserID identify the user: the unescaped identifier value. For a user alias
-	// UserID is alias_label + "\x00" + alias_name.
+	// UserID is alias_label + "\x00" + alias_name. For the non-track kinds this is the
+	// ordering identity (docs/design.md §2): alias → the alias; identify → its external_id;
+	// merge → identifier_to_keep; subscription and delete → their identifier.
 	IDKind IDKind
 	UserID []byte
 	// UserHash is UserHash(IDKind, UserID): it routes the record to its lane and, with

@@ -165,6 +165,9 @@ func (st *decodeState) keyString(ks, ke int, kesc bool) string {
 // only on a syntax error; a rule failure sets the record's Err. A non-object value (possible
 // in a bundle) becomes a record whose Err says so.
 func (st *decodeState) record(kind Kind, l loc, index int) bool {
+	if !kind.Tracked() {
+		return st.entry(kind, l, index)
+	}
 	s := &st.s
 	st.out = append(st.out, Record{Kind: kind, Index: index})
 	r := &st.out[len(st.out)-1]
@@ -276,19 +279,13 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 
 // identify applies the identifier rules (docs/braze-rules.md §1 "Identifiers", §8 id-1..id-8).
 func (st *decodeState) identify(r *Record, l loc, rs *recState, nPrimary int, secondPrimary ruleKey) {
-	s := &st.s
 	switch {
 	case nPrimary > 1:
 		bad(r, l, "only one primary identifier (external_id, user_alias, braze_id) is allowed", ruleKeyNames[secondPrimary])
 	case rs.ext.ok:
 		st.setID(r, IDExternal, rs.ext)
 	case rs.aliasName.ok && rs.aliasLabel.ok:
-		b := st.reserve(rs.aliasLabel.end - rs.aliasLabel.start + 1 + rs.aliasName.end - rs.aliasName.start)
-		b = appendUnescaped(b, s.buf[rs.aliasLabel.start:rs.aliasLabel.end])
-		b = append(b, 0)
-		b = appendUnescaped(b, s.buf[rs.aliasName.start:rs.aliasName.end])
-		r.IDKind, r.UserID = IDAlias, st.commit(b)
-		r.UserHash = userHash(IDAlias, r.UserID)
+		st.setAlias(r, rs.aliasName, rs.aliasLabel)
 	case rs.braze.ok:
 		st.setID(r, IDBraze, rs.braze)
 	case nPrimary == 1:

@@ -1,5 +1,5 @@
-// Package sink talks to the outside world on the way out: the Braze /users/track client
-// and the dead-letter writer.
+// Package sink talks to the outside world on the way out: the Braze REST client (/users/track
+// and the other endpoints of package endpoint) and the guard in front of it.
 package sink
 
 import (
@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -58,10 +59,16 @@ type ItemError struct {
 
 // Response is a classified Braze answer.
 type Response struct {
-	Status  int
-	Class   Class
-	Message string      // Braze's "message", secrets redacted
-	Errors  []ItemError // errors[] of a 2xx (Partial) or fatal answer
+	// Endpoint is the endpoint that answered (Track for answers built by hand).
+	Endpoint endpoint.Endpoint
+	Status   int
+	Class    Class
+	// Message is Braze's "message", secrets redacted. For the endpoints other than Track,
+	// whose errors[] Braze does not document, it also carries the text of any errors[].
+	Message string
+	// Errors is the errors[] of a /users/track 2xx (Partial) or fatal answer; always empty
+	// for the other endpoints (their errors[] names no object: docs/architecture.md "Answers").
+	Errors []ItemError
 	// Throttled: Braze refused the request for its rate limit (429); RetryAfter is its hint.
 	Throttled  bool
 	RetryAfter time.Duration
@@ -83,15 +90,17 @@ type Cause uint8
 
 const (
 	causeUnset Cause = iota
-	// CauseAccepted: a 2xx whose body confirms it ("success" or "queued").
+	// CauseAccepted: a 2xx whose body confirms it: "success" or "queued", or for
+	// /users/delete its documented {"deleted": n}.
 	CauseAccepted
-	// CauseRejected: Braze judged the request as a whole (400, or a 2xx carrying a fatal
-	// message instead of "success").
+	// CauseRejected: Braze judged the request as a whole (400, a 2xx carrying a fatal
+	// message instead of its endpoint's success, or, on an endpoint other than Track, a 2xx
+	// with errors[]).
 	CauseRejected
 	// CauseTooLarge: 413, the request body is over the size limit.
 	CauseTooLarge
-	// CauseTooMany: 400 "Max Input Length Exceeded", more objects than the contract allows
-	// in one request.
+	// CauseTooMany: 400 "Max Input Length Exceeded" from /users/track, more objects than the
+	// contract allows in one request (the other endpoints' limit is fixed: endpoint.MaxObjects).
 	CauseTooMany
 	// CauseKey: 401, 403, 404, 415; the key, its permissions or the endpoint are wrong.
 	CauseKey
@@ -153,7 +162,7 @@ func deriveCause(r Response) Cause {
 		if r.Class == Halt {
 			return CauseNotBraze
 		}
-		if isTooMany(r.Message) {
+		if r.Endpoint == endpoint.Track && isTooMany(r.Message) {
 			return CauseTooMany
 		}
 		return CauseRejected
@@ -299,7 +308,7 @@ func (c *Client) post(ctx context.Context, ep endpoint.Endpoint, url string, bod
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return Response{Class: Retry, Err: fmt.Errorf("build request: %w", err)}
+		return Response{Endpoint: ep, Class: Retry, Err: fmt.Errorf("build request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", c.auth)
@@ -309,15 +318,15 @@ func (c *Client) post(ctx context.Context, ep endpoint.Endpoint, url string, bod
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		// The key is in a header and never appears in a transport error.
-		return Response{Class: Retry, Err: fmt.Errorf("POST %s: %w", ep.Path(), err), cause: transportCause(ctx)}
+		return Response{Endpoint: ep, Class: Retry, Err: fmt.Errorf("POST %s: %w", ep.Path(), err), cause: transportCause(ctx)}
 	}
 	defer resp.Body.Close()
 	// Answers are small; cap what we read so a misbehaving proxy cannot balloon memory.
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil && resp.StatusCode/100 != 2 {
-		return Response{Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err), cause: CauseOutage}
+		return Response{Endpoint: ep, Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err), cause: CauseOutage}
 	}
-	r := Classify(resp.StatusCode, resp.Header, data, time.Now())
+	r := classify(ep, resp.StatusCode, resp.Header, data, time.Now(), c.key)
 	r.redact(c.key)
 	return r
 }
@@ -343,31 +352,40 @@ var (
 	successKey = []byte(`"message":"success"`)
 )
 
-// answerBody is the part of a Braze answer that decides its class.
+// answerBody is the part of a Braze answer that decides its class. errors[] and deleted are
+// kept raw: their shapes differ by endpoint (answerFacts).
 type answerBody struct {
-	Message string      `json:"message"`
-	Errors  []ItemError `json:"errors"`
+	Message string          `json:"message"`
+	Errors  json.RawMessage `json:"errors"`
+	Deleted json.RawMessage `json:"deleted"`
 }
 
-// Classify maps a Braze answer to its action (docs/design.md §3, docs/architecture.md
-// "Answers"). A 2xx counts as delivered only when its message says so; an answer that is not
-// Braze's JSON is never taken as Braze's verdict on the records in it.
+// Classify maps a /users/track answer to its action (ClassifyEndpoint for Track).
 func Classify(status int, h http.Header, body []byte, now time.Time) Response {
-	r := Response{Status: status, RateLimit: ParseRateLimit(h, now)}
+	return classify(endpoint.Track, status, h, body, now, "")
+}
+
+// ClassifyEndpoint maps an answer of ep to its action (docs/design.md §3, docs/architecture.md
+// "Answers"). A 2xx counts as delivered only when its body is ep's documented success; an
+// answer that is not Braze's JSON is never taken as Braze's verdict on the records in it.
+func ClassifyEndpoint(ep endpoint.Endpoint, status int, h http.Header, body []byte, now time.Time) Response {
+	return classify(ep, status, h, body, now, "")
+}
+
+// classify is ClassifyEndpoint; key, when set, is redacted from the answer's texts before
+// they are cut to length (so that no part of an echoed key survives the cut).
+func classify(ep endpoint.Endpoint, status int, h http.Header, body []byte, now time.Time, key string) Response {
+	r := Response{Endpoint: ep, Status: status, RateLimit: ParseRateLimit(h, now)}
 	if status/100 == 2 && bytes.Contains(body, successKey) && !bytes.Contains(body, errorsKey) {
 		// The common answer, {"message":"success","events_processed":75}: nothing else in it
 		// changes the outcome, so it is not decoded.
 		r.Class, r.cause = Delivered, CauseAccepted
 		return r
 	}
-	var parsed answerBody
-	isJSON := len(body) > 0 && json.Unmarshal(body, &parsed) == nil
-	if isJSON {
-		r.Message, r.Errors = parsed.Message, parsed.Errors
-	} else if len(body) > 0 {
-		r.Message = truncate(strings.TrimSpace(string(body)), 200)
-	}
-	r.Class, r.cause = classifyStatus(status, isJSON, r.Message, len(r.Errors) > 0)
+	var a answerFacts
+	var isJSON bool
+	r.Message, r.Errors, a, isJSON = readAnswer(ep, body, key)
+	r.Class, r.cause = classifyStatus(ep, status, isJSON, a)
 	if r.cause == CauseThrottled {
 		r.Throttled = true
 		r.RetryAfter = retryAfter(r.RateLimit, now)
@@ -375,22 +393,63 @@ func Classify(status int, h http.Header, body []byte, now time.Time) Response {
 	return r
 }
 
+// answerFacts is what the body of an answer says, for classifyStatus.
+type answerFacts struct {
+	message   string
+	hasErrors bool // a non-empty errors[]
+	confirmed bool // the body is the endpoint's documented success
+}
+
+// readAnswer decodes an answer's body: Braze's JSON (isJSON) or a text cut to 200 bytes.
+// /users/track's errors[] must be its documented objects (else the answer is not Braze's);
+// another endpoint's errors[], whose shape Braze does not document, is added to the message.
+func readAnswer(ep endpoint.Endpoint, body []byte, key string) (msg string, errs []ItemError, a answerFacts, isJSON bool) {
+	var parsed answerBody
+	if len(body) == 0 || json.Unmarshal(body, &parsed) != nil {
+		if len(body) > 0 {
+			msg = truncate(Redact(strings.TrimSpace(string(body)), key), 200)
+		}
+		return msg, nil, answerFacts{message: msg}, false
+	}
+	msg = parsed.Message
+	a.hasErrors = !isEmpty(parsed.Errors)
+	if ep == endpoint.Track {
+		if len(parsed.Errors) > 0 && json.Unmarshal(parsed.Errors, &errs) != nil {
+			return truncate(Redact(strings.TrimSpace(string(body)), key), 200), nil, answerFacts{}, false
+		}
+	} else if a.hasErrors {
+		if msg != "" {
+			msg += "; "
+		}
+		msg = truncate(Redact(msg+"errors: "+errorsText(parsed.Errors), key), 400)
+	}
+	a.message = parsed.Message
+	a.confirmed = parsed.Message == "success" || parsed.Message == "queued" ||
+		ep == endpoint.Delete && parsed.Message == "" && isCount(parsed.Deleted)
+	return msg, errs, a, true
+}
+
 // classifyStatus is the table of docs/architecture.md "Answers".
-func classifyStatus(status int, isJSON bool, message string, hasErrors bool) (Class, Cause) {
+func classifyStatus(ep endpoint.Endpoint, status int, isJSON bool, a answerFacts) (Class, Cause) {
 	switch {
 	case status/100 == 2 && !isJSON:
 		return Halt, CauseNotBraze
-	case status/100 == 2 && (message == "success" || message == "queued"):
-		if hasErrors {
+	case status/100 == 2 && a.confirmed:
+		switch {
+		case !a.hasErrors:
+			return Delivered, CauseAccepted
+		case ep == endpoint.Track:
 			return Partial, CauseAccepted
 		}
-		return Delivered, CauseAccepted
+		// errors[] on another endpoint names no object Braze documents: a verdict on the
+		// request as a whole, bisected until the offending record stands alone.
+		return Split, CauseRejected
 	case status/100 == 2:
 		// A fatal message on a 2xx: nothing was processed, like a fatal 400.
 		return Split, CauseRejected
 	case status == http.StatusBadRequest && !isJSON:
 		return Halt, CauseNotBraze
-	case status == http.StatusBadRequest && isTooMany(message):
+	case status == http.StatusBadRequest && ep == endpoint.Track && isTooMany(a.message):
 		return Split, CauseTooMany
 	case status == http.StatusBadRequest:
 		return Split, CauseRejected
@@ -407,6 +466,44 @@ func classifyStatus(status int, isJSON bool, message string, hasErrors bool) (Cl
 	}
 	// Anything unexpected (408, 409, 3xx): retrying is the only safe action.
 	return Retry, CauseUnexpected
+}
+
+// isCount reports whether raw is a JSON whole number >= 0 written as one (/users/delete's
+// "deleted"; a string, a fraction or an exponent is not its documented integer).
+func isCount(raw json.RawMessage) bool {
+	v, err := strconv.ParseInt(string(bytes.TrimSpace(raw)), 10, 64)
+	return err == nil && v >= 0
+}
+
+// isEmpty reports whether raw is absent, null or [].
+func isEmpty(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || string(t) == "null" {
+		return true
+	}
+	return len(t) >= 2 && t[0] == '[' && t[len(t)-1] == ']' && len(bytes.TrimSpace(t[1:len(t)-1])) == 0
+}
+
+// errorsText is the text of an errors[] Braze does not document for the endpoint: the types
+// of entries shaped like /users/track's, the strings of a list of strings, else the raw JSON.
+func errorsText(raw json.RawMessage) string {
+	var items []ItemError
+	if json.Unmarshal(raw, &items) == nil {
+		types := make([]string, 0, len(items))
+		for _, it := range items {
+			if it.Type != "" {
+				types = append(types, it.Type)
+			}
+		}
+		if len(types) > 0 {
+			return strings.Join(types, "; ")
+		}
+	}
+	var texts []string
+	if json.Unmarshal(raw, &texts) == nil {
+		return strings.Join(texts, "; ")
+	}
+	return string(raw)
 }
 
 // isTooMany recognises Braze's answer to a request with more objects than the contract allows
@@ -448,7 +545,7 @@ func HaltCause(r Response) string {
 	case http.StatusUnauthorized:
 		return "the API key is invalid, from another workspace, or the REST endpoint is for another Braze instance (or this IP is not allow-listed for the key)"
 	case http.StatusForbidden:
-		return "the API key lacks the users.track permission, the caller IP is not allow-listed, or the account is inactive"
+		return "the API key lacks the " + r.Endpoint.Permission() + " permission, the caller IP is not allow-listed, or the account is inactive"
 	case http.StatusNotFound:
 		return "wrong REST endpoint URL: check BRAZE_REST_ENDPOINT against the instance shown in the Braze dashboard"
 	case http.StatusUnsupportedMediaType:

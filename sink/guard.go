@@ -3,12 +3,14 @@ package sink
 import (
 	"context"
 	"errors"
-	"github.com/braze-ingestor/braze-ingestor/endpoint"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Tracker is the part of a Braze client the guard wraps.
@@ -43,16 +45,21 @@ func (s BreakerState) String() string {
 	return [...]string{"closed", "half-open", "open"}[s]
 }
 
-// Guard puts the rate limiter and the circuit breaker in front of a client. Layers, outermost
-// first: limiter wait (paces and pauses every lane) → breaker (refuses while open; one probe
-// while half-open) → HTTP. Only outage signals count as breaker failures; answers about
-// records (4xx), 429s and halts do not.
+// Guard puts the rate limiters and the circuit breaker in front of a client. Layers, outermost
+// first: limiter wait (paces and pauses every lane sending to the endpoint's rate-limit group)
+// → breaker (refuses while open; one probe while half-open) → HTTP. Only outage signals count
+// as breaker failures; answers about records (4xx), 429s and halts do not.
+//
+// Each rate-limit group (endpoint.Group) has its own limiter, fed only by the answers of its
+// endpoints (their rate-limit headers and 429s): Braze counts the groups apart
+// (docs/braze-rules.md). The breaker is one for all endpoints: an outage is Braze's.
 type Guard struct {
-	next    Tracker
-	limiter *Limiter
-	cb      *gobreaker.CircuitBreaker[Response]
-	state   atomic.Int32
-	log     *slog.Logger
+	next     Tracker
+	post     Poster // next, when it can post to every endpoint
+	limiters [endpoint.GroupCount]*Limiter
+	cb       *gobreaker.CircuitBreaker[Response]
+	state    atomic.Int32
+	log      *slog.Logger
 	// OnStateChange, when set, is called on every breaker transition.
 	OnStateChange func(from, to BreakerState)
 }
@@ -60,7 +67,9 @@ type Guard struct {
 // errOutage marks a response as a breaker failure without being an error to the caller.
 var errOutage = errors.New("braze outage")
 
-// NewGuard wraps next.
+// NewGuard wraps next, with limiter for /users/track (nil: unpaced). The other groups get a
+// limiter at Braze's default rate (GroupLimiter) until SetGroupLimiter replaces it. next
+// answers Post for the other endpoints when it is a Poster (Client is).
 func NewGuard(next Tracker, limiter *Limiter, bc BreakerConfig, log *slog.Logger) *Guard {
 	if bc.Failures <= 0 {
 		bc.Failures = 5
@@ -71,9 +80,11 @@ func NewGuard(next Tracker, limiter *Limiter, bc BreakerConfig, log *slog.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Guard{next: next, limiter: limiter, log: log}
-	if limiter != nil {
-		limiter.SetLogger(log)
+	g := &Guard{next: next, log: log}
+	g.post, _ = next.(Poster)
+	g.SetGroupLimiter(endpoint.GroupTrack, limiter)
+	for gr := endpoint.GroupTrack + 1; gr < endpoint.GroupCount; gr++ {
+		g.SetGroupLimiter(gr, PerMinuteLimiter(gr.DefaultPerMinute()))
 	}
 	g.cb = gobreaker.NewCircuitBreaker[Response](gobreaker.Settings{
 		Name:        "braze",
@@ -122,29 +133,63 @@ func (g *Guard) State() BreakerState {
 // open breaker moves to half-open when a lane, polling State while it waits, notices.
 func (g *Guard) Paused() bool { return BreakerState(g.state.Load()) != BreakerClosed }
 
-// Limiter returns the guard's limiter.
-func (g *Guard) Limiter() *Limiter { return g.limiter }
+// PerMinuteLimiter is a limiter at perMinute requests per minute with a burst of one second's
+// worth (at least 1), for the rate-limit groups Braze documents per minute (endpoint.GroupUsers,
+// endpoint.GroupSubscription; docs/braze-rules.md).
+func PerMinuteLimiter(perMinute int) *Limiter {
+	return NewLimiter(float64(perMinute)/60, max(1, perMinute/60))
+}
 
-// Track waits for the limiter and the breaker, then sends. While the breaker is open it
-// waits (no lane sends); in half-open only one probe goes out and the rest wait for its
-// verdict. The returned Response.Waited covers all of that waiting.
+// SetGroupLimiter sets the limiter of a rate-limit group (nil: unpaced). Call it before the
+// guard is used.
+func (g *Guard) SetGroupLimiter(group endpoint.Group, l *Limiter) {
+	if group >= endpoint.GroupCount {
+		return
+	}
+	if l != nil {
+		l.SetLogger(g.log.With("rate_limit_group", group.String()))
+	}
+	g.limiters[group] = l
+}
+
+// Limiter returns the guard's /users/track limiter.
+func (g *Guard) Limiter() *Limiter { return g.limiters[endpoint.GroupTrack] }
+
+// GroupLimiter returns the limiter of a rate-limit group (nil when unpaced).
+func (g *Guard) GroupLimiter(group endpoint.Group) *Limiter {
+	if group >= endpoint.GroupCount {
+		return nil
+	}
+	return g.limiters[group]
+}
+
+// Track is Post(endpoint.Track).
 func (g *Guard) Track(ctx context.Context, body []byte) Response {
+	return g.Post(ctx, endpoint.Track, body)
+}
+
+// Post waits for ep's group limiter and the breaker, then sends. While the breaker is open it
+// waits (no lane sends); in half-open only one probe goes out and the rest wait for its
+// verdict. The returned Response.Waited covers all of that waiting. The answer's rate-limit
+// headers and 429s feed ep's group limiter only.
+func (g *Guard) Post(ctx context.Context, ep endpoint.Endpoint, body []byte) Response {
 	start := time.Now()
+	lim := g.GroupLimiter(ep.Group())
 	for {
 		if g.State() == BreakerOpen {
 			if !sleep(ctx, 100*time.Millisecond) {
-				return Response{Class: Retry, Err: ctx.Err(), Waited: time.Since(start)}
+				return Response{Endpoint: ep, Class: Retry, Err: ctx.Err(), Waited: time.Since(start)}
 			}
 			continue
 		}
-		if g.limiter != nil && !takeGrant(ctx) {
-			if _, err := g.limiter.Wait(ctx); err != nil {
-				return Response{Class: Retry, Err: err, Waited: time.Since(start)}
+		if lim != nil && !takeGrant(ctx, ep.Group()) {
+			if _, err := lim.Wait(ctx); err != nil {
+				return Response{Endpoint: ep, Class: Retry, Err: err, Waited: time.Since(start)}
 			}
 		}
 		waited := time.Since(start)
 		resp, err := g.cb.Execute(func() (Response, error) {
-			r := g.next.Track(ctx, body)
+			r := g.send(ctx, ep, body)
 			if isOutage(r) {
 				return r, errOutage
 			}
@@ -153,15 +198,15 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			// Another lane's probe is deciding; wait for it.
 			if !sleep(ctx, 50*time.Millisecond) {
-				return Response{Class: Retry, Err: ctx.Err(), Waited: time.Since(start)}
+				return Response{Endpoint: ep, Class: Retry, Err: ctx.Err(), Waited: time.Since(start)}
 			}
 			continue
 		}
-		if g.limiter != nil {
+		if lim != nil {
 			if resp.Throttled {
-				g.limiter.Throttled(resp.RateLimit)
+				lim.Throttled(resp.RateLimit)
 			} else {
-				g.limiter.Observe(resp.RateLimit)
+				lim.Observe(resp.RateLimit)
 			}
 		}
 		resp.Waited = waited
@@ -169,37 +214,72 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 	}
 }
 
-// Grant waits for the limiter's permission to send one request. A lane asks for it before
-// packing its request, so that the request carries what arrived while it waited
-// (pipeline/lane.go); the request then goes with a context from WithGrant.
-func (g *Guard) Grant(ctx context.Context) error {
-	if g.limiter == nil {
+// errNoPoster: the wrapped client can only send /users/track.
+var errNoPoster = errors.New("the Braze client behind the guard sends only /users/track")
+
+// send is one request through the wrapped client.
+func (g *Guard) send(ctx context.Context, ep endpoint.Endpoint, body []byte) Response {
+	switch {
+	case ep == endpoint.Track:
+		return g.next.Track(ctx, body)
+	case g.post != nil:
+		return g.post.Post(ctx, ep, body)
+	}
+	// A wiring mistake, not Braze's answer: halt rather than retry or dead-letter.
+	return Response{Endpoint: ep, Class: Halt, Err: fmt.Errorf("POST %s: %w", ep.Path(), errNoPoster), cause: CauseUnexpected}
+}
+
+// Grant waits for the /users/track limiter's permission to send one request (GrantFor).
+func (g *Guard) Grant(ctx context.Context) error { return g.GrantFor(ctx, endpoint.Track) }
+
+// GrantFor waits for the permission of ep's group limiter to send one request. A lane asks
+// for it before packing its request, so that the request carries what arrived while it waited
+// (pipeline/lane.go); the request then goes with a context from WithGrant (Track) or
+// WithGrantFor (ep).
+func (g *Guard) GrantFor(ctx context.Context, ep endpoint.Endpoint) error {
+	lim := g.GroupLimiter(ep.Group())
+	if lim == nil {
 		return nil
 	}
-	_, err := g.limiter.Wait(ctx)
+	_, err := lim.Wait(ctx)
 	return err
 }
 
-// Usage is the limiter's Usage (0 without a limiter).
-func (g *Guard) Usage() float64 {
-	if g.limiter == nil {
+// Usage is the /users/track limiter's Usage (0 without a limiter).
+func (g *Guard) Usage() float64 { return g.UsageFor(endpoint.Track) }
+
+// UsageFor is the Usage of ep's group limiter (0 without a limiter).
+func (g *Guard) UsageFor(ep endpoint.Endpoint) float64 {
+	lim := g.GroupLimiter(ep.Group())
+	if lim == nil {
 		return 0
 	}
-	return g.limiter.Usage()
+	return lim.Usage()
 }
 
 type grantKey struct{}
 
-// WithGrant marks ctx as holding one grant from Grant: the first Track under it does not wait
-// for the limiter again (a retry does).
-func WithGrant(ctx context.Context) context.Context {
-	return context.WithValue(ctx, grantKey{}, new(atomic.Bool))
+// grant is one unused grant of a group's limiter, carried by a context.
+type grant struct {
+	group endpoint.Group
+	used  atomic.Bool
 }
 
-// takeGrant uses ctx's grant, if it holds an unused one.
-func takeGrant(ctx context.Context) bool {
-	g, _ := ctx.Value(grantKey{}).(*atomic.Bool)
-	return g != nil && g.CompareAndSwap(false, true)
+// WithGrant marks ctx as holding one grant from Grant: the first Track under it does not wait
+// for the limiter again (a retry does).
+func WithGrant(ctx context.Context) context.Context { return WithGrantFor(ctx, endpoint.Track) }
+
+// WithGrantFor marks ctx as holding one grant from GrantFor(ep): the first Post under it to an
+// endpoint of ep's group does not wait for that group's limiter again. A grant of another
+// group is never used.
+func WithGrantFor(ctx context.Context, ep endpoint.Endpoint) context.Context {
+	return context.WithValue(ctx, grantKey{}, &grant{group: ep.Group()})
+}
+
+// takeGrant uses ctx's grant for group, if it holds an unused one.
+func takeGrant(ctx context.Context, group endpoint.Group) bool {
+	g, _ := ctx.Value(grantKey{}).(*grant)
+	return g != nil && g.group == group && g.used.CompareAndSwap(false, true)
 }
 
 // isOutage: Braze or the path to it is failing (5xx, timeout, reset, refused); not when the

@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/preflight"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
@@ -66,18 +67,21 @@ type Config struct {
 	Lanes           int           `envconfig:"LANES" default:"64" desc:"ordering lanes = most requests in flight; one request per lane at a time"`
 	LaneQueue       int           `envconfig:"LANE_QUEUE" default:"256" desc:"records buffered per lane (back-pressure beyond; about 3 full requests)"`
 
-	BrazeRateLimit   float64       `envconfig:"BRAZE_RATE_LIMIT" default:"1000" desc:"requests per second this replica may send (Braze: 3,000 per 3 s per workspace; with N replicas either set limit/N or keep the default and let the adaptive limiter share the window); 0 = unpaced"`
-	BrazeRateBurst   int           `envconfig:"BRAZE_RATE_BURST" default:"3000" desc:"token-bucket burst of the rate limiter"`
-	BreakerFailures  int           `envconfig:"BREAKER_FAILURES" default:"5" desc:"consecutive outage answers (5xx, timeouts, connection errors) that open the circuit breaker"`
-	BreakerOpenFor   time.Duration `envconfig:"BREAKER_OPEN_FOR" default:"10s" desc:"how long the breaker stays open before one half-open probe"`
-	HaltProbeMax     time.Duration `envconfig:"HALT_PROBE_MAX" default:"30s" desc:"while halted (401/403/404/415), the longest wait between probes"`
-	BrazeHTTPTimeout time.Duration `envconfig:"BRAZE_HTTP_TIMEOUT" default:"10s" desc:"timeout of one Braze request"`
-	RetryInitial     time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
-	RetryMax         time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
-	RetryMaxDuration time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
-	Isolate5xxAfter  time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
-	UserMinSpacing   time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
-	EndpointSpacing  string        `envconfig:"ENDPOINT_SPACING" default:"*>*=100ms,track>*=3s,alias>*=5s" desc:"least time between a user's record settling at one endpoint and its next record going to another: from>to=duration pairs, comma separated, endpoint names or * (most specific wins), each 0 to 10m; a held user holds its partition's commit (README Per-user order)"`
+	Endpoints                  []string      `envconfig:"ENDPOINTS" default:"track" desc:"Braze endpoints the worker may use, comma-separated: track (always required), alias, identify, merge, subscription, delete; a record for an endpoint not listed is dead-lettered as invalid_record; ingestor check verifies the API key's permission for each"`
+	BrazeRateLimit             float64       `envconfig:"BRAZE_RATE_LIMIT" default:"1000" desc:"requests per second this replica may send (Braze: 3,000 per 3 s per workspace; with N replicas either set limit/N or keep the default and let the adaptive limiter share the window); 0 = unpaced"`
+	BrazeRateBurst             int           `envconfig:"BRAZE_RATE_BURST" default:"3000" desc:"token-bucket burst of the rate limiter"`
+	BrazeUsersRateLimit        int           `envconfig:"BRAZE_USERS_RATE_LIMIT" default:"20000" desc:"requests per MINUTE this replica may send to /users/alias/new, /users/identify, /users/merge and /users/delete together (Braze: 20,000 per minute shared by them per workspace; with N replicas set limit/N); 1..1000000, burst one second's worth"`
+	BrazeSubscriptionRateLimit int           `envconfig:"BRAZE_SUBSCRIPTION_RATE_LIMIT" default:"5000" desc:"requests per MINUTE this replica may send to /subscription/status/set (Braze: 5,000 per minute per workspace; with N replicas set limit/N); 1..1000000, burst one second's worth"`
+	BreakerFailures            int           `envconfig:"BREAKER_FAILURES" default:"5" desc:"consecutive outage answers (5xx, timeouts, connection errors) that open the circuit breaker"`
+	BreakerOpenFor             time.Duration `envconfig:"BREAKER_OPEN_FOR" default:"10s" desc:"how long the breaker stays open before one half-open probe"`
+	HaltProbeMax               time.Duration `envconfig:"HALT_PROBE_MAX" default:"30s" desc:"while halted (401/403/404/415), the longest wait between probes"`
+	BrazeHTTPTimeout           time.Duration `envconfig:"BRAZE_HTTP_TIMEOUT" default:"10s" desc:"timeout of one Braze request"`
+	RetryInitial               time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
+	RetryMax                   time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
+	RetryMaxDuration           time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
+	Isolate5xxAfter            time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
+	UserMinSpacing             time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
+	EndpointSpacing            string        `envconfig:"ENDPOINT_SPACING" default:"*>*=100ms,track>*=3s,alias>*=5s" desc:"least time between a user's record settling at one endpoint and its next record going to another: from>to=duration pairs, comma separated, endpoint names or * (most specific wins), each 0 to 10m; a held user holds its partition's commit (README Per-user order)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -251,7 +255,7 @@ func shapeOf(t reflect.Type) string {
 }
 
 // quoteShort quotes a value for an error message, cut to 40 bytes. Only values of typed
-// (non-string) fields are ever quoted, so no secret is echoed.
+// (non-string) fields and ENDPOINTS entries are ever quoted, so no secret is echoed.
 func quoteShort(s string) string {
 	if len(s) > 40 {
 		return strconv.Quote(s[:40]) + "…"
@@ -338,6 +342,7 @@ func (c *Config) validate(p *problems) {
 	if c.BrazeRateBurst < 1 {
 		p.add("BRAZE_RATE_BURST", "BRAZE_RATE_BURST must be at least 1")
 	}
+	c.validateEndpoints(p)
 	if c.BreakerFailures < 1 {
 		p.add("BREAKER_FAILURES", "BREAKER_FAILURES must be at least 1")
 	}
@@ -372,6 +377,50 @@ func (c *Config) validate(p *problems) {
 	p.addAll(c.ValidateKafkaSecurity())
 	p.addAll(c.validateOptimize())
 	p.addAll(c.validateFormats())
+}
+
+// maxPerMinute bounds BRAZE_USERS_RATE_LIMIT and BRAZE_SUBSCRIPTION_RATE_LIMIT: 50 times Braze's
+// default for the users group, room for any contract increase.
+const maxPerMinute = 1_000_000
+
+// validateEndpoints checks ENDPOINTS (trimmed here) and the per-minute rate limits of the
+// groups other than /users/track.
+func (c *Config) validateEndpoints(p *problems) {
+	c.Endpoints = TrimList(c.Endpoints)
+	var names []string
+	for e := endpoint.Endpoint(0); e < endpoint.Count; e++ {
+		names = append(names, e.Name())
+	}
+	var unknown []string
+	for _, n := range c.Endpoints {
+		if _, ok := endpoint.Parse(n); !ok {
+			unknown = append(unknown, quoteShort(n))
+		}
+	}
+	if len(unknown) > 0 {
+		p.add("ENDPOINTS", "ENDPOINTS: unknown endpoint %s: want a comma-separated list of %s", strings.Join(unknown, ", "), strings.Join(names, ", "))
+	}
+	if !slices.Contains(c.Endpoints, endpoint.Track.Name()) {
+		p.add("ENDPOINTS", "ENDPOINTS %q: must include track", strings.Join(c.Endpoints, ","))
+	}
+	rates := map[string]int{"BRAZE_USERS_RATE_LIMIT": c.BrazeUsersRateLimit, "BRAZE_SUBSCRIPTION_RATE_LIMIT": c.BrazeSubscriptionRateLimit}
+	for _, name := range sortedKeys(rates) {
+		if v := rates[name]; v < 1 || v > maxPerMinute {
+			p.add(name, "%s %d: want 1..%d requests per minute", name, v, maxPerMinute)
+		}
+	}
+}
+
+// EnabledEndpoints is ENDPOINTS as a set (after validation; /users/track always in it).
+func (c *Config) EnabledEndpoints() [endpoint.Count]bool {
+	var on [endpoint.Count]bool
+	on[endpoint.Track] = true
+	for _, n := range c.Endpoints {
+		if e, ok := endpoint.Parse(strings.TrimSpace(n)); ok {
+			on[e] = true
+		}
+	}
+	return on
 }
 
 // validateBatch checks the request limits: each variable on its own first, then the three

@@ -21,6 +21,7 @@ import (
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
@@ -75,8 +76,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 	if err != nil {
 		return err
 	}
-	guard := sink.NewGuard(client, sink.NewLimiter(cfg.BrazeRateLimit, cfg.BrazeRateBurst),
-		sink.BreakerConfig{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor}, log)
+	guard := newGuard(cfg, client, log)
 	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: o.Version, Logger: log}
 	if o.Telemetry != nil {
 		o.Telemetry(&topts)
@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 	defer stopHTTP()
 	log.Info("worker starting", "version", o.Version, "topics", cfg.KafkaTopics, "group", cfg.KafkaGroupID,
 		"dlq_topic", cfg.KafkaDLQTopic, "braze_endpoint", cfg.BrazeEndpoint, "http", addr,
-		"lanes", cfg.Lanes, "limit_mode", cfg.BatchLimitMode)
+		"lanes", cfg.Lanes, "limit_mode", cfg.BatchLimitMode, "endpoints", cfg.Endpoints)
 	if o.Started != nil {
 		o.Started(p, addr)
 	}
@@ -145,7 +145,19 @@ func pipelineConfig(cfg *Config) pipeline.Config {
 		Limits:       batcher.Limits{Mode: batcher.Mode(cfg.BatchLimitMode), MaxObjects: cfg.BatchMaxObjects, MaxBytes: cfg.BatchMaxBytes},
 		RetryInitial: cfg.RetryInitial, RetryMax: cfg.RetryMax, RetryMaxDuration: cfg.RetryMaxDuration, HaltProbeMax: cfg.HaltProbeMax,
 		UserMinSpacing: cfg.UserMinSpacing, Isolate5xxAfter: isolateAfter(cfg.Isolate5xxAfter), StuckAfter: cfg.LivenessStuckAfter,
+		Endpoints: cfg.EnabledEndpoints(),
 	}
+}
+
+// newGuard puts the rate limiters (one per rate-limit group: BRAZE_RATE_LIMIT for
+// /users/track, BRAZE_USERS_RATE_LIMIT and BRAZE_SUBSCRIPTION_RATE_LIMIT per minute) and the
+// circuit breaker in front of client.
+func newGuard(cfg *Config, client *sink.Client, log *slog.Logger) *sink.Guard {
+	guard := sink.NewGuard(client, sink.NewLimiter(cfg.BrazeRateLimit, cfg.BrazeRateBurst),
+		sink.BreakerConfig{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor}, log)
+	guard.SetGroupLimiter(endpoint.GroupUsers, sink.PerMinuteLimiter(cfg.BrazeUsersRateLimit))
+	guard.SetGroupLimiter(endpoint.GroupSubscription, sink.PerMinuteLimiter(cfg.BrazeSubscriptionRateLimit))
+	return guard
 }
 
 // isolateAfter maps ISOLATE_5XX_AFTER (0 = never) to pipeline.Config.Isolate5xxAfter (< 0 = never).

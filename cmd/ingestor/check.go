@@ -29,7 +29,10 @@ configuration: exit 2), then checks, one line each:
   - Braze: one POST /users/track with the body {}, which Braze refuses for its content (400
     "Valid data must be provided...") only after the key, its users.track permission, its
     instance and its IP allowlist have been accepted. No user data is written. A key that
-    cannot be sent as an HTTP header is reported as a local error, not as an outage.
+    cannot be sent as an HTTP header is reported as a local error, not as an outage;
+  - Braze, for every other endpoint in ENDPOINTS: one POST of {} (which names no user) proves
+    the key's permission for it (users.alias.new, users.identify, users.merge,
+    subscription.status.set, users.delete), one line each.
 Exit status: 0 all checks passed (warnings allowed), 1 a check failed, 2 bad configuration.
 The API key is never printed.
 
@@ -63,12 +66,13 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	p.OK("config valid: %d source topic(s) %s, DLQ %s, group %s, Braze %s",
-		len(cfg.KafkaTopics), strings.Join(cfg.KafkaTopics, ","), cfg.KafkaDLQTopic, cfg.KafkaGroupID, cfg.BrazeEndpoint)
+	p.OK("config valid: %d source topic(s) %s, DLQ %s, group %s, Braze %s, endpoints %s",
+		len(cfg.KafkaTopics), strings.Join(cfg.KafkaTopics, ","), cfg.KafkaDLQTopic, cfg.KafkaGroupID, cfg.BrazeEndpoint, strings.Join(cfg.Endpoints, ","))
 	pc := preflight.Config{
 		Brokers: cfg.KafkaBrokers, Topics: cfg.KafkaTopics, GroupID: cfg.KafkaGroupID, DLQTopic: cfg.KafkaDLQTopic,
 		StartOffset: cfg.KafkaStartOffset, DLQWrite: *dlqWrite,
 		BrazeEndpoint: cfg.BrazeEndpoint, APIKey: cfg.BrazeAPIKey, HTTPTimeout: cfg.BrazeHTTPTimeout, Version: version,
+		Endpoints: cfg.EnabledEndpoints(),
 	}
 	if tlsCfg, mech, err := kafkaSecurity(cfg); err != nil {
 		p.Fail("fix the KAFKA_TLS_*/KAFKA_SASL_* settings", "Kafka TLS/SASL setup: %v", err)
