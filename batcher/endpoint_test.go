@@ -173,3 +173,21 @@ func TestLocateOtherEndpoints(t *testing.T) {
 		t.Errorf("Locate of a track request = %d, want 0", i)
 	}
 }
+
+// Every record the decoder accepts under a request's MaxRecordBytes fits a request of its
+// endpoint on its own: no record can wait forever for room.
+func TestDecodedRecordFitsAlone(t *testing.T) {
+	l := Limits{Mode: Combined, MaxObjects: 75, MaxBytes: 4000}
+	for k := schemas.KindAlias; k < schemas.NumKinds; k++ {
+		limit := l.MaxRecordBytes() - schemas.EntryFramingExtra
+		if !EndpointFits(k, 1, limit, l.MaxBytes) {
+			t.Errorf("%v: a record of %d bytes passes the decoder but fits no request of %d bytes", k, limit, l.MaxBytes)
+		}
+	}
+	pad := strings.Repeat("x", l.MaxRecordBytes()-schemas.EntryFramingExtra-len(`{"external_id":""}`)+1)
+	d := schemas.Decoder{MaxRecordBytes: l.MaxRecordBytes()}
+	recs, err := d.Decode([]byte(`{"type":"delete","data":{"external_id":"`+pad+`"}}`), nil)
+	if err != nil || len(recs) != 1 || recs[0].Err == nil || recs[0].Err.Reason != schemas.ReasonTooLarge {
+		t.Fatalf("a delete one byte over the entry limit: %v %+v", err, recs)
+	}
+}

@@ -10,7 +10,8 @@ import (
 // holds no state between calls, so one may be shared by many goroutines.
 type Decoder struct {
 	// MaxRecordBytes is the largest Raw a record may have (0 = no limit). A larger record is
-	// returned with a RecordError of Reason too_large.
+	// returned with a RecordError of Reason too_large. For the records of the endpoints
+	// beyond /users/track the limit is EntryFramingExtra bytes lower.
 	MaxRecordBytes int
 }
 

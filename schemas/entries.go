@@ -141,12 +141,18 @@ func (st *decodeState) entry(kind Kind, l loc, index int) bool {
 	}
 	r.Raw = s.buf[start:s.pos]
 	st.entryRules(r, l, kind, &es)
-	if st.maxRecord > 0 && len(r.Raw) > st.maxRecord {
+	if limit := st.maxRecord - EntryFramingExtra; st.maxRecord > 0 && len(r.Raw) > limit {
 		r.Err = &RecordError{Reason: ReasonTooLarge, Index: r.Index, Kind: r.Kind, Field: l.path(),
-			Msg: "record is " + itoa(len(r.Raw)) + " bytes, over the limit of " + itoa(st.maxRecord)}
+			Msg: "record is " + itoa(len(r.Raw)) + " bytes, over the limit of " + itoa(limit)}
 	}
 	return true
 }
+
+// EntryFramingExtra is how many more bytes of framing a request of another endpoint may need
+// around its records than a /users/track body ({"attributes":[…]}): the decoder lowers
+// Decoder.MaxRecordBytes by it for the non-track kinds, so that every record it accepts fits
+// a request on its own (batcher.EndpointFits; a test in batcher holds the two together).
+const EntryFramingExtra = 66
 
 // members reads the object at s.pos ('{'), calling fn for each member with the key's span and
 // s.pos at its value; fn must read the value. It returns false on a syntax error. (fn gets
