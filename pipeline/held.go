@@ -96,9 +96,6 @@ type heldTable struct {
 // partitions' records leave their queues within it.
 const heldCheck = time.Second
 
-// trackSlots is the size of a lane's table of last track settles by user hash.
-const trackSlots = 1024
-
 // hold routes a record that is not plain track traffic for an unheld user: it joins its
 // user's queue, or holds its user. It reports false when the record belongs in the batch.
 func (p *Pipeline) hold(ctx context.Context, r *laneRun, it item) bool {
@@ -262,7 +259,7 @@ func (p *Pipeline) spacedAt(r *laneRun, h *heldUser, ep endpoint.Endpoint) time.
 		at = h.prevAt.Add(p.cfg.Spacing[h.prev][ep])
 	}
 	if ep != endpoint.Track {
-		if t := r.l.lastTrack(h.key.Hash); t > 0 {
+		if t := r.l.track.last(h.key.Hash); t > 0 {
 			at = maxTime(at, time.Unix(0, t).Add(p.cfg.Spacing[endpoint.Track][ep]))
 		}
 	}

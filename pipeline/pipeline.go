@@ -305,7 +305,7 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue), notes: newMailbox[settledNote]()}
 		if p.multi {
-			p.lanes[i].track = new([trackSlots]atomic.Int64)
+			p.lanes[i].track = newTrackSettles(cfg.Spacing)
 		}
 	}
 	return p, nil
