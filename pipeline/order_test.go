@@ -434,3 +434,23 @@ func TestTrackSettlesPerUserAndPruned(t *testing.T) {
 		t.Error("nil table")
 	}
 }
+
+// When a partition is revoked, the records held users keep in their lanes are dropped (the
+// next owner reads them again) within heldCheck, and the users are released.
+func TestRevokedHeldRecordsAreDropped(t *testing.T) {
+	braze := &epBraze{}
+	h := startOrder(t, braze, spacing("track>delete=10m"))
+	h.feed(testRecord(schemas.KindEvent, "u1", 1, 0), testRecord(schemas.KindDelete, "u1", 2, 0),
+		testRecord(schemas.KindEvent, "u1", 3, 0))
+	eventually(t, 5*time.Second, "u1 held behind its delete", func() bool {
+		return h.p.stats.HeldUsers.Load() == 1 && h.ps.outstanding.Load() == 2 && h.ps.parked.Load() == 2
+	})
+	h.ps.revoked.Store(true)
+	h.p.revokeEpoch.Add(1)
+	eventually(t, 3*heldCheck, "the held records dropped", func() bool {
+		return h.p.stats.HeldUsers.Load() == 0 && h.ps.outstanding.Load() == 0 && h.ps.parked.Load() == 0
+	})
+	if c := braze.userCalls("u1"); len(c) != 1 {
+		t.Errorf("u1: %d requests, want its first track only", len(c))
+	}
+}
