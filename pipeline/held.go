@@ -120,9 +120,14 @@ func (p *Pipeline) hold(ctx context.Context, r *laneRun, it item) bool {
 }
 
 // tendHeld takes the settle notes, drops revoked records and moves every held user on that
-// can move. It runs on the lane's goroutine at each turn of await while users are held.
+// can move. It runs on the lane's goroutine at a turn of await after something a held user
+// may wait for happened (heldTable.tend).
 func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 	t := &r.held
+	t.tend = false
+	if len(t.users) == 0 {
+		return
+	}
 	t.notes = r.l.notes.take(t.notes[:0])
 	for _, n := range t.notes {
 		if h := t.users[n.user]; h != nil && h.out {
@@ -153,6 +158,14 @@ func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 	if len(t.users) > 0 {
 		t.arm(now, next, true)
 	}
+}
+
+// timerC is the held timer's channel while it is armed, else nil.
+func (t *heldTable) timerC() <-chan time.Time {
+	if t.armed {
+		return t.timer.C
+	}
+	return nil
 }
 
 // arm sets the held timer to fire by at (at most heldCheck from now), unless it already

@@ -223,8 +223,7 @@ const laneBodyKeep = 1 << 20
 func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 	s := &r.l.slot
 	for {
-		if r.held.tend && len(r.held.users) > 0 {
-			r.held.tend = false
+		if r.held.tend {
 			p.tendHeld(ctx, r)
 		}
 		if r.hasCarry && s.n.Load() == 0 {
@@ -270,10 +269,7 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 		if !full {
 			in = r.l.in
 		}
-		var heldC <-chan time.Time
-		if r.held.armed {
-			heldC = r.held.timer.C
-		}
+		heldC := r.held.timerC()
 		r.prog.idle() // waiting for records, the linger, the grant or another lane's request
 		select {
 		case it := <-in:
