@@ -37,3 +37,19 @@ func BenchmarkAcceptTrack(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTrackSettlesNote is the per-request cost, on the settle path, of remembering the
+// users' track settles while another endpoint is enabled (75 users per request, a steady
+// population of 100k users per lane within the window).
+func BenchmarkTrackSettlesNote(b *testing.B) {
+	sp, _ := ParseSpacing("track>*=3s")
+	ts := newTrackSettles(&sp)
+	its := make([]item, 75)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		for j := range its {
+			its[j].user = uint64((i*75 + j) % 100_000)
+		}
+		ts.note(its, int64(i))
+	}
+}

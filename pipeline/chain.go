@@ -199,12 +199,19 @@ func (p *Pipeline) settle(ctx context.Context, items []item, res *results) {
 	}
 }
 
-// noteTrackSettled records the settle time of the users of items in their lanes.
+// noteTrackSettled records the settle time of the users of items in their lanes, a run of
+// items of one lane at a time (a request's records are mostly of one lane).
 func (p *Pipeline) noteTrackSettled(items []item) {
 	now := time.Now().UnixNano()
-	for i := range items {
-		u := items[i].user
-		p.lanes[u%uint64(len(p.lanes))].noteTrack(u, now)
+	n := uint64(len(p.lanes))
+	for start := 0; start < len(items); {
+		l := items[start].user % n
+		end := start + 1
+		for end < len(items) && items[end].user%n == l {
+			end++
+		}
+		p.lanes[l].track.note(items[start:end], now)
+		start = end
 	}
 }
 

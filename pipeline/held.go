@@ -96,9 +96,6 @@ type heldTable struct {
 // partitions' records leave their queues within it.
 const heldCheck = time.Second
 
-// trackSlots is the size of a lane's table of last track settles by user hash.
-const trackSlots = 1024
-
 // hold routes a record that is not plain track traffic for an unheld user: it joins its
 // user's queue, or holds its user. It reports false when the record belongs in the batch.
 func (p *Pipeline) hold(ctx context.Context, r *laneRun, it item) bool {
@@ -123,9 +120,14 @@ func (p *Pipeline) hold(ctx context.Context, r *laneRun, it item) bool {
 }
 
 // tendHeld takes the settle notes, drops revoked records and moves every held user on that
-// can move. It runs on the lane's goroutine at each turn of await while users are held.
+// can move. It runs on the lane's goroutine at a turn of await after something a held user
+// may wait for happened (heldTable.tend).
 func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 	t := &r.held
+	t.tend = false
+	if len(t.users) == 0 {
+		return
+	}
 	t.notes = r.l.notes.take(t.notes[:0])
 	for _, n := range t.notes {
 		if h := t.users[n.user]; h != nil && h.out {
@@ -156,6 +158,14 @@ func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 	if len(t.users) > 0 {
 		t.arm(now, next, true)
 	}
+}
+
+// timerC is the held timer's channel while it is armed, else nil.
+func (t *heldTable) timerC() <-chan time.Time {
+	if t.armed {
+		return t.timer.C
+	}
+	return nil
 }
 
 // arm sets the held timer to fire by at (at most heldCheck from now), unless it already
@@ -262,7 +272,7 @@ func (p *Pipeline) spacedAt(r *laneRun, h *heldUser, ep endpoint.Endpoint) time.
 		at = h.prevAt.Add(p.cfg.Spacing[h.prev][ep])
 	}
 	if ep != endpoint.Track {
-		if t := r.l.lastTrack(h.key.Hash); t > 0 {
+		if t := r.l.track.last(h.key.Hash); t > 0 {
 			at = maxTime(at, time.Unix(0, t).Add(p.cfg.Spacing[endpoint.Track][ep]))
 		}
 	}

@@ -55,25 +55,9 @@ type lane struct {
 	slot slot
 	// notes carries the settles of held users' records from the endpoint senders (held.go).
 	notes *mailbox[settledNote]
-	// track holds, by user hash, when the user's last track records settled (unix nanos),
-	// for the spacing before its next non-track record; nil while only /users/track is
-	// enabled. Collisions only make a wait longer.
-	track *[trackSlots]atomic.Int64
-}
-
-// noteTrack records that user's track records settled at now.
-func (l *lane) noteTrack(user uint64, now int64) {
-	if l.track != nil {
-		l.track[user%trackSlots].Store(now)
-	}
-}
-
-// lastTrack is when user's last track records settled (unix nanos), or 0.
-func (l *lane) lastTrack(user uint64) int64 {
-	if l.track == nil {
-		return 0
-	}
-	return l.track[user%trackSlots].Load()
+	// track holds when the lane's users' track records last settled (tracksettle.go); nil
+	// while only /users/track is enabled.
+	track *trackSettles
 }
 
 // slot is the batch a lane is collecting. Another lane's request may carry it (topUp), so it
@@ -239,8 +223,7 @@ const laneBodyKeep = 1 << 20
 func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 	s := &r.l.slot
 	for {
-		if r.held.tend && len(r.held.users) > 0 {
-			r.held.tend = false
+		if r.held.tend {
 			p.tendHeld(ctx, r)
 		}
 		if r.hasCarry && s.n.Load() == 0 {
@@ -286,10 +269,7 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 		if !full {
 			in = r.l.in
 		}
-		var heldC <-chan time.Time
-		if r.held.armed {
-			heldC = r.held.timer.C
-		}
+		heldC := r.held.timerC()
 		r.prog.idle() // waiting for records, the linger, the grant or another lane's request
 		select {
 		case it := <-in:

@@ -408,3 +408,49 @@ func TestParseSpacing(t *testing.T) {
 		t.Errorf("String does not round-trip: %q %v", sp.String(), err)
 	}
 }
+
+// A lane remembers each user's last track settle exactly, within the longest track spacing:
+// entries older than that are pruned as the table grows.
+func TestTrackSettlesPerUserAndPruned(t *testing.T) {
+	sp, _ := ParseSpacing("track>delete=1s,track>merge=2s")
+	ts := newTrackSettles(&sp)
+	if ts.window != int64(2*time.Second) {
+		t.Fatalf("window %d, want the longest track spacing", ts.window)
+	}
+	old := time.Now().Add(-3 * time.Second).UnixNano()
+	var its []item
+	for u := uint64(0); u < trackPruneMin-1; u++ {
+		its = append(its, item{user: u})
+	}
+	ts.note(its, old)
+	now := time.Now().UnixNano()
+	ts.note([]item{{user: 5000}, {user: 5001}}, now)
+	if len(ts.at) != 2 || ts.last(5000) != now || ts.last(7) != 0 {
+		t.Errorf("after pruning: %d entries, last(5000)=%d, last(7)=%d", len(ts.at), ts.last(5000), ts.last(7))
+	}
+	var none *trackSettles
+	none.note(its, now)
+	if none.last(1) != 0 {
+		t.Error("nil table")
+	}
+}
+
+// When a partition is revoked, the records held users keep in their lanes are dropped (the
+// next owner reads them again) within heldCheck, and the users are released.
+func TestRevokedHeldRecordsAreDropped(t *testing.T) {
+	braze := &epBraze{}
+	h := startOrder(t, braze, spacing("track>delete=10m"))
+	h.feed(testRecord(schemas.KindEvent, "u1", 1, 0), testRecord(schemas.KindDelete, "u1", 2, 0),
+		testRecord(schemas.KindEvent, "u1", 3, 0))
+	eventually(t, 5*time.Second, "u1 held behind its delete", func() bool {
+		return h.p.stats.HeldUsers.Load() == 1 && h.ps.outstanding.Load() == 2 && h.ps.parked.Load() == 2
+	})
+	h.ps.revoked.Store(true)
+	h.p.revokeEpoch.Add(1)
+	eventually(t, 3*heldCheck, "the held records dropped", func() bool {
+		return h.p.stats.HeldUsers.Load() == 0 && h.ps.outstanding.Load() == 0 && h.ps.parked.Load() == 0
+	})
+	if c := braze.userCalls("u1"); len(c) != 1 {
+		t.Errorf("u1: %d requests, want its first track only", len(c))
+	}
+}

@@ -305,7 +305,7 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	for i := range p.lanes {
 		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue), notes: newMailbox[settledNote]()}
 		if p.multi {
-			p.lanes[i].track = new([trackSlots]atomic.Int64)
+			p.lanes[i].track = newTrackSettles(cfg.Spacing)
 		}
 	}
 	return p, nil
@@ -380,18 +380,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	p.workCtx = workCtx
 	var workers sync.WaitGroup
-	for _, l := range p.lanes {
-		workers.Add(1)
-		go func() { defer workers.Done(); p.runLane(workCtx, l) }()
-	}
-	workers.Add(1)
-	go func() { defer workers.Done(); p.runDLQ(workCtx) }()
-	for _, es := range p.endpoints {
-		if es != nil {
-			workers.Add(1)
-			go func() { defer workers.Done(); p.runEndpoint(workCtx, es) }()
-		}
-	}
+	p.startWorkers(workCtx, &workers)
 
 	closed := make(chan struct{})
 	go func() {
@@ -442,6 +431,24 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
 	return nil
+}
+
+// startWorkers starts the goroutines that outlive generations: the lanes, the DLQ stage and
+// the endpoint senders.
+func (p *Pipeline) startWorkers(workCtx context.Context, workers *sync.WaitGroup) {
+	run := func(f func()) {
+		workers.Add(1)
+		go func() { defer workers.Done(); f() }()
+	}
+	for _, l := range p.lanes {
+		run(func() { p.runLane(workCtx, l) })
+	}
+	run(func() { p.runDLQ(workCtx) })
+	for _, es := range p.endpoints {
+		if es != nil {
+			run(func() { p.runEndpoint(workCtx, es) })
+		}
+	}
 }
 
 type genResult struct {

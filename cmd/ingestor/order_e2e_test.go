@@ -26,6 +26,7 @@ func TestEndToEndOrderAcrossEndpoints(t *testing.T) {
 	cfg := testConfig(k, sim, "order")
 	cfg.Endpoints = []string{"track", "alias", "identify", "delete"}
 	cfg.EndpointSpacing = "*>*=0s,track>delete=200ms,identify>track=150ms"
+	cfg.BreakerOpenFor = 200 * time.Millisecond // a third of track requests fail: runs of 5 open it
 	p, stop := startWorker(t, cfg)
 
 	// The aliases first: an alias and the identify naming it have different ordering
