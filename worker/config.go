@@ -81,6 +81,7 @@ type Config struct {
 	RetryMaxDuration           time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
 	Isolate5xxAfter            time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
 	UserMinSpacing             time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
+	EndpointSpacing            string        `envconfig:"ENDPOINT_SPACING" default:"*>*=100ms,track>*=3s,alias>*=5s" desc:"least time between a user's record settling at one endpoint and its next record going to another: from>to=duration pairs, comma separated, endpoint names or * (most specific wins), each 0 to 10m; a held user holds its partition's commit (README Per-user order)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -329,6 +330,9 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
 		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)
+	}
+	if _, err := pipeline.ParseSpacing(c.EndpointSpacing); err != nil {
+		p.add("ENDPOINT_SPACING", "ENDPOINT_SPACING: %v", err)
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
