@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -39,6 +40,15 @@ type request struct {
 	runStart     time.Time // when the run of 5xx answers that made this a suspect began
 }
 
+// endpoint is the endpoint the request goes to: its records' (one kind per request outside
+// /users/track).
+func (r *request) endpoint() endpoint.Endpoint {
+	if len(r.items) == 0 {
+		return endpoint.Track
+	}
+	return r.items[0].kind.Endpoint()
+}
+
 func newRequest(items []item) *request {
 	return &request{items: items, body: batcher.Encode(nil, items)}
 }
@@ -64,7 +74,7 @@ type sendLayer interface {
 
 // newChain assembles the chain around the pipeline's Sender.
 func (p *Pipeline) newChain() sendLayer {
-	var s sendLayer = &answerLayer{p: p, next: p.sender}
+	var s sendLayer = &answerLayer{p: p, next: p.sender, post: p.poster()}
 	s = &observeLayer{p: p, next: s}
 	s = newSpacingLayer(p, s)
 	s = &liveLayer{p: p, next: s}
@@ -160,8 +170,12 @@ func (p *Pipeline) deliver(ctx context.Context, items []item, body []byte) {
 	p.settle(ctx, items, &res)
 }
 
-// settle acknowledges delivered records and dead-letters rejected ones.
+// settle acknowledges delivered records and dead-letters rejected ones. With other endpoints
+// enabled it first notes when each user's track records settled (held.go spacedAt).
 func (p *Pipeline) settle(ctx context.Context, items []item, res *results) {
+	if p.multi && len(items) > 0 && items[0].kind.Tracked() {
+		p.noteTrackSettled(items)
+	}
 	if res.per == nil {
 		switch res.all.Outcome {
 		case sink.OutcomeDelivered:
@@ -182,6 +196,22 @@ func (p *Pipeline) settle(ctx context.Context, items []item, res *results) {
 	}
 	if len(ok) > 0 {
 		p.delivered(ok)
+	}
+}
+
+// noteTrackSettled records the settle time of the users of items in their lanes, a run of
+// items of one lane at a time (a request's records are mostly of one lane).
+func (p *Pipeline) noteTrackSettled(items []item) {
+	now := time.Now().UnixNano()
+	n := uint64(len(p.lanes))
+	for start := 0; start < len(items); {
+		l := items[start].user % n
+		end := start + 1
+		for end < len(items) && items[end].user%n == l {
+			end++
+		}
+		p.lanes[l].track.note(items[start:end], now)
+		start = end
 	}
 }
 

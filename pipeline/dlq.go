@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 )
 
 type dlqEntry struct {
@@ -92,6 +93,9 @@ func (p *Pipeline) runDLQ(ctx context.Context) {
 		for i, e := range live {
 			// Count the reason written: dlq.Writer may have replaced a letter by its reference.
 			p.stats.DeadLettered[e.kind][letters[i].Reason.Index()].Add(1)
+			if e.kind < kindOther {
+				p.stats.Endpoint[schemas.Kind(e.kind).Endpoint()].DeadLettered.Add(1)
+			}
 			e.ack.resolve()
 		}
 		clear(batch)

@@ -18,6 +18,9 @@ import (
 // item is one valid record on its way to Braze.
 type item struct {
 	kind schemas.Kind
+	// pack is the record's schemas.Record.PackKey: only records of one kind and pack share
+	// a request of another endpoint than /users/track.
+	pack uint32
 	// idKind and user are the record's identity as the decoder resolved it (schemas.User):
 	// coalescing and suppression group by it and never parse the identifier again.
 	idKind schemas.IDKind
@@ -50,6 +53,11 @@ type lane struct {
 	id   int
 	in   chan item
 	slot slot
+	// notes carries the settles of held users' records from the endpoint senders (held.go).
+	notes *mailbox[settledNote]
+	// track holds when the lane's users' track records last settled (tracksettle.go); nil
+	// while only /users/track is enabled.
+	track *trackSettles
 }
 
 // slot is the batch a lane is collecting. Another lane's request may carry it (topUp), so it
@@ -62,6 +70,9 @@ type slot struct {
 	busy  chan struct{} // non-nil while records of this lane are in a request in flight; closed once settled
 	n     atomic.Int32  // len(items), read without mu to pick the fullest lanes
 	kick  chan struct{} // (capacity 1) another lane took records from this batch
+	// keep: a held user waits for its track records (held.go): other lanes' requests do not
+	// take this batch meanwhile.
+	keep bool
 }
 
 // laneRun is what a lane's goroutine holds besides its slot.
@@ -80,6 +91,7 @@ type laneRun struct {
 	cand     []*lane
 	body     []byte
 	retries  sync.WaitGroup // sendMerged's per-lane retries
+	held     heldTable      // users whose records wait in the lane (held.go)
 }
 
 // taken is a lane whose records a request carries, and the channel its busy mark holds.
@@ -101,6 +113,9 @@ type Granter interface {
 func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 	r := &laneRun{l: l, timer: time.NewTimer(time.Hour), acct: p.newLaneAcct(), req: make([]item, 0, p.cfg.Limits.MaxObjects)}
 	r.timer.Stop()
+	r.held.users, r.held.timer = map[schemas.User]*heldUser{}, time.NewTimer(time.Hour)
+	r.held.timer.Stop()
+	r.held.epoch = p.revokeEpoch.Load()
 	l.slot.mu.Lock()
 	l.slot.acct, l.slot.kick = p.newLaneAcct(), make(chan struct{}, 1)
 	l.slot.mu.Unlock()
@@ -129,6 +144,7 @@ func (p *Pipeline) runLane(ctx context.Context, l *lane) {
 		clear(r.req) // drop references to message bytes
 		r.req = r.req[:0]
 		p.release(r.l, r.done)
+		r.held.tend = true // a user may have waited for this request
 		if ctx.Err() != nil {
 			return
 		}
@@ -207,6 +223,9 @@ const laneBodyKeep = 1 << 20
 func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 	s := &r.l.slot
 	for {
+		if r.held.tend {
+			p.tendHeld(ctx, r)
+		}
 		if r.hasCarry && s.n.Load() == 0 {
 			r.hasCarry = false
 			p.accept(ctx, r, r.carry)
@@ -250,6 +269,7 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 		if !full {
 			in = r.l.in
 		}
+		heldC := r.held.timerC()
 		r.prog.idle() // waiting for records, the linger, the grant or another lane's request
 		select {
 		case it := <-in:
@@ -264,7 +284,12 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 		case at := <-spare:
 			r.granted = time.Since(at) < spareMaxAge
 		case <-busy:
+			r.held.tend = true
 		case <-s.kick:
+		case <-r.l.notes.wake:
+			r.held.tend = true
+		case <-heldC:
+			r.held.armed, r.held.tend = false, true
 		case <-deadline:
 		case <-ctx.Done():
 			return false
@@ -295,15 +320,20 @@ func (p *Pipeline) askGrant(ctx context.Context) chan error {
 	return ch
 }
 
-// accept adds it, and then whatever is already queued, to the batch while it has room.
+// accept adds it, and then whatever is already queued, to the batch while it has room. A
+// record of another endpoint, or of a held user, goes to the held table instead (held.go).
 func (p *Pipeline) accept(ctx context.Context, r *laneRun, it item) {
-	s := &r.l.slot
 	for {
-		if p.revoked(&it) {
+		switch {
+		case (!it.kind.Tracked() || len(r.held.users) > 0) && p.hold(ctx, r, it):
+		case p.revoked(&it):
 			// Its generation is over; the next owner reads it again. Resolving keeps
 			// the outstanding count honest; the commit is fenced by revoked.
 			it.ack.resolve()
-		} else {
+		default:
+			// addToBatch, inlined: a call here costs about 12% of this per-record path
+			// (BenchmarkAcceptTrack, BENCHMARKS.md).
+			s := &r.l.slot
 			s.mu.Lock()
 			ok, empty := s.acct.fits(&it), len(s.items) == 0
 			if ok {
@@ -318,9 +348,7 @@ func (p *Pipeline) accept(ctx context.Context, r *laneRun, it item) {
 			s.mu.Unlock()
 			switch {
 			case !ok && empty:
-				// The decoder rejects records over the byte budget, so this cannot
-				// happen; dead-letter rather than spin if it ever does.
-				p.deadLetter(ctx, []item{it}, dlq.ReasonTooLarge, "record larger than the request byte limit", 0)
+				p.tooLarge(ctx, &it)
 			case !ok:
 				r.carry, r.hasCarry = it, true
 				return
@@ -334,6 +362,46 @@ func (p *Pipeline) accept(ctx context.Context, r *laneRun, it item) {
 			return
 		}
 	}
+}
+
+// What addToBatch did with a record.
+const (
+	batchAdded  = iota // added; the batch has room for more
+	batchFull          // added; the batch is full
+	batchNoRoom        // not added: the batch has no room for it
+)
+
+// addToBatch adds it to the lane's batch if it fits (accept inlines the same steps).
+func (p *Pipeline) addToBatch(ctx context.Context, r *laneRun, it *item) int {
+	s := &r.l.slot
+	s.mu.Lock()
+	ok, empty := s.acct.fits(it), len(s.items) == 0
+	if ok {
+		s.acct.add(it)
+		if empty {
+			s.first = time.Now()
+		}
+		s.items = append(s.items, *it)
+		s.n.Store(int32(len(s.items)))
+	}
+	full := s.acct.full()
+	s.mu.Unlock()
+	switch {
+	case !ok && empty:
+		p.tooLarge(ctx, it)
+	case !ok:
+		return batchNoRoom
+	case full:
+		return batchFull
+	}
+	return batchAdded
+}
+
+// tooLarge dead-letters a record that does not fit an empty batch. The decoder rejects
+// records over the byte budget, so this cannot happen; dead-letter rather than spin if it
+// ever does.
+func (p *Pipeline) tooLarge(ctx context.Context, it *item) {
+	p.deadLetter(ctx, []item{*it}, dlq.ReasonTooLarge, "record larger than the request byte limit", 0)
 }
 
 // lead turns the lane's batch into a request, marks the lane busy and, where allowed, tops
@@ -408,7 +476,7 @@ func (p *Pipeline) takeFrom(r *laneRun, o *lane) {
 	s := &o.slot
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.busy != nil || len(s.items) == 0 {
+	if s.busy != nil || s.keep || len(s.items) == 0 {
 		return
 	}
 	k := 0
@@ -483,7 +551,7 @@ func (p *Pipeline) delivered(items []item) {
 	if p.opt != nil {
 		p.accepted(items)
 	}
-	var kinds [3]int64
+	var kinds [schemas.NumKinds]int64
 	var n int64
 	var done settled
 	for _, it := range items {
@@ -503,6 +571,7 @@ func (p *Pipeline) delivered(items []item) {
 	for k, c := range kinds {
 		if c > 0 {
 			p.stats.RecordsDelivered[k].Add(c)
+			p.stats.Endpoint[schemas.Kind(k).Endpoint()].Delivered.Add(c)
 		}
 	}
 }

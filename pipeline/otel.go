@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -60,7 +61,7 @@ func (p *Pipeline) initTelemetry() error {
 func (ins *instruments) initHistograms(m metric.Meter) error {
 	var err error
 	if ins.reqDuration, err = m.Float64Histogram("http.client.request.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of Braze /users/track requests."),
+		metric.WithDescription("Duration of Braze requests, by endpoint."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)); err != nil {
 		return err
 	}
@@ -113,9 +114,9 @@ func (p *Pipeline) registerObservers(m metric.Meter) error {
 // recordObservers: records consumed, delivered and dead-lettered (by kind), Kafka messages
 // consumed, records in flight.
 func (p *Pipeline) recordObservers(m metric.Meter, group attribute.KeyValue) observerGroup {
-	kindAttr := [3]metric.ObserveOption{}
-	for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
-		kindAttr[k] = metric.WithAttributes(attribute.String("kind", k.EnvelopeType()))
+	kindAttr := [schemas.NumKinds]metric.ObserveOption{}
+	for k := range kindAttr {
+		kindAttr[k] = metric.WithAttributes(attribute.String("kind", schemas.Kind(k).EnvelopeType()))
 	}
 	consumed, _ := m.Int64ObservableCounter("ingestor.records.consumed", metric.WithUnit("{record}"),
 		metric.WithDescription("Records decoded from Kafka messages, by kind."))
@@ -127,17 +128,22 @@ func (p *Pipeline) recordObservers(m metric.Meter, group attribute.KeyValue) obs
 		metric.WithDescription("Kafka messages consumed."))
 	inflight, _ := m.Int64ObservableGauge("ingestor.records.in_flight", metric.WithUnit("{record}"),
 		metric.WithDescription("Records fetched and not yet delivered or dead-lettered."))
+	held, _ := m.Int64ObservableGauge("ingestor.users.held", metric.WithUnit("{user}"),
+		metric.WithDescription("Users whose records wait in a lane for an earlier record of another endpoint and its spacing (ENDPOINT_SPACING)."))
 	return observerGroup{
-		instruments: []metric.Observable{consumed, delivered, dead, messages, inflight},
+		instruments: []metric.Observable{consumed, delivered, dead, messages, inflight, held},
 		observe: func(o metric.Observer) {
 			s := &p.stats
-			for k := schemas.KindAttributes; k <= schemas.KindPurchase; k++ {
-				o.ObserveInt64(consumed, s.RecordsConsumed[k].Load(), kindAttr[k])
-				o.ObserveInt64(delivered, s.RecordsDelivered[k].Load(), kindAttr[k])
+			for k := range kindAttr {
+				if p.kindOn(schemas.Kind(k)) || s.RecordsConsumed[k].Load() > 0 {
+					o.ObserveInt64(consumed, s.RecordsConsumed[k].Load(), kindAttr[k])
+					o.ObserveInt64(delivered, s.RecordsDelivered[k].Load(), kindAttr[k])
+				}
 			}
 			p.observeDeadLettered(o, dead)
 			o.ObserveInt64(messages, s.MessagesConsumed.Load(), metric.WithAttributes(attribute.String("messaging.system", "kafka"), group))
 			o.ObserveInt64(inflight, s.InFlightRecords.Load())
+			o.ObserveInt64(held, s.HeldUsers.Load())
 		},
 	}
 }
@@ -147,13 +153,13 @@ func (p *Pipeline) observeDeadLettered(o metric.Observer, dead metric.Int64Obser
 	s := &p.stats
 	for k := range s.DeadLettered {
 		kind := "message"
-		if k < 3 {
+		if k < kindOther {
 			kind = schemas.Kind(k).EnvelopeType()
 		}
 		for r, reason := range dlq.Reasons {
 			// Expected series are exported from the start, at 0: a counter series that
 			// first appears with a value loses that first increase in rate()/increase().
-			if n := s.DeadLettered[k][r].Load(); n > 0 || deadLetterSeries(k, reason) {
+			if n := s.DeadLettered[k][r].Load(); n > 0 || (deadLetterSeries(k, reason) && (k == kindOther || p.kindOn(schemas.Kind(k)))) {
 				o.ObserveInt64(dead, n, metric.WithAttributes(attribute.String("kind", kind), attribute.String("reason", string(reason))))
 			}
 		}
@@ -164,7 +170,7 @@ func (p *Pipeline) observeDeadLettered(o metric.Observer, dead metric.Int64Obser
 // the halt, the circuit breaker and the object cap.
 func (p *Pipeline) requestObservers(m metric.Meter) observerGroup {
 	requests, _ := m.Int64ObservableCounter("ingestor.requests", metric.WithUnit("{request}"),
-		metric.WithDescription("Braze /users/track requests by outcome and HTTP status class."))
+		metric.WithDescription("Braze requests by endpoint and outcome."))
 	byStatus, _ := m.Int64ObservableCounter("ingestor.requests.status", metric.WithUnit("{request}"),
 		metric.WithDescription("Braze /users/track answers by HTTP status class (none = no answer: timeout or connection error)."))
 	retries, _ := m.Int64ObservableCounter("ingestor.retries", metric.WithUnit("{request}"),
@@ -182,8 +188,14 @@ func (p *Pipeline) requestObservers(m metric.Meter) observerGroup {
 		instruments: []metric.Observable{requests, byStatus, retries, reqSaved, halted, breaker, objCap},
 		observe: func(o metric.Observer) {
 			s := &p.stats
-			for c := range s.Requests {
-				o.ObserveInt64(requests, s.Requests[c].Load(), metric.WithAttributes(attribute.String("outcome", sink.Class(c).String())))
+			for e := range s.Endpoint {
+				if !p.endpointOn(endpoint.Endpoint(e)) {
+					continue
+				}
+				for c := range s.Endpoint[e].Requests {
+					o.ObserveInt64(requests, s.Endpoint[e].Requests[c].Load(), metric.WithAttributes(
+						attribute.String("endpoint", endpoint.Endpoint(e).Name()), attribute.String("outcome", sink.Class(c).String())))
+				}
 			}
 			for i, name := range statusNames {
 				o.ObserveInt64(byStatus, s.RequestsStatus[i].Load(), metric.WithAttributes(attribute.String("status_class", name)))
@@ -343,13 +355,21 @@ func itemAcks(items []item) func(yield func(*msgAck) bool) {
 	}
 }
 
-// startRequestSpan starts the client span of one /users/track request.
-func (p *Pipeline) startRequestSpan(ctx context.Context, items []item, body []byte, attempt int) (context.Context, trace.Span) {
-	ctx, span := p.ins.tracer.Start(ctx, "POST /users/track", trace.WithSpanKind(trace.SpanKindClient))
+// spanNames are the client spans' names by endpoint ("POST /users/track").
+var spanNames = func() (n [endpoint.Count]string) {
+	for e := range n {
+		n[e] = "POST " + endpoint.Endpoint(e).Path()
+	}
+	return n
+}()
+
+// startRequestSpan starts the client span of one request to ep.
+func (p *Pipeline) startRequestSpan(ctx context.Context, ep endpoint.Endpoint, items []item, body []byte, attempt int) (context.Context, trace.Span) {
+	ctx, span := p.ins.tracer.Start(ctx, spanNames[ep], trace.WithSpanKind(trace.SpanKindClient))
 	if !span.IsRecording() {
 		return ctx, span // unsampled or no exporter: skip the link and attribute work
 	}
-	var counts [3]int
+	var counts [schemas.NumKinds]int
 	for i := range items {
 		counts[items[i].kind]++
 	}
@@ -363,14 +383,16 @@ func (p *Pipeline) startRequestSpan(ctx context.Context, items []item, body []by
 		attribute.Int("braze.request.events", counts[1]),
 		attribute.Int("braze.request.purchases", counts[2]),
 		attribute.Int("braze.request.attempt", attempt),
+		attribute.String("braze.endpoint", ep.Name()),
+		attribute.Int("braze.request.records", len(items)),
 	)
 	return ctx, span
 }
 
-func (p *Pipeline) endRequestSpan(span trace.Span, resp sink.Response, wait, took time.Duration, items int, bodyLen int) {
+func (p *Pipeline) endRequestSpan(span trace.Span, ep endpoint.Endpoint, resp sink.Response, wait, took time.Duration, items int, bodyLen int) {
 	outcome := resp.Class.String()
 	p.endSpan(span, resp, wait, outcome)
-	p.recordRequest(resp, wait, took, items, bodyLen, outcome)
+	p.recordRequest(ep, resp, wait, took, items, bodyLen, outcome)
 }
 
 func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Duration, outcome string) {
@@ -399,9 +421,9 @@ func (p *Pipeline) endSpan(span trace.Span, resp sink.Response, wait time.Durati
 	}
 }
 
-func (p *Pipeline) recordRequest(resp sink.Response, wait, took time.Duration, items int, bodyLen int, outcome string) {
+func (p *Pipeline) recordRequest(ep endpoint.Endpoint, resp sink.Response, wait, took time.Duration, items int, bodyLen int, outcome string) {
 	ctx := context.Background()
-	p.ins.reqDuration.Record(ctx, took.Seconds(), p.statusAttrs(resp.Status, resp.Class, outcome))
+	p.ins.reqDuration.Record(ctx, took.Seconds(), p.statusAttrs(ep, resp.Status, resp.Class, outcome))
 	p.ins.limiterWait.Record(ctx, wait.Seconds())
 	if resp.Class == sink.Delivered || resp.Class == sink.Partial {
 		p.ins.reqObjects.Record(ctx, int64(items))
@@ -411,18 +433,20 @@ func (p *Pipeline) recordRequest(resp sink.Response, wait, took time.Duration, i
 
 // statusAttrs returns the attribute option of a request-duration point. Building an attribute
 // set sorts and allocates; the few (status, outcome) pairs a worker sees are built once.
-func (p *Pipeline) statusAttrs(status int, class sink.Class, outcome string) metric.MeasurementOption {
-	key := statusKey{status, class}
+func (p *Pipeline) statusAttrs(ep endpoint.Endpoint, status int, class sink.Class, outcome string) metric.MeasurementOption {
+	key := statusKey{ep, status, class}
 	if v, ok := p.ins.statusOpts.Load(key); ok {
 		return v.(metric.MeasurementOption)
 	}
 	opt := metric.WithAttributes(attribute.String("http.request.method", "POST"),
-		attribute.Int("http.response.status_code", status), attribute.String("braze.outcome", outcome))
+		attribute.Int("http.response.status_code", status), attribute.String("braze.outcome", outcome),
+		attribute.String("endpoint", ep.Name()))
 	p.ins.statusOpts.Store(key, opt)
 	return opt
 }
 
 type statusKey struct {
+	ep     endpoint.Endpoint
 	status int
 	class  sink.Class
 }

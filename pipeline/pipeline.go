@@ -103,10 +103,17 @@ type Config struct {
 	// UserMinSpacing > 0 keeps at least that long between two requests carrying the same
 	// user (send_spacing.go); 0 (default) sends as soon as the lane may.
 	UserMinSpacing time.Duration
+	// Spacing is the least time between a user's record settling at one endpoint and its
+	// next record going to another (ENDPOINT_SPACING, ParseSpacing); zero pairs do not wait;
+	// nil takes the default (defaultSpacing).
+	Spacing *Spacing
 	// StuckAfter is how long a lane, fetch loop or committer may make no progress while it
 	// has work before Alive reports false (liveness.go).
 	StuckAfter time.Duration
-	// Endpoints are the Braze endpoints the worker may use (ENDPOINTS); Track is always on.
+	// Endpoints are the Braze endpoints the worker may use (ENDPOINTS); Track is always on,
+	// and the zero value is /users/track only. A record for an endpoint not enabled is
+	// dead-lettered invalid_record. Enabling another requires a sender implementing
+	// sink.Poster.
 	Endpoints [endpoint.Count]bool
 
 	Logger *slog.Logger
@@ -166,6 +173,10 @@ func (c *Config) Defaults() {
 	def(&c.RetryMax, 30*time.Second)
 	def(&c.HaltProbeMax, 30*time.Second)
 	def(&c.StuckAfter, DefaultStuckAfter)
+	if c.Spacing == nil {
+		sp, _ := ParseSpacing(defaultSpacing)
+		c.Spacing = &sp
+	}
 	if c.Isolate5xxAfter == 0 {
 		c.Isolate5xxAfter = 5 * time.Minute
 	}
@@ -190,6 +201,10 @@ type Pipeline struct {
 
 	lanes []*lane
 	dlqCh chan dlqEntry
+	// endpoints are the senders of the enabled endpoints besides /users/track (endpoints.go);
+	// multi is true when there is one: lanes then note their users' track settles (held.go).
+	endpoints [endpoint.Count]*epSender
+	multi     bool
 
 	// draining makes lanes flush without lingering (revoke or shutdown in progress).
 	draining     atomic.Int32
@@ -249,6 +264,9 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	if sender == nil || dlq == nil {
 		return nil, errors.New("pipeline: sender and dead-letter writer are required")
 	}
+	if _, ok := sender.(sink.Poster); cfg.endpointsOn() && !ok {
+		return nil, errors.New("pipeline: endpoints besides track are enabled but the sender cannot post to them (sink.Poster)")
+	}
 	p := &Pipeline{
 		cfg:       cfg,
 		sender:    sender,
@@ -277,9 +295,18 @@ func New(cfg Config, sender Sender, dlq DeadLetterWriter) (*Pipeline, error) {
 	p.granter, _ = p.sender.(Granter)
 	p.merge = p.opt == nil && cfg.UserMinSpacing <= 0
 	p.spare = make(chan time.Time, cfg.Lanes)
+	p.multi = cfg.endpointsOn()
+	for e := endpoint.Track + 1; e < endpoint.Count; e++ {
+		if cfg.Endpoints[e] {
+			p.endpoints[e] = newEpSender(e)
+		}
+	}
 	p.lanes = make([]*lane, cfg.Lanes)
 	for i := range p.lanes {
-		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue)}
+		p.lanes[i] = &lane{id: i, in: make(chan item, cfg.LaneQueue), notes: newMailbox[settledNote]()}
+		if p.multi {
+			p.lanes[i].track = newTrackSettles(cfg.Spacing)
+		}
 	}
 	return p, nil
 }
@@ -353,12 +380,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	p.workCtx = workCtx
 	var workers sync.WaitGroup
-	for _, l := range p.lanes {
-		workers.Add(1)
-		go func() { defer workers.Done(); p.runLane(workCtx, l) }()
-	}
-	workers.Add(1)
-	go func() { defer workers.Done(); p.runDLQ(workCtx) }()
+	p.startWorkers(workCtx, &workers)
 
 	closed := make(chan struct{})
 	go func() {
@@ -409,6 +431,24 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	p.log.Info("stopped", "delivered", p.stats.Snapshot().RecordsDelivered)
 	return nil
+}
+
+// startWorkers starts the goroutines that outlive generations: the lanes, the DLQ stage and
+// the endpoint senders.
+func (p *Pipeline) startWorkers(workCtx context.Context, workers *sync.WaitGroup) {
+	run := func(f func()) {
+		workers.Add(1)
+		go func() { defer workers.Done(); f() }()
+	}
+	for _, l := range p.lanes {
+		run(func() { p.runLane(workCtx, l) })
+	}
+	run(func() { p.runDLQ(workCtx) })
+	for _, es := range p.endpoints {
+		if es != nil {
+			run(func() { p.runEndpoint(workCtx, es) })
+		}
+	}
 }
 
 type genResult struct {
@@ -490,13 +530,14 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	})
 }
 
-// drain waits until every record handed out from parts is resolved, or timeout.
+// drain waits until every record handed out from parts is resolved, or timeout. Records a
+// held user's spacing keeps in its lane (parked) are not waited for: Kafka keeps them.
 func (p *Pipeline) drain(parts []*partitionState, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		var n int64
 		for _, ps := range parts {
-			n += ps.outstanding.Load()
+			n += ps.outstanding.Load() - ps.parked.Load()
 		}
 		if n == 0 {
 			return true
@@ -761,7 +802,7 @@ func (p *Pipeline) handOut(fs *fetchSession, m *kafka.Message, ack *msgAck) bool
 	n := int64(len(recs))
 	epoch := p.revokeEpoch.Load()
 	ps.hold(n)
-	var kinds [3]int64
+	var kinds [schemas.NumKinds]int64
 	for i := range recs {
 		kinds[recs[i].Kind]++
 	}
@@ -773,13 +814,10 @@ func (p *Pipeline) handOut(fs *fetchSession, m *kafka.Message, ack *msgAck) bool
 	for i := range recs {
 		rec := &recs[i]
 		handedOut := true
-		if rec.Err != nil {
-			p.logRecordProblem("record dead-lettered", ps, m.Offset, rec.Index, rec.Err)
-			handedOut = p.toDLQ(fs.handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: dlq.Letter{
-				Reason: rec.Err.Reason, Error: rec.Err.Error(), Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
-			}})
+		if rec.Err != nil || (!rec.Kind.Tracked() && p.endpoints[rec.Kind.Endpoint()] == nil) {
+			handedOut = p.refuse(fs, m, ack, rec)
 		} else {
-			it := item{kind: rec.Kind, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
+			it := item{kind: rec.Kind, pack: rec.PackKey, idKind: rec.IDKind, user: rec.UserHash, raw: rec.Raw, index: rec.Index, id: rec.ID, ack: ack, epoch: epoch}
 			handedOut = p.toLane(fs.handoff, p.lanes[rec.UserHash%uint64(len(p.lanes))], it)
 		}
 		if !handedOut {
@@ -790,6 +828,21 @@ func (p *Pipeline) handOut(fs *fetchSession, m *kafka.Message, ack *msgAck) bool
 		}
 	}
 	return true
+}
+
+// refuse dead-letters a record the decoder refused, or one for an endpoint not enabled
+// (Config.Endpoints); false when the handoff context ends first.
+func (p *Pipeline) refuse(fs *fetchSession, m *kafka.Message, ack *msgAck, rec *schemas.Record) bool {
+	reason, msg := dlq.ReasonInvalidRecord, ""
+	if rec.Err != nil {
+		reason, msg = rec.Err.Reason, rec.Err.Error()
+	} else {
+		msg = disabledMessage(rec.Kind.Endpoint())
+	}
+	p.logRecordProblem("record dead-lettered", fs.ps, m.Offset, rec.Index, errors.New(msg))
+	return p.toDLQ(fs.handoff, dlqEntry{ack: ack, kind: int(rec.Kind), letter: dlq.Letter{
+		Reason: reason, Error: msg, Type: rec.Kind.EnvelopeType(), Record: rec.Raw, ID: rec.ID, RecordIndex: rec.Index,
+	}})
 }
 
 // toLane queues it on lane l; false when the handoff context ends first.

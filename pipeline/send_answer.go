@@ -5,6 +5,7 @@ import (
 
 	"github.com/braze-ingestor/braze-ingestor/batcher"
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -14,12 +15,18 @@ import (
 type answerLayer struct {
 	p    *Pipeline
 	next Sender
+	post sink.Poster // the other endpoints' requests (New requires it when one is enabled)
 }
 
 func (a *answerLayer) send(ctx context.Context, r *request) results {
 	// The limiter, the breaker and the HTTP timeout bound the wait: it is not a stall.
 	done := waiting(ctx)
-	resp := a.next.Track(ctx, r.body)
+	var resp sink.Response
+	if ep := r.endpoint(); ep == endpoint.Track {
+		resp = a.next.Track(ctx, r.body)
+	} else {
+		resp = a.post.Post(ctx, ep, r.body)
+	}
 	done()
 	n := len(r.items)
 	if ctx.Err() != nil {

@@ -17,14 +17,16 @@ type observeLayer struct {
 func (o *observeLayer) send(ctx context.Context, r *request) results {
 	p := o.p
 	sendStart := time.Now()
-	sctx, span := p.startRequestSpan(ctx, r.items, r.body, r.attempt)
+	ep := r.endpoint()
+	sctx, span := p.startRequestSpan(ctx, ep, r.items, r.body, r.attempt)
 	res := o.next.send(sctx, r)
 	resp := res.last
-	p.endRequestSpan(span, resp, resp.Waited, time.Since(sendStart)-resp.Waited, len(r.items), len(r.body))
+	p.endRequestSpan(span, ep, resp, resp.Waited, time.Since(sendStart)-resp.Waited, len(r.items), len(r.body))
 	if ctx.Err() != nil {
 		return res
 	}
 	p.stats.Requests[resp.Class].Add(1)
+	p.stats.Endpoint[ep].Requests[resp.Class].Add(1)
 	p.stats.RequestsStatus[resp.StatusClass()].Add(1)
 	if resp.Class == sink.Delivered || resp.Class == sink.Partial {
 		p.stats.ObjectsSent.Add(int64(len(r.items)))

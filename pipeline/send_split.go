@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -32,7 +33,7 @@ func (s *splitLayer) send(ctx context.Context, r *request) results {
 	}
 	sub := r.subset(rest)
 	sub.attempt = r.attempt
-	if res.last.Cause() == sink.CauseTooMany && len(sub.items) > 1 {
+	if res.last.Cause() == sink.CauseTooMany && len(sub.items) > 1 && r.endpoint() == endpoint.Track {
 		s.p.lowerObjectCap(len(sub.items), res.last)
 	}
 	res.place(rest, s.bisect(ctx, sub, res.last))

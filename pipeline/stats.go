@@ -4,23 +4,30 @@ import (
 	"sync/atomic"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
+	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // kindOther indexes dead letters of whole messages, which have no record kind.
-const kindOther = 3
+const kindOther = int(schemas.NumKinds)
 
 // Stats are the pipeline's counters. They are the single source of truth: telemetry exports
 // them and `ingestor dev` prints them.
 type Stats struct {
 	MessagesConsumed atomic.Int64
-	RecordsConsumed  [3]atomic.Int64 // by kind
-	RecordsDelivered [3]atomic.Int64 // by kind
-	// DeadLettered by kind (attributes, events, purchases, whole message) and reason
+	RecordsConsumed  [schemas.NumKinds]atomic.Int64 // by kind
+	RecordsDelivered [schemas.NumKinds]atomic.Int64 // by kind
+	// DeadLettered by kind (schemas.Kind, then kindOther: whole messages) and reason
 	// (indexed by dlq.Reason.Index).
-	DeadLettered [4][len(dlq.Reasons)]atomic.Int64
-	DLQWrites    atomic.Int64
-	DLQErrors    atomic.Int64
+	DeadLettered [schemas.NumKinds + 1][len(dlq.Reasons)]atomic.Int64
+	// Endpoint counts requests and records per endpoint (track: the /users/track kinds).
+	Endpoint [endpoint.Count]EndpointStats
+	// HeldUsers is the number of users whose records wait in a lane for an earlier record of
+	// another endpoint (held.go).
+	HeldUsers atomic.Int64
+	DLQWrites atomic.Int64
+	DLQErrors atomic.Int64
 
 	Requests       [5]atomic.Int64 // by sink.Class
 	RequestsStatus [6]atomic.Int64 // by status class: 0 = no answer, 1..5 = 1xx..5xx
@@ -50,6 +57,20 @@ type Stats struct {
 	Optimize OptimizeStats
 }
 
+// EndpointStats are one endpoint's counters.
+type EndpointStats struct {
+	Requests     [5]atomic.Int64 // by sink.Class
+	Delivered    atomic.Int64    // records
+	DeadLettered atomic.Int64    // records, any reason
+}
+
+// EndpointSnapshot is a plain copy of one endpoint's counters.
+type EndpointSnapshot struct {
+	Requests         int64
+	RecordsDelivered int64
+	DeadLettered     int64
+}
+
 // Snapshot is a plain copy of Stats for reports.
 type Snapshot struct {
 	MessagesConsumed int64
@@ -64,13 +85,16 @@ type Snapshot struct {
 	Retries          int64
 	Commits          int64
 	RequestsSaved    int64
+	// Endpoints is indexed by endpoint.Endpoint; HeldUsers is the gauge at the time.
+	Endpoints [endpoint.Count]EndpointSnapshot
+	HeldUsers int64
 }
 
 // Snapshot copies the counters.
 func (s *Stats) Snapshot() Snapshot {
 	out := Snapshot{DeadLettered: map[dlq.Reason]int64{}, RequestsByClass: map[string]int64{}}
 	out.MessagesConsumed = s.MessagesConsumed.Load()
-	for k := 0; k < 3; k++ {
+	for k := range s.RecordsConsumed {
 		out.RecordsConsumed += s.RecordsConsumed[k].Load()
 		out.RecordsDelivered += s.RecordsDelivered[k].Load()
 	}
@@ -91,5 +115,13 @@ func (s *Stats) Snapshot() Snapshot {
 	out.Retries = s.Retries.Load()
 	out.Commits = s.Commits.Load()
 	out.RequestsSaved = s.RequestsSaved.Load()
+	for e := range s.Endpoint {
+		es, o := &s.Endpoint[e], &out.Endpoints[e]
+		for c := range es.Requests {
+			o.Requests += es.Requests[c].Load()
+		}
+		o.RecordsDelivered, o.DeadLettered = es.Delivered.Load(), es.DeadLettered.Load()
+	}
+	out.HeldUsers = s.HeldUsers.Load()
 	return out
 }

@@ -43,7 +43,10 @@ type partitionState struct {
 	// drain waits for it to reach zero.
 	_           [64]byte
 	outstanding atomic.Int64
-	_           [56]byte
+	// parked counts the outstanding records that wait in a lane for their user's earlier
+	// records and spacing (held.go): a drain does not wait for them (they are left to Kafka).
+	parked atomic.Int64
+	_      [48]byte
 	// revoked fences the partition once its generation has ended: late acks must not
 	// commit, and queued records are dropped (the next owner reads them again).
 	revoked atomic.Bool

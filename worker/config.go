@@ -81,6 +81,7 @@ type Config struct {
 	RetryMaxDuration           time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
 	Isolate5xxAfter            time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
 	UserMinSpacing             time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
+	EndpointSpacing            string        `envconfig:"ENDPOINT_SPACING" default:"*>*=100ms,track>*=3s,alias>*=5s" desc:"least time between a user's record settling at one endpoint and its next record going to another: from>to=duration pairs, comma separated, endpoint names or * (most specific wins), each 0 to 10m; a held user holds its partition's commit (README Per-user order)"`
 
 	CoalesceAttributes   bool          `envconfig:"COALESCE_ATTRIBUTES" default:"false" desc:"merge a user's plain attribute updates within one request (last write per key wins; operators, nested objects and _merge_objects kept apart); if Braze rejects a merged object every record behind it is dead-lettered"`
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
@@ -99,7 +100,8 @@ type Config struct {
 
 	KafkaTopicFormats          string `envconfig:"KAFKA_TOPIC_FORMATS" desc:"input format per source topic, topic:format comma-separated, format native or segment (e.g. events:native,segment-tracks:segment); unlisted topics are native (docs/segment.md)"`
 	SegmentAnonymousAliasLabel string `envconfig:"SEGMENT_ANONYMOUS_ALIAS_LABEL" default:"anonymous_id" desc:"segment topics: alias_label of the user_alias built from anonymousId when a call has no userId"`
-	SegmentUnsupported         string `envconfig:"SEGMENT_UNSUPPORTED" default:"skip" desc:"segment topics: calls that map to nothing (alias; page, screen, group unless mapped): skip (acknowledge, counted) or dlq (dead-letter as invalid_record)"`
+	SegmentUnsupported         string `envconfig:"SEGMENT_UNSUPPORTED" default:"skip" desc:"segment topics: calls that map to nothing (alias unless merge is in ENDPOINTS; page, screen, group unless mapped): skip (acknowledge, counted) or dlq (dead-letter as invalid_record)"`
+	SegmentIdentifyAlias       string `envconfig:"SEGMENT_IDENTIFY_ALIAS" default:"auto" desc:"segment topics: an identify with a userId and an anonymousId also sends a /users/identify record (the anonymous alias to external_id userId) before its attributes: on, off, or auto (on when identify is in ENDPOINTS)"`
 	SegmentPageAsEvent         bool   `envconfig:"SEGMENT_PAGE_AS_EVENT" default:"false" desc:"segment topics: send page and screen calls as events named Viewed Page and Viewed Screen"`
 	SegmentGroupAsAttribute    bool   `envconfig:"SEGMENT_GROUP_AS_ATTRIBUTE" default:"false" desc:"segment topics: send group calls as the custom attribute ab_segment_group_<groupId>: true"`
 	SegmentDefaultCurrency     string `envconfig:"SEGMENT_DEFAULT_CURRENCY" default:"USD" desc:"segment topics: purchase currency when neither the product nor the order has one (ISO 4217)"`
@@ -328,6 +330,9 @@ func (c *Config) validate(p *problems) {
 	}
 	if c.UserMinSpacing < 0 || c.UserMinSpacing > time.Minute {
 		p.add("USER_MIN_SPACING", "USER_MIN_SPACING %s: want 0 (off) up to 1m", c.UserMinSpacing)
+	}
+	if _, err := pipeline.ParseSpacing(c.EndpointSpacing); err != nil {
+		p.add("ENDPOINT_SPACING", "ENDPOINT_SPACING: %v", err)
 	}
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
@@ -581,6 +586,15 @@ func (c *Config) validateFormats() []string {
 	default:
 		p = append(p, fmt.Sprintf("SEGMENT_UNSUPPORTED %q: want skip or dlq", c.SegmentUnsupported))
 	}
+	switch c.SegmentIdentifyAlias {
+	case "", "auto", "off":
+	case "on":
+		if !c.EnabledEndpoints()[endpoint.Identify] {
+			p = append(p, "SEGMENT_IDENTIFY_ALIAS=on needs identify in ENDPOINTS")
+		}
+	default:
+		p = append(p, fmt.Sprintf("SEGMENT_IDENTIFY_ALIAS %q: want auto, on or off", c.SegmentIdentifyAlias))
+	}
 	switch c.SegmentOrderCompleted {
 	case "", "purchases", "ecommerce":
 	default:
@@ -609,6 +623,12 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 	if c.SegmentOrderCompleted == "ecommerce" {
 		d.OrderCompleted = schemas.SegmentOrderEcommerce
 	}
+	// The records of other endpoints (docs/segment.md "identify, alias and delete"):
+	// identify as SEGMENT_IDENTIFY_ALIAS says, alias calls when merge is enabled; deletes
+	// always (dead-lettered by the pipeline when delete is not enabled).
+	d.IdentifyAlias = c.SegmentIdentifyAlias == "on" ||
+		(c.SegmentIdentifyAlias != "off" && c.EnabledEndpoints()[endpoint.Identify])
+	d.AliasAsMerge = c.EnabledEndpoints()[endpoint.Merge]
 	return d
 }
 

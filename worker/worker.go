@@ -132,7 +132,9 @@ func pipelineConfig(cfg *Config) pipeline.Config {
 	if cfg.KafkaStartOffset == "latest" {
 		start = kafka.LastOffset
 	}
+	spacing, _ := pipeline.ParseSpacing(cfg.EndpointSpacing) // validated with the configuration
 	return pipeline.Config{
+		Spacing: &spacing,
 		Brokers: cfg.KafkaBrokers, Topics: cfg.KafkaTopics, GroupID: cfg.KafkaGroupID, StartOffset: start,
 		CommitInterval: cfg.KafkaCommitInterval, SessionTimeout: cfg.KafkaSessionTimeout,
 		RebalanceTimeout: cfg.KafkaRebalanceTimeout, HeartbeatInterval: cfg.KafkaHeartbeatInterval,

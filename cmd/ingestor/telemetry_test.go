@@ -389,6 +389,7 @@ var wantMetrics = []struct{ name, unit, prom, typ string }{
 	{"ingestor.dlq.errors", "{write}", "ingestor_dlq_errors_total", "counter"},
 	{"ingestor.commits", "{commit}", "ingestor_commits_total", "counter"},
 	{"ingestor.records.in_flight", "{record}", "ingestor_records_in_flight", "gauge"},
+	{"ingestor.users.held", "{user}", "ingestor_users_held", "gauge"},
 	{"ingestor.inflight.bytes", "By", "ingestor_inflight_bytes", "gauge"},
 	{"ingestor.resume.skipped", "{message}", "ingestor_resume_skipped_total", "counter"},
 	{"ingestor.offset_map.truncated", "{commit}", "ingestor_offset_map_truncated_total", "counter"},
