@@ -218,7 +218,7 @@ loop:
 		return 1
 	}
 	printSummary(stdout, p.Stats().Snapshot(), produced.Load(), time.Since(t0), env.Sim.Sim.Stats())
-	printEndpoints(stdout, p.Stats().Snapshot(), &byEndpoint, env.Sim.Sim.Stats())
+	printEndpoints(stdout, p.Stats().Snapshot(), &byEndpoint)
 	return 0
 }
 

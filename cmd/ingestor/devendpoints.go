@@ -5,7 +5,6 @@ import (
 	"io"
 	"sync/atomic"
 
-	"github.com/braze-ingestor/braze-ingestor/brazesim"
 	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/pipeline"
 	"github.com/braze-ingestor/braze-ingestor/synth"
@@ -39,25 +38,20 @@ func enableAllEndpoints(cfg *Config) {
 }
 
 // printEndpoints writes the per-endpoint part of the dev summary: records produced, requests
-// the simulator answered, records delivered and dead-lettered.
-func printEndpoints(w io.Writer, s pipeline.Snapshot, produced *endpointCounts, sim brazesim.Stats) {
+// the worker sent (retries included), records delivered and dead-lettered.
+func printEndpoints(w io.Writer, s pipeline.Snapshot, produced *endpointCounts) {
 	fmt.Fprintf(w, "  per endpoint          %-28s %9s %9s %9s %9s\n", "", "produced", "requests", "delivered", "dead")
 	for e := endpoint.Track; e < endpoint.Count; e++ {
-		n, reqs := produced[e].Load(), sim.ByEndpoint[e.Path()]
+		n, reqs := produced[e].Load(), s.Endpoints[e].Requests
 		if n == 0 && reqs == 0 {
 			continue
 		}
-		del, dead := "-", "-"
-		if d, l, ok := endpointSettled(s, e); ok {
-			del, dead = fmt.Sprint(d), fmt.Sprint(l)
-		}
-		fmt.Fprintf(w, "    %-12s %-35s %9d %9d %9s %9s\n", e.Name(), e.Path(), n, reqs, del, dead)
+		del, dead := endpointSettled(s, e)
+		fmt.Fprintf(w, "    %-12s %-35s %9d %9d %9d %9d\n", e.Name(), e.Path(), n, reqs, del, dead)
 	}
 }
 
-// endpointSettled returns the records delivered and dead-lettered for endpoint e (false where
-// the pipeline does not count per endpoint).
-func endpointSettled(s pipeline.Snapshot, e endpoint.Endpoint) (delivered, dead int64, ok bool) {
-	_, _ = s, e
-	return 0, 0, false
+// endpointSettled returns the records delivered and dead-lettered for endpoint e.
+func endpointSettled(s pipeline.Snapshot, e endpoint.Endpoint) (delivered, dead int64) {
+	return s.Endpoints[e].RecordsDelivered, s.Endpoints[e].DeadLettered
 }
