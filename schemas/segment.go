@@ -22,7 +22,12 @@ import (
 //     (no event);
 //   - page, screen → skipped, or events "Viewed Page"/"Viewed Screen" (PageAsEvent);
 //   - group → skipped, or an ab_segment_group_<groupId>: true attribute (GroupAsAttribute);
-//   - alias → skipped (merging users needs /users/merge, outside this worker).
+//   - alias → skipped, or one /users/merge entry (AliasAsMerge);
+//   - delete (Segment's user-deletion request) → one /users/delete identifier;
+//   - identify with userId and a prior anonymousId → also one /users/identify entry before
+//     the attributes object (IdentifyAlias).
+//
+// segment_identity.go builds the records of the other endpoints.
 //
 // Skipped calls yield no records (the pipeline acknowledges such a message at once), or are
 // dead-lettered as invalid_record when Unsupported is SegmentDeadLetter.
@@ -57,11 +62,12 @@ const (
 	SegmentScreen
 	SegmentGroup
 	SegmentAlias
+	SegmentDelete  // a user-deletion request (type "delete")
 	SegmentInvalid // not a Segment call: no or unknown type, not an object, not JSON
 	numSegmentCalls
 )
 
-var segmentCallNames = [...]string{"identify", "track", "order_completed", "page", "screen", "group", "alias", "invalid"}
+var segmentCallNames = [...]string{"identify", "track", "order_completed", "page", "screen", "group", "alias", "delete", "invalid"}
 
 func (c SegmentCall) String() string {
 	if int(c) < len(segmentCallNames) {
@@ -110,8 +116,8 @@ type SegmentDecoder struct {
 	// AliasLabel is the alias_label of the user_alias built from anonymousId when a call has
 	// no userId ("" = DefaultSegmentAliasLabel).
 	AliasLabel string
-	// Unsupported says what to do with calls that map to nothing (alias; page and screen
-	// without PageAsEvent; group without GroupAsAttribute).
+	// Unsupported says what to do with calls that map to nothing (alias without
+	// AliasAsMerge; page and screen without PageAsEvent; group without GroupAsAttribute).
 	Unsupported SegmentUnsupported
 	// PageAsEvent sends page and screen calls as events named "Viewed Page" and
 	// "Viewed Screen", with the call's properties plus its name and category.
@@ -127,6 +133,14 @@ type SegmentDecoder struct {
 	// DefaultCurrency is the purchase currency when neither the product nor the order
 	// names one ("" = USD).
 	DefaultCurrency string
+	// IdentifyAlias adds, to an identify with a userId and an anonymousId, a /users/identify
+	// record (aliases_to_identify: the anonymous user's alias to external_id userId) before
+	// its attributes record, so that the anonymous profile's history moves to the known
+	// user, as RudderStack's Braze destination does.
+	IdentifyAlias bool
+	// AliasAsMerge sends alias calls as one /users/merge record: previousId's profile is
+	// merged into userId's, as both Segment's and RudderStack's Braze destinations do.
+	AliasAsMerge bool
 	// MaxRecordBytes is the largest Braze object a call may produce (0 = no limit); a call
 	// producing a larger one is dead-lettered as too_large.
 	MaxRecordBytes int
@@ -188,9 +202,10 @@ func (v val) ok() bool { return v.end > v.start }
 
 // segMsg holds the spans of the top-level members a mapping looks at.
 type segMsg struct {
-	typ, userID, anonID, event, name, category, groupID, messageID val
-	properties, traits                                             val
-	times                                                          [4]val // timestamp, originalTimestamp, sentAt, receivedAt
+	typ, userID, anonID, previousID, event, name, category, groupID val
+	messageID                                                       val
+	properties, traits                                              val
+	times                                                           [4]val // timestamp, originalTimestamp, sentAt, receivedAt
 }
 
 var segTimeKeys = [4]string{"timestamp", "originalTimestamp", "sentAt", "receivedAt"}
@@ -211,6 +226,8 @@ type segDecode struct {
 type segObj struct {
 	kind       Kind
 	start, end int
+	// who is the identity of a record of another endpoint (segment_identity.go).
+	who segWho
 	// item is 1 + the index of the order product a purchase was built from (0: not one).
 	item int
 	// err is set for a product that could not become a purchase: start:end then hold the
@@ -229,7 +246,7 @@ func (sd *segDecode) decode() (call SegmentCall, skip bool, err error) {
 	}
 	m := &sd.m
 	if !m.typ.ok() {
-		return call, false, segErr("/type", "is required: a Segment call has a type (identify, track, page, screen, group or alias)")
+		return call, false, segErr("/type", "is required: a Segment call has a type (identify, track, page, screen, group, alias or delete)")
 	}
 	typ, isStr := sd.str(m.typ)
 	if !isStr {
@@ -248,10 +265,13 @@ func (sd *segDecode) decode() (call SegmentCall, skip bool, err error) {
 		call = SegmentGroup
 	case "alias":
 		call = SegmentAlias
+	case "delete":
+		call = SegmentDelete
 	default:
-		return call, false, segErr("/type", `must be one of "identify", "track", "page", "screen", "group", "alias"`)
+		return call, false, segErr("/type", `must be one of "identify", "track", "page", "screen", "group", "alias", "delete"`)
 	}
-	supported := call == SegmentIdentify || call == SegmentTrack ||
+	supported := call == SegmentIdentify || call == SegmentTrack || call == SegmentDelete ||
+		(sd.d.AliasAsMerge && call == SegmentAlias) ||
 		(sd.d.PageAsEvent && (call == SegmentPage || call == SegmentScreen)) ||
 		(sd.d.GroupAsAttribute && call == SegmentGroup)
 	if !supported {
@@ -278,6 +298,13 @@ func (sd *segDecode) decode() (call SegmentCall, skip bool, err error) {
 		err = sd.pageEvent("Viewed Screen")
 	case SegmentGroup:
 		err = sd.group()
+	case SegmentAlias:
+		skip, err = sd.merge()
+		if skip {
+			return call, true, nil
+		}
+	case SegmentDelete:
+		err = sd.deleteUser()
 	}
 	if err == nil {
 		err = sd.finish()
@@ -373,6 +400,8 @@ func (m *segMsg) member(key []byte) *val {
 		return &m.userID
 	case "anonymousId":
 		return &m.anonID
+	case "previousId":
+		return &m.previousID
 	case "event":
 		return &m.event
 	case "name":
@@ -922,6 +951,7 @@ func (sd *segDecode) identify() error {
 	if err := sd.optObject(m.traits, "/traits"); err != nil {
 		return err
 	}
+	sd.identifyAlias()
 	start := len(sd.b)
 	if err := sd.identity(); err != nil {
 		return err
@@ -1187,6 +1217,11 @@ func (sd *segDecode) finish() error {
 	var ids []byte
 	st := decodeState{s: scanner{buf: sd.b, errOff: -1}, maxRecord: sd.d.MaxRecordBytes, out: sd.out}
 	for i, o := range sd.objs {
+		if !o.kind.Tracked() {
+			if err := sd.checkEntry(o); err != nil {
+				return err
+			}
+		}
 		if o.err != nil {
 			o.err.Index = i
 			st.out = append(st.out, Record{Kind: o.kind, Index: i, Raw: sd.b[o.start:o.end:o.end], Err: o.err})

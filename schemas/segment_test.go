@@ -570,7 +570,10 @@ func FuzzSegmentDecode(f *testing.F) {
 		b, _ := os.ReadFile(p)
 		f.Add(b)
 	}
-	d := &SegmentDecoder{PageAsEvent: true, GroupAsAttribute: true, MaxRecordBytes: 1 << 16}
+	f.Add([]byte(`{"type":"identify","userId":"u\u00e9","anonymousId":"a1","traits":{"x":1}}`))
+	f.Add([]byte(`{"type":"alias","userId":"u1","previousId":"a1","anonymousId":"a1"}`))
+	f.Add([]byte(`{"type":"alias","userId":"u1","previousId":"old"}`))
+	d := &SegmentDecoder{PageAsEvent: true, GroupAsAttribute: true, IdentifyAlias: true, AliasAsMerge: true, MaxRecordBytes: 1 << 16}
 	native := &Decoder{}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		recs, err := d.Decode(data, nil)
@@ -590,7 +593,7 @@ func FuzzSegmentDecode(f *testing.F) {
 			}
 			env := []byte(`{"type":"` + r.Kind.EnvelopeType() + `","data":` + string(r.Raw) + `}`)
 			nr, err := native.Decode(env, nil)
-			if err != nil || len(nr) != 1 || nr[0].Err != nil || nr[0].UserHash != r.UserHash {
+			if err != nil || len(nr) != 1 || nr[0].Err != nil || nr[0].UserHash != r.UserHash || nr[0].PackKey != r.PackKey {
 				t.Fatalf("record %s fails the native rules: %v %+v", r.Raw, err, nr)
 			}
 		}
@@ -620,9 +623,14 @@ func segmentBenchMessages() map[string][]byte {
 
 // BenchmarkSegmentDecode measures one call per operation; compare with BenchmarkDecode*.
 func BenchmarkSegmentDecode(b *testing.B) {
-	for name, msg := range segmentBenchMessages() {
+	msgs := segmentBenchMessages()
+	msgs["identify_alias"] = msgs["identify"] // with IdentifyAlias: a /users/identify record too
+	msgs["alias_merge"] = []byte(`{"type":"alias","userId":"user-00012345","previousId":"507f191e810c19729de860ea",` +
+		`"anonymousId":"507f191e810c19729de860ea","messageId":"ajs-8f7e6d5c4b3a2918","timestamp":"2024-05-01T10:00:00.000Z"}`)
+	msgs["delete"] = []byte(`{"type":"delete","userId":"user-00012345","messageId":"del-8f7e6d5c4b3a2918"}`)
+	for name, msg := range msgs {
 		b.Run(name, func(b *testing.B) {
-			d := &SegmentDecoder{MaxRecordBytes: 1 << 20}
+			d := &SegmentDecoder{MaxRecordBytes: 1 << 20, IdentifyAlias: name == "identify_alias", AliasAsMerge: true}
 			var out []Record
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()

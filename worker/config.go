@@ -100,7 +100,8 @@ type Config struct {
 
 	KafkaTopicFormats          string `envconfig:"KAFKA_TOPIC_FORMATS" desc:"input format per source topic, topic:format comma-separated, format native or segment (e.g. events:native,segment-tracks:segment); unlisted topics are native (docs/segment.md)"`
 	SegmentAnonymousAliasLabel string `envconfig:"SEGMENT_ANONYMOUS_ALIAS_LABEL" default:"anonymous_id" desc:"segment topics: alias_label of the user_alias built from anonymousId when a call has no userId"`
-	SegmentUnsupported         string `envconfig:"SEGMENT_UNSUPPORTED" default:"skip" desc:"segment topics: calls that map to nothing (alias; page, screen, group unless mapped): skip (acknowledge, counted) or dlq (dead-letter as invalid_record)"`
+	SegmentUnsupported         string `envconfig:"SEGMENT_UNSUPPORTED" default:"skip" desc:"segment topics: calls that map to nothing (alias unless merge is in ENDPOINTS; page, screen, group unless mapped): skip (acknowledge, counted) or dlq (dead-letter as invalid_record)"`
+	SegmentIdentifyAlias       string `envconfig:"SEGMENT_IDENTIFY_ALIAS" default:"auto" desc:"segment topics: an identify with a userId and an anonymousId also sends a /users/identify record (the anonymous alias to external_id userId) before its attributes: on, off, or auto (on when identify is in ENDPOINTS)"`
 	SegmentPageAsEvent         bool   `envconfig:"SEGMENT_PAGE_AS_EVENT" default:"false" desc:"segment topics: send page and screen calls as events named Viewed Page and Viewed Screen"`
 	SegmentGroupAsAttribute    bool   `envconfig:"SEGMENT_GROUP_AS_ATTRIBUTE" default:"false" desc:"segment topics: send group calls as the custom attribute ab_segment_group_<groupId>: true"`
 	SegmentDefaultCurrency     string `envconfig:"SEGMENT_DEFAULT_CURRENCY" default:"USD" desc:"segment topics: purchase currency when neither the product nor the order has one (ISO 4217)"`
@@ -585,6 +586,15 @@ func (c *Config) validateFormats() []string {
 	default:
 		p = append(p, fmt.Sprintf("SEGMENT_UNSUPPORTED %q: want skip or dlq", c.SegmentUnsupported))
 	}
+	switch c.SegmentIdentifyAlias {
+	case "", "auto", "off":
+	case "on":
+		if !c.EnabledEndpoints()[endpoint.Identify] {
+			p = append(p, "SEGMENT_IDENTIFY_ALIAS=on needs identify in ENDPOINTS")
+		}
+	default:
+		p = append(p, fmt.Sprintf("SEGMENT_IDENTIFY_ALIAS %q: want auto, on or off", c.SegmentIdentifyAlias))
+	}
 	switch c.SegmentOrderCompleted {
 	case "", "purchases", "ecommerce":
 	default:
@@ -613,6 +623,12 @@ func (c *Config) segmentDecoder(maxRecordBytes int) *schemas.SegmentDecoder {
 	if c.SegmentOrderCompleted == "ecommerce" {
 		d.OrderCompleted = schemas.SegmentOrderEcommerce
 	}
+	// The records of other endpoints (docs/segment.md "identify, alias and delete"):
+	// identify as SEGMENT_IDENTIFY_ALIAS says, alias calls when merge is enabled; deletes
+	// always (dead-lettered by the pipeline when delete is not enabled).
+	d.IdentifyAlias = c.SegmentIdentifyAlias == "on" ||
+		(c.SegmentIdentifyAlias != "off" && c.EnabledEndpoints()[endpoint.Identify])
+	d.AliasAsMerge = c.EnabledEndpoints()[endpoint.Merge]
 	return d
 }
 

@@ -30,6 +30,8 @@ func TestSegmentConfig(t *testing.T) {
 		{"label", func(c *Config) { c.SegmentAnonymousAliasLabel = "" }, `SEGMENT_ANONYMOUS_ALIAS_LABEL must not be empty`},
 		{"currency", func(c *Config) { c.SegmentDefaultCurrency = "usd" }, `SEGMENT_DEFAULT_CURRENCY "usd"`},
 		{"order", func(c *Config) { c.SegmentOrderCompleted = "events" }, `SEGMENT_ORDER_COMPLETED "events": want purchases or ecommerce`},
+		{"identify alias", func(c *Config) { c.SegmentIdentifyAlias = "yes" }, `SEGMENT_IDENTIFY_ALIAS "yes": want auto, on or off`},
+		{"identify alias on", func(c *Config) { c.SegmentIdentifyAlias = "on" }, `SEGMENT_IDENTIFY_ALIAS=on needs identify in ENDPOINTS`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -59,6 +61,31 @@ func TestSegmentConfig(t *testing.T) {
 		seg.OrderCompleted != schemas.SegmentOrderEcommerce ||
 		seg.DefaultCurrency != "USD" || seg.MaxRecordBytes <= 0 || seg.MaxRecordBytes >= 3_500_000 {
 		t.Errorf("segment decoder options %+v", seg)
+	}
+	if seg.IdentifyAlias || seg.AliasAsMerge {
+		t.Errorf("ENDPOINTS track only: IdentifyAlias %v AliasAsMerge %v, want neither", seg.IdentifyAlias, seg.AliasAsMerge)
+	}
+	// SEGMENT_IDENTIFY_ALIAS=auto follows ENDPOINTS; alias calls are merged when merge is on.
+	for _, tc := range []struct {
+		endpoints             []string
+		identifyAlias         string
+		wantIdentify, wantMrg bool
+	}{
+		{[]string{"track", "identify"}, "auto", true, false},
+		{[]string{"track", "merge"}, "auto", false, true},
+		{[]string{"track", "identify", "merge"}, "off", false, true},
+		{[]string{"track", "identify"}, "on", true, false},
+		{[]string{"track"}, "", false, false},
+	} {
+		c.Endpoints, c.SegmentIdentifyAlias = tc.endpoints, tc.identifyAlias
+		if p := c.validateFormats(); len(p) != 0 {
+			t.Errorf("%v %q: problems %q", tc.endpoints, tc.identifyAlias, p)
+		}
+		_, d := c.newDecoders()
+		if d.IdentifyAlias != tc.wantIdentify || d.AliasAsMerge != tc.wantMrg {
+			t.Errorf("ENDPOINTS %v SEGMENT_IDENTIFY_ALIAS %q: IdentifyAlias %v AliasAsMerge %v; want %v %v",
+				tc.endpoints, tc.identifyAlias, d.IdentifyAlias, d.AliasAsMerge, tc.wantIdentify, tc.wantMrg)
+		}
 	}
 	for _, topic := range []string{"events", "unlisted"} {
 		if _, ok := f(topic).(*schemas.Decoder); !ok {

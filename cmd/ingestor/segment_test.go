@@ -164,3 +164,121 @@ func normalise(v any) any {
 	}
 	return v
 }
+
+// TestSegmentIdentityEndToEnd: with identify, merge and delete enabled, an identify with a
+// prior anonymousId moves the anonymous profile's history to the known user before that
+// user's attributes are written (/users/identify, then /users/track), an alias call merges
+// the former profile into the known one (/users/merge), a delete request deletes the user
+// after the user's earlier track request (/users/delete), and a delete without a user is
+// dead-lettered as its original bytes.
+func TestSegmentIdentityEndToEnd(t *testing.T) {
+	k := newTestKafka(t, 3)
+	sim := newSim(t, nil)
+	const ts = `"timestamp":"2024-05-01T10:00:00.000Z"`
+	produce := func(msgs ...kafka.Message) {
+		t.Helper()
+		w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: k.Topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	msg := func(key, value string) kafka.Message { return kafka.Message{Key: []byte(key), Value: []byte(value)} }
+
+	cfg := testConfig(k, sim, "segment-identity-e2e")
+	cfg.KafkaTopicFormats = k.Topic + ":segment"
+	cfg.SegmentAnonymousAliasLabel = "anonymous_id"
+	cfg.SegmentUnsupported = "skip"
+	cfg.SegmentDefaultCurrency = "USD"
+	cfg.SegmentIdentifyAlias = "auto"
+	cfg.Endpoints = []string{"track", "identify", "merge", "delete"}
+	if p := cfg.Validate(); len(p) != 0 {
+		t.Fatalf("config: %v", p)
+	}
+	p, stop := startWorker(t, cfg)
+	defer stop()
+	delivered := func(n int64) func() bool {
+		return func() bool { return p.Stats().Snapshot().RecordsDelivered >= n }
+	}
+
+	// Before: an anonymous visitor, a former account, and a user about to be forgotten.
+	produce(
+		msg("anon-1", `{"type":"identify","anonymousId":"anon-1","traits":{"plan":"free"},`+ts+`}`),
+		msg("anon-1", `{"type":"track","anonymousId":"anon-1","event":"Signed Up","timestamp":"2024-05-01T10:00:01Z"}`),
+		msg("old-u1", `{"type":"identify","userId":"old-u1","traits":{"legacy":true}}`),
+		msg("seg-gone", `{"type":"identify","userId":"seg-gone","traits":{"plan":"x"}}`),
+	)
+	waitFor(t, 60*time.Second, "anonymous and former profiles written", delivered(4))
+
+	const badDelete = `{"type":"delete","messageId":"del-bad"}`
+	produce(
+		msg("seg-u1", `{"type":"identify","userId":"seg-u1","anonymousId":"anon-1","messageId":"m-login","traits":{"plan":"pro"},`+ts+`}`),
+		msg("seg-u1", `{"type":"track","userId":"seg-u1","anonymousId":"anon-1","event":"Purchased","timestamp":"2024-05-01T10:00:02Z"}`),
+		msg("seg-u1", `{"type":"alias","userId":"seg-u1","previousId":"old-u1",`+ts+`}`),
+		msg("seg-gone", `{"type":"track","userId":"seg-gone","event":"Visited","timestamp":"2024-05-01T10:00:03Z"}`),
+		msg("seg-gone", `{"type":"delete","userId":"seg-gone","messageId":"del-1"}`),
+		msg("nobody", badDelete),
+	)
+	// identify + attributes + track + merge + track + delete.
+	waitFor(t, 60*time.Second, "identity records delivered", delivered(4+6))
+	waitFor(t, 30*time.Second, "the bad delete dead-lettered", func() bool { return p.Stats().Snapshot().DeadLetteredAll >= 1 })
+	stop()
+
+	if s := p.Stats().Snapshot(); s.RecordsDelivered != 10 || s.DeadLetteredAll != 1 || s.DeadLettered[dlq.ReasonInvalidRecord] != 1 {
+		t.Errorf("delivered %d, dead-lettered %v; want 10 delivered, 1 invalid_record", s.RecordsDelivered, s.DeadLettered)
+	}
+	u, ok := sim.Sim.User("external_id", "seg-u1")
+	if !ok {
+		t.Fatal("no profile for seg-u1")
+	}
+	var names []string
+	for _, e := range u.Events {
+		names = append(names, e.Name)
+	}
+	slices.Sort(names)
+	if !reflect.DeepEqual(names, []string{"Purchased", "Signed Up"}) {
+		t.Errorf("seg-u1 events %v: want the anonymous Signed Up moved in, and Purchased", names)
+	}
+	if u.Attributes["plan"] != "pro" || u.Attributes["legacy"] != true {
+		t.Errorf("seg-u1 attributes %v: want plan pro (written after the identify) and legacy (merged from old-u1)", u.Attributes)
+	}
+	if a, ok := sim.Sim.User("alias", "anonymous_id\x00anon-1"); !ok || a.ExternalID != "seg-u1" {
+		t.Errorf("alias anon-1 names %+v (found %v), want the identified seg-u1", a.ExternalID, ok)
+	}
+	if _, ok := sim.Sim.User("external_id", "old-u1"); ok {
+		t.Errorf("old-u1 should be merged away")
+	}
+	if _, ok := sim.Sim.User("external_id", "seg-gone"); ok {
+		t.Errorf("seg-gone should be deleted")
+	}
+	// Order across endpoints: seg-u1's identify came before seg-u1's own attributes (the
+	// alias profile was identified, not merged into an existing seg-u1), and a track after
+	// it; seg-gone's track before its delete.
+	identified, trackAfter := false, false
+	for _, o := range sim.Sim.Ops("external_id", "seg-u1") {
+		switch {
+		case o.Endpoint == "identify":
+			identified = o.Detail == "identified"
+		case o.Endpoint == "track" && identified:
+			trackAfter = true
+		}
+	}
+	if !identified || !trackAfter {
+		t.Errorf("seg-u1 operations %+v: want the alias profile identified (seg-u1 not yet written), then seg-u1's tracks", sim.Sim.Ops("external_id", "seg-u1"))
+	}
+	ops := func(id string) []string {
+		var eps []string
+		for _, o := range sim.Sim.Ops("external_id", id) {
+			eps = append(eps, o.Endpoint)
+		}
+		return eps
+	}
+	if eps := ops("seg-gone"); len(eps) < 2 || eps[len(eps)-1] != "delete" || !slices.Contains(eps[:len(eps)-1], "track") {
+		t.Errorf("seg-gone operations %v: want its tracks, then delete last", eps)
+	}
+	dl := readDLQ(t, k)
+	if len(dl) != 1 || string(dl[0].Value) != badDelete || header(dl[0], dlq.HeaderReason) != "invalid_record" ||
+		!strings.Contains(header(dl[0], dlq.HeaderError), "/userId") {
+		t.Errorf("dead letters %d: %v", len(dl), dl)
+	}
+}
