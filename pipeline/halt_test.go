@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -145,4 +146,74 @@ func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
 		t.Fatalf("delivered %d + dead %d != 1000", d, dead)
 	}
 	t.Logf("%d dead letters before the guard tripped", dead)
+}
+
+// A key without one endpoint's permission (403 on /users/delete only) halts the worker until
+// that endpoint accepts: track answers (requests that were in flight when the halt began, or
+// probes) do not end it while the delete waits to probe, so the worker neither flaps between
+// halted and resumed nor sends the refused delete again at the pace of track answers.
+func TestHaltEndsOnTheRefusingEndpoint(t *testing.T) {
+	var allowed atomic.Bool
+	braze := &epBraze{answer: func(ep endpoint.Endpoint, users []string) sink.Response {
+		if ep == endpoint.Delete && !allowed.Load() {
+			return classify(403, `{"message":"Access Denied"}`)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return classify(201, `{"message":"success"}`)
+	}}
+	h := startOrder(t, braze, func(c *Config) { c.Lanes = 8 })
+	fed := 0
+	feed := func(k schemas.Kind, u string) { h.feed(testRecord(k, u, fed, 0)); fed++ }
+	halts := 0
+	was := false
+	for end := time.Now().Add(1600 * time.Millisecond); time.Now().Before(end); time.Sleep(3 * time.Millisecond) {
+		if fed == 20 {
+			feed(schemas.KindDelete, "u1")
+		} else {
+			feed(schemas.KindEvent, fmt.Sprintf("u%d", 2+fed%40))
+		}
+		if now := h.p.halted.Load(); now && !was {
+			halts++
+		}
+		was = h.p.halted.Load()
+	}
+	deletes := 0
+	for _, c := range braze.log() {
+		if c.ep == endpoint.Delete {
+			deletes++
+		}
+	}
+	allowed.Store(true)
+	waitSettledWithin(t, h.ps, int64(fed), 10*time.Second)
+	if halts != 1 || deletes > 5 {
+		t.Errorf("%d halts and %d refused deletes sent in 1.6 s; want one halt, and the delete sent again only by the prober", halts, deletes)
+	}
+	if h.p.halted.Load() {
+		t.Error("still halted after /users/delete accepted")
+	}
+	if n := len(h.mq.snapshot()); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+}
+
+// The mass-rejection guard keeps a history per endpoint: a run of deletes rejected as a whole
+// does not turn a lone track record's rejection into a halt, nor the other way round.
+func TestMassGuardPerEndpoint(t *testing.T) {
+	var g massGuard
+	rej := classify(400, `{"message":"Invalid request"}`)
+	for range massWindow {
+		g.observe(endpoint.Delete, rej)
+	}
+	if !g.mass(endpoint.Delete, rej) {
+		t.Error("20 whole-request rejections of /users/delete: not a mass rejection")
+	}
+	if g.mass(endpoint.Track, rej) {
+		t.Error("/users/track: a mass rejection from /users/delete's answers")
+	}
+	for range massWindow {
+		g.observe(endpoint.Track, classify(201, `{"message":"success"}`))
+	}
+	if !g.mass(endpoint.Delete, rej) {
+		t.Error("track's accepted answers diluted /users/delete's run of rejections")
+	}
 }

@@ -125,9 +125,6 @@ func (p *Pipeline) hold(ctx context.Context, r *laneRun, it item) bool {
 func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 	t := &r.held
 	t.tend = false
-	if len(t.users) == 0 {
-		return
-	}
 	t.notes = r.l.notes.take(t.notes[:0])
 	for _, n := range t.notes {
 		if h := t.users[n.user]; h != nil && h.out {
@@ -135,6 +132,9 @@ func (p *Pipeline) tendHeld(ctx context.Context, r *laneRun) {
 		}
 	}
 	clear(t.notes)
+	if len(t.users) == 0 {
+		return
+	}
 	if e := p.revokeEpoch.Load(); e != t.epoch {
 		t.epoch = e
 		for _, h := range t.users {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"sync"
 
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -12,8 +13,15 @@ import (
 // and the same answer, a lone record's rejection is not taken as a verdict on the record: the
 // split layer halts instead of dead-lettering (docs/architecture.md "Answers"). Answers that
 // are not Braze's JSON never get this far: the client classifies them as a halt.
+//
+// Each endpoint keeps its own history: a run of rejected deletes says nothing about
+// /users/track, and track's answers must not dilute the deletes' run.
 type massGuard struct {
-	mu   sync.Mutex
+	mu  sync.Mutex
+	per [endpoint.Count]massRing
+}
+
+type massRing struct {
 	ring [massWindow]massEntry
 	n    int // answers seen (the ring holds the last massWindow)
 }
@@ -28,8 +36,8 @@ type massEntry struct {
 	answer   string
 }
 
-// observe records an answer that accepted a request or rejected it as a whole.
-func (g *massGuard) observe(resp sink.Response) {
+// observe records an answer of ep that accepted a request or rejected it as a whole.
+func (g *massGuard) observe(ep endpoint.Endpoint, resp sink.Response) {
 	var e massEntry
 	switch {
 	case resp.Class == sink.Delivered || resp.Class == sink.Partial:
@@ -39,21 +47,23 @@ func (g *massGuard) observe(resp sink.Response) {
 		return
 	}
 	g.mu.Lock()
-	g.ring[g.n%massWindow] = e
-	g.n++
+	r := &g.per[ep]
+	r.ring[r.n%massWindow] = e
+	r.n++
 	g.mu.Unlock()
 }
 
-// mass reports whether recent requests are mostly rejected as a whole with this answer.
-func (g *massGuard) mass(resp sink.Response) bool {
+// mass reports whether ep's recent requests are mostly rejected as a whole with this answer.
+func (g *massGuard) mass(ep endpoint.Endpoint, resp sink.Response) bool {
 	answer := resp.Describe()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.n < massWindow {
+	r := &g.per[ep]
+	if r.n < massWindow {
 		return false
 	}
 	same := 0
-	for _, e := range g.ring {
+	for _, e := range r.ring {
 		if e.rejected && e.answer == answer {
 			same++
 		}

@@ -264,6 +264,11 @@ func TestHeldUserDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("u1 sent %d requests, want only its first track", len(c))
 	}
 	eventually(t, 5*time.Second, "only u1 held", func() bool { return h.p.stats.HeldUsers.Load() == 1 })
+	// Waiting for the spacing is deliberate: no lane or endpoint sender looks stuck.
+	time.Sleep(50 * time.Millisecond)
+	if s := h.p.watch.stuck(20 * time.Millisecond); s != "" {
+		t.Errorf("liveness: %s", s)
+	}
 	// The held user's records are parked: a drain does not wait for them, and nothing
 	// past them is acknowledged (offset 1 and 2 are left to Kafka).
 	if !h.p.drain([]*partitionState{h.ps}, time.Second) {

@@ -7,14 +7,20 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
 // haltLayer holds records Braze refuses to take from this worker (a bad key, a wrong
 // endpoint, an answer that is not Braze's): nothing is dead-lettered or committed. While
 // halted, one prober for the whole worker sends with a bounded back-off (1 s doubling up to
-// HALT_PROBE_MAX); every other lane waits at the gate and resumes the moment any answer
+// HALT_PROBE_MAX); every other lane waits at the gate and resumes the moment an answer
 // shows Braze accepting requests again.
+//
+// A refusal can be one endpoint's (a key without the users.delete permission answers 403 on
+// /users/delete only), so the halt ends on an answer of the endpoint that refused; an answer
+// of another endpoint ends it only when no request of the refusing endpoint is waiting to
+// probe (docs/architecture.md "Answers").
 type haltLayer struct {
 	p    *Pipeline
 	next sendLayer
@@ -30,12 +36,22 @@ func (h *haltLayer) send(ctx context.Context, r *request) results {
 	if probe {
 		g.release()
 	}
+	ep, held := r.endpoint(), false
+	defer func() {
+		if held {
+			g.unhold(ep)
+		}
+	}()
 	for ctx.Err() == nil {
 		idx := res.indexes(sink.OutcomeHalted)
 		if len(idx) == 0 {
 			return res
 		}
-		g.enter(res.last)
+		if !held {
+			held = true
+			g.hold(ep)
+		}
+		g.enter(ep, res.last)
 		// What is settled need not wait for the halt to end (its offsets can commit).
 		h.p.settleEarly(ctx, r.items, &res)
 		probe, ok = g.turn(ctx)
@@ -58,9 +74,11 @@ type haltGate struct {
 
 	mu      sync.Mutex
 	halted  bool
-	mass    bool // halted on mass rejection: only an accepted request ends it
-	prober  bool // a lane holds the probe
-	probes  int  // probes since the halt began
+	mass    bool                // halted on mass rejection: only an accepted request ends it
+	ep      endpoint.Endpoint   // the endpoint whose refusal began the halt
+	waiting [endpoint.Count]int // halted requests per endpoint, waiting to probe
+	prober  bool                // a lane holds the probe
+	probes  int                 // probes since the halt began
 	changed chan struct{}
 }
 
@@ -124,11 +142,25 @@ func (g *haltGate) notifyLocked() {
 	g.changed = make(chan struct{})
 }
 
-// enter starts (or continues) a halt on a refusing answer.
-func (g *haltGate) enter(resp sink.Response) {
+// hold and unhold count the halted requests of ep waiting to probe.
+func (g *haltGate) hold(ep endpoint.Endpoint) {
+	g.mu.Lock()
+	g.waiting[ep]++
+	g.mu.Unlock()
+}
+
+func (g *haltGate) unhold(ep endpoint.Endpoint) {
+	g.mu.Lock()
+	g.waiting[ep]--
+	g.mu.Unlock()
+}
+
+// enter starts (or continues) a halt on a refusing answer of ep.
+func (g *haltGate) enter(ep endpoint.Endpoint, resp sink.Response) {
 	g.mu.Lock()
 	if !g.halted {
 		g.halted = true
+		g.ep = ep
 		g.probes = 0
 		g.p.halted.Store(true)
 		g.p.stats.Halted.Store(true)
@@ -136,7 +168,7 @@ func (g *haltGate) enter(resp sink.Response) {
 	g.mu.Unlock()
 	g.log.Do(func() {
 		g.p.log.Error("HALTED: Braze refuses the worker's requests; nothing is dead-lettered or committed until this is fixed, and the worker resumes by itself",
-			"status", resp.Status, "cause", resp.Cause().String(), "answer", resp.Describe(), "likely_cause", sink.HaltCause(resp))
+			"endpoint", ep.Path(), "status", resp.Status, "cause", resp.Cause().String(), "answer", resp.Describe(), "likely_cause", sink.HaltCause(resp))
 	})
 }
 
@@ -150,15 +182,16 @@ func (g *haltGate) massRejection(resp sink.Response) {
 	g.p.stats.MassRejections.Add(1)
 }
 
-// answered ends a halt on any answer that is not a refusal; a halt on mass rejection ends
-// only when a request is accepted.
-func (g *haltGate) answered(resp sink.Response) {
+// answered ends a halt on an answer of ep that is not a refusal, when ep is the endpoint that
+// refused or none of its requests waits to probe; a halt on mass rejection ends only when a
+// request is accepted.
+func (g *haltGate) answered(ep endpoint.Endpoint, resp sink.Response) {
 	if resp.Class == sink.Halt || !resp.Answered() || !g.p.halted.Load() {
 		return
 	}
 	accepted := resp.Class == sink.Delivered || resp.Class == sink.Partial
 	g.mu.Lock()
-	if g.halted && (accepted || !g.mass) {
+	if g.halted && (accepted || !g.mass) && (ep == g.ep || g.waiting[g.ep] == 0) {
 		g.halted, g.mass = false, false
 		g.p.halted.Store(false)
 		g.p.stats.Halted.Store(false)

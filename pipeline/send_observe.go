@@ -8,7 +8,7 @@ import (
 )
 
 // observeLayer records each HTTP request: its client span, the request metrics and counters,
-// and tells the halt gate about every answer (any answer that is not a refusal ends a halt).
+// and tells the halt gate about every answer (send_halt.go says which answers end a halt).
 type observeLayer struct {
 	p    *Pipeline
 	next sendLayer
@@ -32,7 +32,7 @@ func (o *observeLayer) send(ctx context.Context, r *request) results {
 		p.stats.ObjectsSent.Add(int64(len(r.items)))
 		p.lastAccepted.Store(time.Now().UnixNano())
 	}
-	p.mass.observe(resp)
-	p.halt.answered(resp)
+	p.mass.observe(ep, resp)
+	p.halt.answered(ep, resp)
 	return res
 }

@@ -70,7 +70,7 @@ func (p *Pipeline) objectCap() int {
 func (s *splitLayer) bisect(ctx context.Context, r *request, last sink.Response) results {
 	s.p.stats.Splits.Add(1)
 	if len(r.items) == 1 {
-		if s.p.mass.mass(last) {
+		if s.p.mass.mass(r.endpoint(), last) {
 			// Most recent requests are rejected as a whole with this same answer: not a
 			// verdict on this record. Halt; the prober sends it again.
 			s.p.halt.massRejection(last)
