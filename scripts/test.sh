@@ -50,7 +50,7 @@ eval "$(scripts/kafka.sh env)"
 export KAFKA_TEST_BROKERS KAFKA_TEST_SASL_BROKERS KAFKA_TEST_SASL_USER KAFKA_TEST_SASL_PASSWORD KAFKA_TEST_CA_FILE KAFKA_TEST_SCRAM_MECHANISM
 
 # The end-to-end suite again, on the real broker over PLAINTEXT, then over SASL_SSL with SCRAM-SHA-512.
-real_suite='^(TestEndToEnd|TestCrashLosesNothing|TestGracefulShutdownNoRedelivery|TestKill9HotUsersDuplicates|TestRealKafka.*)$'
+real_suite='^(TestEndToEnd|TestCrashLosesNothing|TestGracefulShutdownNoRedelivery|TestKill9HotUsersDuplicates|TestKill9Lifecycle|TestRealKafka.*)$'
 step "end-to-end suite on Apache Kafka, PLAINTEXT"
 KAFKA_TEST_SECURITY=plaintext go test -count=1 -timeout 20m -run "$real_suite" ./cmd/ingestor
 step "DLQ writer, replay and DLQ stage on Apache Kafka (topics with a small max.message.bytes)"

@@ -1,7 +1,9 @@
 // Package synth generates realistic mixed producer traffic (envelopes and bundles of events,
-// attributes and purchases, with a controlled share of invalid and Braze-rejected records)
-// for `ingestor dev`, the end-to-end tests and the benchmarks. Every generated record says
-// what should become of it, so tests can check the pipeline's accounting record by record.
+// attributes and purchases, with a controlled share of invalid and Braze-rejected records,
+// and optionally a share of the record kinds beyond /users/track: alias, identify, merge,
+// subscription and delete, see lifecycle.go) for `ingestor dev`, the end-to-end tests and the
+// benchmarks. Every generated record says what should become of it, so tests can check the
+// pipeline's accounting record by record.
 package synth
 
 import (
@@ -23,11 +25,30 @@ const (
 
 // Record is one generated record.
 type Record struct {
-	Kind    string // "attributes" | "event" | "purchase"
-	User    string // external_id
-	Seq     int    // per-user sequence number carried in the record ("seq"), for order checks
+	// Kind is the envelope type: "attributes" | "event" | "purchase" | "alias" | "identify" |
+	// "merge" | "subscription" | "delete".
+	Kind string
+	User string // external_id of the person the record is about
+	// Seq is the record's number among User's records (from 0, in production order). The
+	// /users/track kinds carry it as "seq" (an attribute, or an event/purchase property).
+	Seq     int
 	Outcome Outcome
+	// Identity is the identifier the record is ordered by when it is not User's external_id
+	// (docs/design.md §2): "user_alias:<label>:<name>" for an anonymous user's tracks and
+	// for alias records, "external_id:<id>" for a duplicate profile's tracks. Such records
+	// carry no "seq" and are not ordered with User's records.
+	Identity string
+	// Alias is the alias an alias record creates, an identify record identifies, or an
+	// anonymous track names.
+	Alias Alias
+	// Merged is the external_id a merge record merges into User (identifier_to_merge).
+	Merged string
+	// Group and State are a subscription record's subscription_group_id and state.
+	Group, State string
 }
+
+// Alias is a Braze user alias.
+type Alias struct{ Label, Name string }
 
 // Message is one Kafka message.
 type Message struct {
@@ -51,6 +72,10 @@ type Options struct {
 	// skew); the rest are spread over all users.
 	HotUsers int
 	HotShare float64
+	// LifecycleShare is the share of messages (0 = none) that carry the record kinds beyond
+	// /users/track (alias, identify, merge, subscription, delete; see lifecycle.go). Bundles
+	// then also carry a subscription change now and then.
+	LifecycleShare float64
 }
 
 // Generator produces messages. It is not safe for concurrent use.
@@ -60,6 +85,7 @@ type Generator struct {
 	seq map[string]int
 	pad string
 	n   int
+	lc  lifecycle
 }
 
 // New returns a generator.
@@ -87,6 +113,9 @@ var countries = []string{"US", "DE", "FR", "BR", "JP"}
 // Next returns the next message.
 func (g *Generator) Next() Message {
 	g.n++
+	if m, ok := g.due(); ok {
+		return m
+	}
 	if g.o.InvalidShare > 0 && g.r.Float64() < g.o.InvalidShare/10 {
 		// A few whole messages are not JSON at all.
 		return Message{Key: []byte("garbage"), Value: []byte(`{"type":"event","data":{"name":"x"` + strconv.Itoa(g.n)), WholeInvalid: true}
@@ -95,7 +124,12 @@ func (g *Generator) Next() Message {
 	if g.o.HotShare > 0 && g.o.HotUsers > 0 && g.r.Float64() < g.o.HotShare {
 		u = g.r.IntN(min(g.o.HotUsers, g.o.Users))
 	}
-	user := fmt.Sprintf("user-%05d", u)
+	user := g.userName(u)
+	if g.o.LifecycleShare > 0 && g.r.Float64() < g.o.LifecycleShare {
+		if m, ok := g.lifecycleMessage(u, user); ok {
+			return m
+		}
+	}
 	if g.r.Float64() < g.o.BundleShare {
 		n := 2 + g.r.IntN(4)
 		var attrs, events, purchases []string
@@ -138,6 +172,13 @@ func (g *Generator) Next() Message {
 			}
 			first = false
 			fmt.Fprintf(&b, `"%s":[%s]`, arr.name, strings.Join(arr.objs, ","))
+		}
+		if g.o.LifecycleShare > 0 && g.r.Float64() < g.o.LifecycleShare && g.lc.known[user] {
+			// Now and then a bundle also changes a subscription: its array comes after the
+			// /users/track arrays, as does its sequence number.
+			obj, rec := g.subscription(user)
+			recs = append(recs, rec)
+			fmt.Fprintf(&b, `,"subscriptions":[%s]`, obj)
 		}
 		b.WriteByte('}')
 		return Message{Key: []byte(user), Value: []byte(b.String()), Records: recs}
@@ -213,5 +254,6 @@ func (g *Generator) object(kind, user string) (string, Record) {
 		obj = fmt.Sprintf(`{"external_id":"%s","product_id":"%s","currency":"%s","price":%d.%02d,"quantity":%d,"time":"%s","properties":{"seq":%d,"note":"%s"}}`,
 			id, products[g.r.IntN(len(products))], cur, 1+g.r.IntN(200), g.r.IntN(100), 1+g.r.IntN(3), ts, seq, pad)
 	}
+	g.track(user, outcome)
 	return obj, Record{Kind: kind, User: user, Seq: seq, Outcome: outcome}
 }

@@ -132,6 +132,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	partitions := fs.Int("partitions", 12, "partitions of the source topic")
 	invalid := fs.Float64("invalid", 0.01, "share of records that break the input contract")
 	reject := fs.Float64("reject", 0.01, "share of records the Braze simulator rejects")
+	lifecycle := fs.Float64("lifecycle", 0.03, "share of messages that alias, identify, merge, change a subscription or delete a user (0: /users/track only)")
 	logLevel := fs.String("log-level", "error", "worker log level (dead-letter reasons are in the summary and the DLQ)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -144,16 +145,24 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer env.Close()
 	cfg := env.config("ingestor-dev")
 	cfg.LogLevel = *logLevel
+	if *lifecycle > 0 {
+		enableAllEndpoints(cfg)
+	}
 	fmt.Fprintf(stdout, "ingestor dev: Kafka (in-process) %v, topic %s (%d partitions), DLQ %s; Braze simulator %s\n",
 		env.Brokers, env.Topic, *partitions, env.DLQ, env.Sim.URL)
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var produced atomic.Int64
+	var byEndpoint endpointCounts
+	var messages atomic.Int64
 	producerDone := make(chan error, 1)
 	go func() {
-		gen := synth.New(synth.Options{InvalidShare: *invalid, RejectShare: *reject, Seed: uint64(time.Now().UnixNano())})
-		producerDone <- produce(runCtx, env.Brokers, env.Topic, gen, *records, *rate, &produced, nil)
+		gen := synth.New(synth.Options{InvalidShare: *invalid, RejectShare: *reject, LifecycleShare: *lifecycle, Seed: uint64(time.Now().UnixNano())})
+		producerDone <- produce(runCtx, env.Brokers, env.Topic, gen, *records, *rate, &produced, func(m synth.Message) {
+			messages.Add(1)
+			byEndpoint.add(m)
+		})
 	}()
 
 	started := make(chan *pipeline.Pipeline, 1)
@@ -198,7 +207,7 @@ loop:
 				time.Since(t0).Seconds(), produced.Load(), s.RecordsDelivered, float64(s.RecordsDelivered-last.RecordsDelivered),
 				s.Requests, perRequest(s), s.DeadLetteredAll, p.Stats().InFlightRecords.Load())
 			last = s
-			if !producing && *records > 0 && s.RecordsDelivered+s.DeadLetteredAll >= produced.Load() {
+			if !producing && *records > 0 && devSettled(s, produced.Load(), messages.Load(), p.Stats().InFlightRecords.Load()) {
 				finish()
 				break loop
 			}
@@ -209,7 +218,16 @@ loop:
 		return 1
 	}
 	printSummary(stdout, p.Stats().Snapshot(), produced.Load(), time.Since(t0), env.Sim.Sim.Stats())
+	printEndpoints(stdout, p.Stats().Snapshot(), &byEndpoint)
 	return 0
+}
+
+// devSettled reports whether everything produced is delivered or dead-lettered: every record,
+// or (when a message is dead-lettered whole, counting once for all its records) every message
+// consumed and nothing in flight.
+func devSettled(s pipeline.Snapshot, records, messages, inFlight int64) bool {
+	done := s.RecordsDelivered + s.DeadLetteredAll
+	return done >= records || (s.MessagesConsumed >= messages && inFlight == 0 && done >= s.RecordsConsumed)
 }
 
 func perRequest(s pipeline.Snapshot) float64 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/braze-ingestor/braze-ingestor/brazesim"
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/synth"
 )
 
@@ -295,10 +296,64 @@ type expectation struct {
 	lastAttr  map[string]int   // user -> seq of the last deliverable attributes record
 	wantSeqs  map[string][]int // user -> seqs of deliverable events and purchases, in order
 	wantKinds map[string]map[int]string
+
+	// The kinds beyond /users/track (synth's LifecycleShare; lifecycle_test.go).
+	byEndpoint [endpoint.Count]int          // deliverable records per endpoint
+	tokens     map[string][]string          // user -> their records as checkLifecycle's tokens, in Kafka order
+	deleted    map[string]bool              // users whose delete is deliverable
+	subs       map[string]map[string]string // user -> subscription group -> last state
 }
 
 func newExpectation() *expectation {
-	return &expectation{byKind: map[string]int{}, lastAttr: map[string]int{}, wantSeqs: map[string][]int{}, wantKinds: map[string]map[int]string{}}
+	return &expectation{byKind: map[string]int{}, lastAttr: map[string]int{}, wantSeqs: map[string][]int{}, wantKinds: map[string]map[int]string{},
+		tokens: map[string][]string{}, deleted: map[string]bool{}, subs: map[string]map[string]string{}}
+}
+
+// requireLifecycle fails the test unless the stream holds every kind beyond /users/track.
+func (e *expectation) requireLifecycle(t *testing.T) {
+	t.Helper()
+	for k := endpoint.AliasNew; k < endpoint.Count; k++ {
+		if e.byEndpoint[k] == 0 {
+			t.Fatalf("the generator made no deliverable %s records: %v", k.Name(), e.lifecycleCounts())
+		}
+	}
+}
+
+// lifecycleCounts are the deliverable records per endpoint beyond /users/track.
+func (e *expectation) lifecycleCounts() map[string]int {
+	out := map[string]int{}
+	for k := endpoint.AliasNew; k < endpoint.Count; k++ {
+		out[k.Name()] = e.byEndpoint[k]
+	}
+	return out
+}
+
+// addLifecycle records a deliverable record that is not one of the user's own /users/track
+// records: of an anonymous or duplicate profile, or of a kind beyond /users/track.
+func (e *expectation) addLifecycle(r synth.Record) {
+	if ep, ok := endpoint.Parse(r.Kind); ok {
+		e.byEndpoint[ep]++
+	}
+	if r.Identity != "" {
+		return // ordered by its own identifier, not with the user's records
+	}
+	switch r.Kind {
+	case "identify", "merge":
+		e.tokens[r.User] = append(e.tokens[r.User], r.Kind)
+	case "subscription":
+		e.tokens[r.User] = append(e.tokens[r.User], "sub:"+r.Group+" "+r.State)
+		if e.subs[r.User] == nil {
+			e.subs[r.User] = map[string]string{}
+		}
+		e.subs[r.User][r.Group] = r.State
+	case "delete":
+		e.tokens[r.User] = append(e.tokens[r.User], "delete")
+		e.deleted[r.User] = true
+		// A deleted user's events and attributes are gone with the profile.
+		delete(e.lastAttr, r.User)
+		delete(e.wantSeqs, r.User)
+		delete(e.subs, r.User)
+	}
 }
 
 func (e *expectation) add(m synth.Message) {
@@ -317,6 +372,10 @@ func (e *expectation) add(m synth.Message) {
 			e.rejected++
 		default:
 			e.deliver++
+			if r.Identity != "" || (r.Kind != "attributes" && r.Kind != "event" && r.Kind != "purchase") {
+				e.addLifecycle(r)
+				continue
+			}
 			e.byKind[r.Kind]++
 			if r.Kind == "attributes" {
 				e.lastAttr[r.User] = r.Seq
@@ -326,6 +385,7 @@ func (e *expectation) add(m synth.Message) {
 					e.wantKinds[r.User] = map[int]string{}
 				}
 				e.wantKinds[r.User][r.Seq] = r.Kind
+				e.tokens[r.User] = append(e.tokens[r.User], fmt.Sprintf("%c:%d", r.Kind[0], r.Seq))
 			}
 		}
 	}
