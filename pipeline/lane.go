@@ -221,41 +221,26 @@ const laneBodyKeep = 1 << 20
 // While it waits for the grant it keeps accepting records into the batch, so that a request
 // is packed when it can be sent. It reports false when ctx ends.
 func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
-	s := &r.l.slot
 	for {
 		if r.held.tend {
 			p.tendHeld(ctx, r)
 		}
-		if r.hasCarry && s.n.Load() == 0 {
+		if r.hasCarry && r.l.slot.n.Load() == 0 {
 			r.hasCarry = false
 			p.accept(ctx, r, r.carry)
 			continue
 		}
-		s.mu.Lock()
-		n, busy, first, full := len(s.items), s.busy, s.first, s.acct.full()
-		s.mu.Unlock()
-		full = full || r.hasCarry
-		var deadline <-chan time.Time
-		ready := n > 0 && (full || p.draining.Load() > 0)
-		if n > 0 && !ready {
-			if d := time.Until(first.Add(p.linger())); d > 0 {
-				r.timer.Reset(d)
-				deadline = r.timer.C
-			} else {
-				ready = true
-			}
-		}
-		canLead := ready && busy == nil
+		b := p.batchState(r)
 		var spare chan time.Time
-		if canLead {
+		if b.ready && b.busy == nil {
 			if r.granted {
 				return true
 			}
+			if p.granter == nil {
+				r.granted = true
+				continue
+			}
 			if r.grant == nil {
-				if p.granter == nil {
-					r.granted = true
-					continue
-				}
 				r.grant = p.askGrant(ctx)
 			}
 			spare = p.spare
@@ -265,40 +250,77 @@ func (p *Pipeline) await(ctx context.Context, r *laneRun) bool {
 			r.granted = false
 			p.donate()
 		}
-		var in chan item
-		if !full {
-			in = r.l.in
-		}
-		heldC := r.held.timerC()
-		r.prog.idle() // waiting for records, the linger, the grant or another lane's request
-		select {
-		case it := <-in:
-			r.prog.work()
-			p.accept(ctx, r, it)
-		case err := <-r.grant:
-			r.grant = nil
-			if err == nil && r.granted {
-				p.donate() // a spare grant came first
-			}
-			r.granted = r.granted || err == nil
-		case at := <-spare:
-			r.granted = time.Since(at) < spareMaxAge
-		case <-busy:
-			r.held.tend = true
-		case <-s.kick:
-		case <-r.l.notes.wake:
-			r.held.tend = true
-		case <-heldC:
-			r.held.armed, r.held.tend = false, true
-		case <-deadline:
-		case <-ctx.Done():
+		if !p.awaitEvent(ctx, r, b, spare) {
 			return false
 		}
-		r.prog.work()
-		if deadline != nil {
-			r.timer.Stop()
+	}
+}
+
+// batch is what await knows of the lane's batch at one look.
+type batch struct {
+	ready, full bool
+	busy        chan struct{}    // non-nil while the lane's records are in a request in flight
+	deadline    <-chan time.Time // the linger's end, while a batch waits for it
+}
+
+// batchState looks at the lane's batch: it is ready when full, when draining, or once it has
+// waited the linger (then deadline is nil; before, deadline fires at the linger's end).
+func (p *Pipeline) batchState(r *laneRun) batch {
+	s := &r.l.slot
+	s.mu.Lock()
+	n, busy, first, full := len(s.items), s.busy, s.first, s.acct.full()
+	s.mu.Unlock()
+	b := batch{full: full || r.hasCarry, busy: busy}
+	b.ready = n > 0 && (b.full || p.draining.Load() > 0)
+	if n > 0 && !b.ready {
+		if d := time.Until(first.Add(p.linger())); d > 0 {
+			r.timer.Reset(d)
+			b.deadline = r.timer.C
+		} else {
+			b.ready = true
 		}
 	}
+	return b
+}
+
+// awaitEvent waits for the next thing that may change what await does: a record, the grant,
+// a spare grant, the batch's request settled or taken, a held user's turn, the linger's end.
+// It reports false when ctx ends.
+func (p *Pipeline) awaitEvent(ctx context.Context, r *laneRun, b batch, spare chan time.Time) bool {
+	var in chan item
+	if !b.full {
+		in = r.l.in
+	}
+	heldC := r.held.timerC()
+	r.prog.idle() // waiting for records, the linger, the grant or another lane's request
+	select {
+	case it := <-in:
+		r.prog.work()
+		p.accept(ctx, r, it)
+	case err := <-r.grant:
+		r.grant = nil
+		if err == nil && r.granted {
+			p.donate() // a spare grant came first
+		}
+		r.granted = r.granted || err == nil
+	case at := <-spare:
+		r.granted = time.Since(at) < spareMaxAge
+	case <-b.busy:
+		r.held.tend = true
+	case <-r.l.slot.kick:
+	case <-r.l.notes.wake:
+		r.held.tend = true
+	case <-heldC:
+		r.held.armed, r.held.tend = false, true
+	case <-b.deadline:
+	case <-ctx.Done():
+		return false
+	}
+	r.prog.work()
+	if b.deadline != nil {
+		r.timer.Stop()
+	}
+	return true
 }
 
 // spareMaxAge bounds how long a grant no lane could use stays usable: older ones are dropped,

@@ -360,16 +360,9 @@ func (p *Pipeline) Lag() []PartitionLag {
 func (p *Pipeline) Run(ctx context.Context) error {
 	p.lastLoop.Store(time.Now().UnixNano())
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                p.cfg.GroupID,
-		Brokers:           p.cfg.Brokers,
-		Dialer:            p.cfg.Dialer,
-		Topics:            p.cfg.Topics,
-		StartOffset:       p.cfg.StartOffset,
-		SessionTimeout:    p.cfg.SessionTimeout,
-		RebalanceTimeout:  p.cfg.RebalanceTimeout,
-		HeartbeatInterval: p.cfg.HeartbeatInterval,
-		JoinGroupBackoff:  time.Second,
-		ErrorLogger:       kafkaLogger{p.log},
+		ID: p.cfg.GroupID, Brokers: p.cfg.Brokers, Dialer: p.cfg.Dialer, Topics: p.cfg.Topics,
+		StartOffset: p.cfg.StartOffset, SessionTimeout: p.cfg.SessionTimeout, RebalanceTimeout: p.cfg.RebalanceTimeout,
+		HeartbeatInterval: p.cfg.HeartbeatInterval, JoinGroupBackoff: time.Second, ErrorLogger: kafkaLogger{p.log},
 	})
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", p.cfg.GroupID, err)
@@ -397,20 +390,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer tick.Stop()
 	nextCh := make(chan genResult)
 	for {
-		go func() {
-			gen, err := cg.Next(context.Background())
-			nextCh <- genResult{gen, err}
-		}()
-		var r genResult
-	wait:
-		for {
-			select {
-			case r = <-nextCh:
-				break wait
-			case <-tick.C:
-				p.lastLoop.Store(time.Now().UnixNano())
-			}
-		}
+		r := p.nextGeneration(cg, nextCh, tick)
 		if errors.Is(r.err, kafka.ErrGroupClosed) {
 			break
 		}
@@ -456,6 +436,23 @@ type genResult struct {
 	err error
 }
 
+// nextGeneration waits for the consumer group's next generation (or its error), showing the
+// run loop's sign of life every tick meanwhile (liveness.go).
+func (p *Pipeline) nextGeneration(cg *kafka.ConsumerGroup, nextCh chan genResult, tick *time.Ticker) genResult {
+	go func() {
+		gen, err := cg.Next(context.Background())
+		nextCh <- genResult{gen, err}
+	}()
+	for {
+		select {
+		case r := <-nextCh:
+			return r
+		case <-tick.C:
+			p.lastLoop.Store(time.Now().UnixNano())
+		}
+	}
+}
+
 // startGeneration runs one fetch loop per assigned partition and a committer that drains and
 // commits when the generation ends (revoke or shutdown).
 func (p *Pipeline) startGeneration(gen *kafka.Generation) {
@@ -481,53 +478,58 @@ func (p *Pipeline) startGeneration(gen *kafka.Generation) {
 	p.inGroup.Store(true)
 	p.log.Info("joined group", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 
-	gen.Start(func(gctx context.Context) {
-		prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
-		defer p.watch.remove(prog)
-		// failed holds early commits back after a failed commit: retries then wait for the
-		// coalescing tick.
-		failed := false
-		commit := func() { prog.work(); failed = !p.commit(gen, parts); prog.idle() }
-		// Commits follow the watermark and the offset map as they change, coalesced to one
-		// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
-		// nothing settles.
-		t := time.NewTicker(min(p.cfg.CommitInterval, commitCoalesce))
-		defer t.Stop()
-		// Between ticks, a partition that has settled everything it fetched is committed at
-		// once (at the end of a burst the offset need not wait for the next tick), and so is
-		// a backlog of commitEarlyAfter settled messages: what a crash replays then stays
-		// near that many messages (or one idleCommitCheck of deliveries at high rates), not
-		// a whole tick's worth.
-		idle := time.NewTicker(idleCommitCheck)
-		defer idle.Stop()
-		for {
-			select {
-			case <-t.C:
-				p.lastLoop.Store(time.Now().UnixNano())
+	gen.Start(func(gctx context.Context) { p.runCommitter(gctx, gen, parts, &fetchers) })
+}
+
+// runCommitter is a generation's committer: it commits as records settle, and when the
+// generation ends it waits for the fetch loops, drains, commits a last time and marks the
+// partitions revoked (docs/architecture.md "Shutdown order").
+func (p *Pipeline) runCommitter(gctx context.Context, gen *kafka.Generation, parts []*partitionState, fetchers *sync.WaitGroup) {
+	prog := p.watch.add(fmt.Sprintf("committer of generation %d", gen.ID))
+	defer p.watch.remove(prog)
+	// failed holds early commits back after a failed commit: retries then wait for the
+	// coalescing tick.
+	failed := false
+	commit := func() { prog.work(); failed = !p.commit(gen, parts); prog.idle() }
+	// Commits follow the watermark and the offset map as they change, coalesced to one
+	// per commitCoalesce (or KAFKA_COMMIT_INTERVAL when shorter); nothing is sent while
+	// nothing settles.
+	t := time.NewTicker(min(p.cfg.CommitInterval, commitCoalesce))
+	defer t.Stop()
+	// Between ticks, a partition that has settled everything it fetched is committed at
+	// once (at the end of a burst the offset need not wait for the next tick), and so is
+	// a backlog of commitEarlyAfter settled messages: what a crash replays then stays
+	// near that many messages (or one idleCommitCheck of deliveries at high rates), not
+	// a whole tick's worth.
+	idle := time.NewTicker(idleCommitCheck)
+	defer idle.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.lastLoop.Store(time.Now().UnixNano())
+			commit()
+			continue
+		case <-idle.C:
+			if !failed && (settledUncommitted(parts) || settledSinceCommit(parts) >= commitEarlyAfter) {
 				commit()
-				continue
-			case <-idle.C:
-				if !failed && (settledUncommitted(parts) || settledSinceCommit(parts) >= commitEarlyAfter) {
-					commit()
-				}
-				continue
-			case <-gctx.Done():
 			}
-			break
+			continue
+		case <-gctx.Done():
 		}
-		p.draining.Add(1)
-		defer p.draining.Add(-1)
-		deadline := time.Now().Add(p.drainBudget())
-		fetchers.Wait()
-		drained := p.drain(parts, time.Until(deadline))
-		commit()
-		for _, ps := range parts {
-			ps.revoked.Store(true)
-			ps.abandon()
-		}
-		p.revokeEpoch.Add(1) // after the flags: a record that sees the new epoch sees its flag
-		p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
-	})
+		break
+	}
+	p.draining.Add(1)
+	defer p.draining.Add(-1)
+	deadline := time.Now().Add(p.drainBudget())
+	fetchers.Wait()
+	drained := p.drain(parts, time.Until(deadline))
+	commit()
+	for _, ps := range parts {
+		ps.revoked.Store(true)
+		ps.abandon()
+	}
+	p.revokeEpoch.Add(1) // after the flags: a record that sees the new epoch sees its flag
+	p.log.Info("generation ended", "generation", gen.ID, "drained", drained, "partitions", len(parts))
 }
 
 // drain waits until every record handed out from parts is resolved, or timeout. Records a

@@ -273,6 +273,18 @@ func (c *Config) Validate() []string {
 }
 
 func (c *Config) validate(p *problems) {
+	c.validateRequired(p)
+	c.validateBatch(p)
+	c.validateDurations(p)
+	c.validateLimits(p)
+	p.addAll(c.ValidateKafkaSecurity())
+	p.addAll(c.validateOptimize())
+	p.addAll(c.validateFormats())
+}
+
+// validateRequired checks the variables without a default: brokers, topics, group, DLQ topic,
+// the Braze endpoint and key; and the start offset.
+func (c *Config) validateRequired(p *problems) {
 	c.KafkaBrokers = TrimList(c.KafkaBrokers)
 	c.KafkaTopics = TrimList(c.KafkaTopics)
 	if len(c.KafkaBrokers) == 0 {
@@ -303,7 +315,10 @@ func (c *Config) validate(p *problems) {
 	default:
 		p.add("KAFKA_START_OFFSET", "KAFKA_START_OFFSET %q: want earliest or latest", c.KafkaStartOffset)
 	}
-	c.validateBatch(p)
+}
+
+// validateDurations checks the durations and their bounds.
+func (c *Config) validateDurations(p *problems) {
 	positive := map[string]time.Duration{
 		"KAFKA_COMMIT_INTERVAL": c.KafkaCommitInterval, "KAFKA_SESSION_TIMEOUT": c.KafkaSessionTimeout,
 		"KAFKA_REBALANCE_TIMEOUT": c.KafkaRebalanceTimeout, "KAFKA_HEARTBEAT_INTERVAL": c.KafkaHeartbeatInterval,
@@ -337,6 +352,10 @@ func (c *Config) validate(p *problems) {
 	if c.KafkaDrainTimeout >= c.KafkaSessionTimeout && c.KafkaSessionTimeout > 0 {
 		p.add("KAFKA_DRAIN_TIMEOUT/KAFKA_SESSION_TIMEOUT", "KAFKA_DRAIN_TIMEOUT (%s) must be below KAFKA_SESSION_TIMEOUT (%s)", c.KafkaDrainTimeout, c.KafkaSessionTimeout)
 	}
+}
+
+// validateLimits checks rates, counts and sizes.
+func (c *Config) validateLimits(p *problems) {
 	if c.BrazeRateLimit < 0 {
 		p.add("BRAZE_RATE_LIMIT", "BRAZE_RATE_LIMIT must not be negative (0 = unpaced)")
 	}
@@ -375,9 +394,6 @@ func (c *Config) validate(p *problems) {
 	default:
 		p.add("LOG_LEVEL", "LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel)
 	}
-	p.addAll(c.ValidateKafkaSecurity())
-	p.addAll(c.validateOptimize())
-	p.addAll(c.validateFormats())
 }
 
 // maxPerMinute bounds BRAZE_USERS_RATE_LIMIT and BRAZE_SUBSCRIPTION_RATE_LIMIT: 50 times Braze's

@@ -77,13 +77,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 		return err
 	}
 	guard := newGuard(cfg, client, log)
-	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: o.Version, Logger: log}
-	if o.Telemetry != nil {
-		o.Telemetry(&topts)
-	}
-	tel, err := telemetry.Setup(ctx, topts)
+	tel, err := setupTelemetry(ctx, o, log)
 	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -124,6 +120,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, o Options) error {
 		o.Started(p, addr)
 	}
 	return p.Run(ctx)
+}
+
+// setupTelemetry starts tracing and metrics (o.Telemetry may adjust the options).
+func setupTelemetry(ctx context.Context, o Options, log *slog.Logger) (*telemetry.Telemetry, error) {
+	topts := telemetry.Options{ServiceName: "braze-ingestor", ServiceVersion: o.Version, Logger: log}
+	if o.Telemetry != nil {
+		o.Telemetry(&topts)
+	}
+	tel, err := telemetry.Setup(ctx, topts)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	return tel, nil
 }
 
 // pipelineConfig is the part of the pipeline's configuration that comes from cfg.
