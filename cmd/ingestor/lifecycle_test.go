@@ -614,18 +614,20 @@ func TestLifecycleRejectionsDeadLettered(t *testing.T) {
 	t.Logf("dead letters by type and reason: %v", got)
 }
 
-// TestKill9Lifecycle kills the worker with SIGKILL twice in a mixed stream of every kind and
-// restarts it: nothing is lost (every record shows in its profile at least once), every
+// TestKill9Lifecycle kills the worker with SIGKILL twice (at 30% and 65% of the events and
+// purchases delivered) in a mixed stream of every kind and restarts it: nothing is lost (every record shows in its profile at least once), every
 // delete is applied (deleted users are gone, the delete their last operation), and the final
 // state is the last write per user (attributes, subscription states).
 func TestKill9Lifecycle(t *testing.T) {
 	k := newTestKafka(t, 12)
-	sim := newSim(t, func(c *brazesim.Config) { c.Latency = 3 * time.Millisecond })
+	// 20 ms per request and 4 lanes: the stream takes seconds, so the kills land mid-stream
+	// after commits.
+	sim := newSim(t, func(c *brazesim.Config) { c.Latency = 20 * time.Millisecond })
 	exp := newExpectation()
 	produceN(t, k, synth.New(synth.Options{Users: 300, LifecycleShare: 0.2, InvalidShare: 0.01, Seed: 19}), 4000, exp)
 	exp.requireLifecycle(t)
 	cfg := lifecycleConfig(k, sim, "lc-kill9")
-	cfg.Lanes = 4 // slow enough that the kills land mid-stream
+	cfg.Lanes = 4
 	cfg.KafkaSessionTimeout = 6 * time.Second
 	cfg.KafkaDrainTimeout = 3 * time.Second
 	// The child workers read these from the environment (childEnv does not render them).
@@ -634,10 +636,13 @@ func TestKill9Lifecycle(t *testing.T) {
 
 	start := time.Now()
 	var phases []string
-	for cycle := 0; cycle < 2; cycle++ {
+	want := countSeqs(exp)
+	for cycle, at := range []float64{0.3, 0.65} {
 		child := startChild(t, cfg, fmt.Sprintf("lc-worker-%d", cycle))
-		before := sim.Sim.Stats().Requests
-		waitFor(t, 60*time.Second, "some progress", func() bool { return sim.Sim.Stats().Requests > before+40 })
+		// Kill once this share of the events and purchases reached Braze at least once.
+		waitFor(t, 60*time.Second, fmt.Sprintf("%.0f%% delivered", 100*at), func() bool {
+			return want-checkDeliveries(t, sim.Sim, exp).missing >= int(at*float64(want))
+		})
 		if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
