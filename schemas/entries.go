@@ -69,6 +69,17 @@ var entryKeys = [NumKinds]uint32{
 	KindDelete:       1<<eExternalID | 1<<eUserAlias | 1<<eBrazeID | 1<<eEmail | 1<<ePhone | 1<<ePrioritization,
 }
 
+// nullIsAbsent reports the members whose null is their absence: the user identifiers, as in
+// /users/track (docs/braze-rules.md §8 id-6), so that a record from a typed producer with
+// nullable identifiers ({"external_id":null,"email":"a@b.c"}) names the user it has.
+func nullIsAbsent(k entryKey) bool {
+	switch k {
+	case eExternalID, eBrazeID, eUserAlias, eEmail, ePhone:
+		return true
+	}
+	return false
+}
+
 // strictEntry reports the kinds whose unknown members are refused.
 func strictEntry(k Kind) bool { return k == KindMerge || k == KindSubscription || k == KindDelete }
 
@@ -81,7 +92,8 @@ type userRef struct {
 
 // entryState is what the members of one entry tell its rules.
 type entryState struct {
-	seen        uint32 // entryKeys seen
+	named       uint32 // entryKeys named, null or not (a repeated key is refused)
+	seen        uint32 // entryKeys present: named with a value other than a null identifier
 	ref         [eState + 1]strSpan
 	name, label strSpan // user_alias members
 	keep        userRef // merge: identifier_to_keep
@@ -133,8 +145,12 @@ func (st *decodeState) entry(kind Kind, l loc, index int) bool {
 			}
 			return true
 		}
-		if es.seen&(1<<k) != 0 {
+		if es.named&(1<<k) != 0 {
 			bad(r, l, "duplicate key", entryKeyNames[k])
+		}
+		es.named |= 1 << k
+		if s.peek() == 'n' && nullIsAbsent(k) {
+			return s.literal()
 		}
 		es.seen |= 1 << k
 		return st.entryMember(r, l, kind, k, &es)
@@ -197,9 +213,6 @@ func (st *decodeState) entryMember(r *Record, l loc, kind Kind, k entryKey, es *
 	name := entryKeyNames[k]
 	switch k {
 	case eExternalID:
-		if kind == KindAlias && s.peek() == 'n' {
-			return s.literal() // optional: null is absent, as in /users/track (docs/braze-rules.md §8 id-6)
-		}
 		sp, ok := st.idValue(r, l, true, name)
 		es.ref[k] = sp
 		return ok
@@ -526,8 +539,12 @@ func (st *decodeState) mergeIdentifier(r *Record, l loc, name string, ref *userR
 		default:
 			return s.skip()
 		}
-		if es.seen&(1<<k) != 0 {
+		if es.named&(1<<k) != 0 {
 			bad(r, sub, "duplicate key", entryKeyNames[k])
+		}
+		es.named |= 1 << k
+		if s.peek() == 'n' && nullIsAbsent(k) {
+			return s.literal()
 		}
 		es.seen |= 1 << k
 		switch k {

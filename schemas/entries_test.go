@@ -28,6 +28,11 @@ func TestDecodeEntriesValid(t *testing.T) {
 		// external_id, user_alias, email, phone.
 		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"email":"e","prioritization":["identified"],"external_id":"k"}}`), KindMerge, IDExternal, "k"},
 		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"phone":"+1","prioritization":["identified"],"user_alias":{"alias_name":"n","alias_label":"l"}}}`), KindMerge, IDAlias, "l\x00n"},
+		// A null identifier is absent, as in /users/track (a typed producer's nullable fields).
+		{env("delete", `{"external_id":null,"braze_id":"b"}`), KindDelete, IDBraze, "b"},
+		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":null,"email":"a@b"}`), KindSubscription, IDEmail, "a@b"},
+		{env("identify", `{"external_id":"x","user_alias":null,"phone":"+1","prioritization":["identified"]}`), KindIdentify, IDExternal, "x"},
+		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"external_id":null,"phone":"+1","prioritization":["identified"]}}`), KindMerge, IDPhone, "+1"},
 		// use_double_opt_in_logic, Braze's optional Boolean; null is absent.
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12223334444","use_double_opt_in_logic":true}`), KindSubscription, IDPhone, "+12223334444"},
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":"x","use_double_opt_in_logic":null}`), KindSubscription, IDExternal, "x"},
@@ -150,6 +155,9 @@ func TestDecodeEntriesInvalid(t *testing.T) {
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":"x","braze_id":"b"}`), "/data/braze_id", "unknown key"},
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12223334444","use_double_opt_in_logic":"true"}`), "/data/use_double_opt_in_logic", "boolean"},
 		{env("delete", `{}`), "/data", "needs one of"},
+		{env("delete", `{"external_id":null}`), "/data", "needs one of"},
+		{env("delete", `{"external_id":null,"external_id":"x"}`), "/data/external_id", "duplicate"},
+		{env("identify", `{"external_id":null,"user_alias":`+al+`}`), "/data/external_id", "is required"},
 		{env("delete", `{"external_id":"x","braze_id":"b"}`), "/data/braze_id", "only one of"},
 		{env("delete", `{"email":"e"}`), "/data/prioritization", "is required"},
 		{env("delete", `{"external_id":"x","prioritization":["identified"]}`), "/data/prioritization", "only allowed with email or phone"},
