@@ -468,11 +468,11 @@ func (st *decodeState) prioritization(r *Record, l loc, forDelete bool) bool {
 	}
 	s.pos++
 	s.ws()
-	have, n := 0, 0
+	have := 0
 	if s.peek() == ']' {
 		s.pos++
 	} else {
-		for ; ; n++ {
+		for n := 0; ; n++ {
 			s.ws()
 			sp, isStr, ok := st.strValue()
 			if !ok {
@@ -507,7 +507,6 @@ func (st *decodeState) prioritization(r *Record, l loc, forDelete bool) bool {
 				continue
 			} else if c == ']' {
 				s.pos++
-				n++
 				break
 			}
 			return s.failHere("',' or ']' expected in array")
