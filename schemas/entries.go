@@ -104,21 +104,15 @@ type entryState struct {
 // record does for the /users/track kinds.
 func (st *decodeState) entry(kind Kind, l loc, index int) bool {
 	s := &st.s
-	st.out = append(st.out, Record{Kind: kind, Index: index})
-	r := &st.out[len(st.out)-1]
 	start := s.pos
-	if s.peek() != '{' {
-		if !s.skip() {
-			return false
-		}
-		r.Raw = s.buf[start:s.pos]
-		bad(r, l, "must be an object")
-		return true
+	r, done, ok := st.begin(kind, l, index)
+	if done {
+		return ok
 	}
 	var es entryState
 	allowed, strict := entryKeys[kind], strictEntry(kind)
 	st.top.reset()
-	ok := st.members(func(ks, ke int, kesc bool) bool {
+	ok = st.members(func(ks, ke int, kesc bool) bool {
 		key := st.keyBytes(ks, ke, kesc)
 		k := lookupEntryKey(key)
 		if allowed&(1<<k) == 0 {
