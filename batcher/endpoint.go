@@ -20,7 +20,8 @@ import (
 //	              {"email_addresses":[{"email":…,"prioritization":[…]}]} or
 //	              {"phone_numbers":[{"phone":…,"prioritization":[…]}]}, by identifier type
 //	subscription: {"subscription_group_id":"…","subscription_state":"…","external_id":["…",…]}
-//	              (or "email" or "phone"), group and state from the first record
+//	              (or "email" or "phone"), group and state from the first record, and
+//	              "use_double_opt_in_logic":true when the records say so
 //
 // Strings are copied as they appear in the records (escapes kept). The body is never larger
 // than EndpointBodyBound says.
@@ -124,6 +125,11 @@ func encodeIdentifiers[T Object](dst []byte, kind schemas.Kind, objs []T) []byte
 		dst = append(dst, p0.Group...)
 		dst = append(dst, `,"subscription_state":`...)
 		dst = append(dst, p0.State...)
+		if p0.OptIn {
+			// Covered by the record's own bytes: its member "use_double_opt_in_logic":true
+			// is longer than what is added here beyond it (a comma).
+			dst = append(dst, `,"use_double_opt_in_logic":true`...)
+		}
 		dst = append(dst, ',')
 		name = p0.ID.String() // external_id, email or phone
 	} else if int(p0.ID) < len(deleteArrays) {

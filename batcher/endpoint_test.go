@@ -67,6 +67,14 @@ func TestEncodeEndpointBodies(t *testing.T) {
 			`{"subscription_group_id":"g","subscription_state":"unsubscribed","email":["e@x"]}`},
 		{"subscription phone", records(t, schemas.KindSubscription, `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12223334444"}`),
 			`{"subscription_group_id":"g","subscription_state":"subscribed","phone":["+12223334444"]}`},
+		{"null identifiers are absent", records(t, schemas.KindSubscription,
+			`{"subscription_group_id":"g","subscription_state":"subscribed","external_id":null,"email":"e@x"}`),
+			`{"subscription_group_id":"g","subscription_state":"subscribed","email":["e@x"]}`},
+		{"delete null identifier absent", records(t, schemas.KindDelete, `{"external_id":null,"braze_id":"b1"}`), `{"braze_ids":["b1"]}`},
+		{"subscription double opt-in", records(t, schemas.KindSubscription,
+			`{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12","use_double_opt_in_logic":true}`,
+			`{"use_double_opt_in_logic":true,"subscription_group_id":"g","subscription_state":"subscribed","phone":"+13"}`),
+			`{"subscription_group_id":"g","subscription_state":"subscribed","use_double_opt_in_logic":true,"phone":["+12","+13"]}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

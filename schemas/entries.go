@@ -25,6 +25,7 @@ const (
 	eToKeep
 	eGroupID
 	eState
+	eOptIn
 )
 
 var entryKeyNames = [...]string{
@@ -41,13 +42,14 @@ var entryKeyNames = [...]string{
 	eToKeep:         "identifier_to_keep",
 	eGroupID:        "subscription_group_id",
 	eState:          "subscription_state",
+	eOptIn:          "use_double_opt_in_logic",
 }
 
 func lookupEntryKey(b []byte) entryKey {
-	if len(b) > len("subscription_group_id") {
+	if len(b) > len("use_double_opt_in_logic") {
 		return eOther
 	}
-	for k := eExternalID; k <= eState; k++ {
+	for k := eExternalID; k <= eOptIn; k++ {
 		if string(b) == entryKeyNames[k] {
 			return k
 		}
@@ -63,8 +65,19 @@ var entryKeys = [NumKinds]uint32{
 	KindAlias:        1<<eExternalID | 1<<eAliasName | 1<<eAliasLabel,
 	KindIdentify:     1<<eExternalID | 1<<eUserAlias | 1<<eEmail | 1<<ePhone | 1<<ePrioritization,
 	KindMerge:        1<<eToMerge | 1<<eToKeep,
-	KindSubscription: 1<<eGroupID | 1<<eState | 1<<eExternalID | 1<<eEmail | 1<<ePhone,
+	KindSubscription: 1<<eGroupID | 1<<eState | 1<<eExternalID | 1<<eEmail | 1<<ePhone | 1<<eOptIn,
 	KindDelete:       1<<eExternalID | 1<<eUserAlias | 1<<eBrazeID | 1<<eEmail | 1<<ePhone | 1<<ePrioritization,
+}
+
+// nullIsAbsent reports the members whose null is their absence: the user identifiers, as in
+// /users/track (docs/braze-rules.md §8 id-6), so that a record from a typed producer with
+// nullable identifiers ({"external_id":null,"email":"a@b.c"}) names the user it has.
+func nullIsAbsent(k entryKey) bool {
+	switch k {
+	case eExternalID, eBrazeID, eUserAlias, eEmail, ePhone:
+		return true
+	}
+	return false
 }
 
 // strictEntry reports the kinds whose unknown members are refused.
@@ -79,31 +92,27 @@ type userRef struct {
 
 // entryState is what the members of one entry tell its rules.
 type entryState struct {
-	seen        uint32 // entryKeys seen
+	named       uint32 // entryKeys named, null or not (a repeated key is refused)
+	seen        uint32 // entryKeys present: named with a value other than a null identifier
 	ref         [eState + 1]strSpan
 	name, label strSpan // user_alias members
 	keep        userRef // merge: identifier_to_keep
+	optIn       bool    // subscription: use_double_opt_in_logic is true
 }
 
 // entry validates one record of a non-track kind at s.pos and appends it to st.out, like
 // record does for the /users/track kinds.
 func (st *decodeState) entry(kind Kind, l loc, index int) bool {
 	s := &st.s
-	st.out = append(st.out, Record{Kind: kind, Index: index})
-	r := &st.out[len(st.out)-1]
 	start := s.pos
-	if s.peek() != '{' {
-		if !s.skip() {
-			return false
-		}
-		r.Raw = s.buf[start:s.pos]
-		bad(r, l, "must be an object")
-		return true
+	r, done, ok := st.begin(kind, l, index)
+	if done {
+		return ok
 	}
 	var es entryState
 	allowed, strict := entryKeys[kind], strictEntry(kind)
 	st.top.reset()
-	ok := st.members(func(ks, ke int, kesc bool) bool {
+	ok = st.members(func(ks, ke int, kesc bool) bool {
 		key := st.keyBytes(ks, ke, kesc)
 		k := lookupEntryKey(key)
 		if allowed&(1<<k) == 0 {
@@ -130,8 +139,12 @@ func (st *decodeState) entry(kind Kind, l loc, index int) bool {
 			}
 			return true
 		}
-		if es.seen&(1<<k) != 0 {
+		if es.named&(1<<k) != 0 {
 			bad(r, l, "duplicate key", entryKeyNames[k])
+		}
+		es.named |= 1 << k
+		if s.peek() == 'n' && nullIsAbsent(k) {
+			return s.literal()
 		}
 		es.seen |= 1 << k
 		return st.entryMember(r, l, kind, k, &es)
@@ -194,9 +207,6 @@ func (st *decodeState) entryMember(r *Record, l loc, kind Kind, k entryKey, es *
 	name := entryKeyNames[k]
 	switch k {
 	case eExternalID:
-		if kind == KindAlias && s.peek() == 'n' {
-			return s.literal() // optional: null is absent, as in /users/track (docs/braze-rules.md §8 id-6)
-		}
 		sp, ok := st.idValue(r, l, true, name)
 		es.ref[k] = sp
 		return ok
@@ -232,6 +242,8 @@ func (st *decodeState) entryMember(r *Record, l loc, kind Kind, k entryKey, es *
 		return st.alias(r, l, &es.name, &es.label)
 	case ePrioritization:
 		return st.prioritization(r, l, kind == KindDelete)
+	case eOptIn:
+		return st.optIn(r, l, es)
 	case eToMerge, eToKeep:
 		var ref userRef
 		if !st.mergeIdentifier(r, l, name, &ref) {
@@ -287,6 +299,9 @@ func (st *decodeState) entryRules(r *Record, l loc, kind Kind, es *entryState) {
 			h := fnv1a.Add(fnv1a.Offset, st.valueBytes(es.ref[eGroupID].start, es.ref[eGroupID].end, es.ref[eGroupID].esc))
 			h = fnv1a.Add(fnv1a.AddByte(h, 0), st.valueBytes(es.ref[eState].start, es.ref[eState].end, es.ref[eState].esc))
 			h = fnv1a.AddByte(fnv1a.AddByte(h, 0), byte(ref.kind))
+			if es.optIn {
+				h = fnv1a.AddByte(h, 1)
+			}
 			r.PackKey = uint32(h ^ h>>32)
 		}
 	case KindDelete:
@@ -435,7 +450,7 @@ const (
 	prLeastRecent
 )
 
-// prioritization reads a prioritization array: a non-empty array of the values Braze allows
+// prioritization reads a prioritization array: an array of the values Braze allows
 // (least_recently_updated is not among /users/delete's), holding at most one of identified
 // and unidentified.
 func (st *decodeState) prioritization(r *Record, l loc, forDelete bool) bool {
@@ -447,11 +462,11 @@ func (st *decodeState) prioritization(r *Record, l loc, forDelete bool) bool {
 	}
 	s.pos++
 	s.ws()
-	have, n := 0, 0
+	have := 0
 	if s.peek() == ']' {
 		s.pos++
 	} else {
-		for ; ; n++ {
+		for n := 0; ; n++ {
 			s.ws()
 			sp, isStr, ok := st.strValue()
 			if !ok {
@@ -486,23 +501,21 @@ func (st *decodeState) prioritization(r *Record, l loc, forDelete bool) bool {
 				continue
 			} else if c == ']' {
 				s.pos++
-				n++
 				break
 			}
 			return s.failHere("',' or ']' expected in array")
 		}
 	}
-	switch {
-	case n == 0:
-		bad(r, l, "must not be empty", name)
-	case have&(prIdentified|prUnidentified) == prIdentified|prUnidentified:
+	// An empty array is sent: Braze documents no error for it (docs/braze-rules.md §7).
+	if have&(prIdentified|prUnidentified) == prIdentified|prUnidentified {
 		bad(r, l, "may hold only one of identified and unidentified", name)
 	}
 	return true
 }
 
-// mergeIdentifier reads a /users/merge identifier object: exactly one of external_id (string),
-// user_alias (object), email (string) or phone (string); email and phone need prioritization.
+// mergeIdentifier reads a /users/merge identifier object: at least one of external_id
+// (string), user_alias (object), email (string) or phone (string); email and phone need
+// prioritization.
 // Other members are Braze's to judge.
 func (st *decodeState) mergeIdentifier(r *Record, l loc, name string, ref *userRef) bool {
 	s := &st.s
@@ -519,8 +532,12 @@ func (st *decodeState) mergeIdentifier(r *Record, l loc, name string, ref *userR
 		default:
 			return s.skip()
 		}
-		if es.seen&(1<<k) != 0 {
+		if es.named&(1<<k) != 0 {
 			bad(r, sub, "duplicate key", entryKeyNames[k])
+		}
+		es.named |= 1 << k
+		if s.peek() == 'n' && nullIsAbsent(k) {
+			return s.literal()
 		}
 		es.seen |= 1 << k
 		switch k {
@@ -544,10 +561,36 @@ func (st *decodeState) mergeIdentifier(r *Record, l loc, name string, ref *userR
 	if !ok {
 		return false
 	}
-	id, sp := st.oneOf(r, sub, &es, 1<<eExternalID|1<<eUserAlias|1<<eEmail|1<<ePhone, "external_id, user_alias, email or phone")
-	if (id == eEmail || id == ePhone) && es.seen&(1<<ePrioritization) == 0 {
+	// Braze documents the error for an identifier with none of the four, not for one with
+	// several: that is sent for Braze to judge, and ordered by the first of external_id,
+	// user_alias, email, phone it has (docs/braze-rules.md §7).
+	id := eOther
+	for _, k := range [...]entryKey{eExternalID, eUserAlias, eEmail, ePhone} {
+		if es.seen&(1<<k) != 0 {
+			id = k
+			break
+		}
+	}
+	if id == eOther {
+		bad(r, sub, "needs one of external_id, user_alias, email or phone")
+	}
+	if es.seen&(1<<eEmail|1<<ePhone) != 0 && es.seen&(1<<ePrioritization) == 0 {
 		bad(r, sub, "is required with email or phone", "prioritization")
 	}
-	*ref = userRef{kind: idKindOf(id), val: sp, name: es.name, label: es.label}
+	*ref = userRef{kind: idKindOf(id), val: es.ref[id], name: es.name, label: es.label}
 	return true
+}
+
+// optIn reads a subscription's use_double_opt_in_logic: a boolean (Braze documents it as an
+// optional Boolean, false when omitted); null is absent. Only true changes the request, so
+// only true is sent (batcher.EncodeEndpoint) and set apart in the PackKey.
+func (st *decodeState) optIn(r *Record, l loc, es *entryState) bool {
+	s := &st.s
+	switch s.peek() {
+	case 't', 'f', 'n':
+		es.optIn = s.peek() == 't'
+		return s.literal()
+	}
+	bad(r, l, "must be a boolean", entryKeyNames[eOptIn])
+	return s.skip()
 }

@@ -21,6 +21,21 @@ func TestDecodeEntriesValid(t *testing.T) {
 		{env("identify", `{"external_id":"x","user_alias":{"alias_name":"n","alias_label":"l"}}`), KindIdentify, IDExternal, "x"},
 		{env("identify", `{"external_id":"x","email":"a@b.c","prioritization":["unidentified","most_recently_updated"]}`), KindIdentify, IDExternal, "x"},
 		{env("identify", `{"external_id":"x\u00e9","phone":"+1555","prioritization":["least_recently_updated"]}`), KindIdentify, IDExternal, "xé"},
+		// Braze documents no error for an empty prioritization: sent for Braze to judge.
+		{env("identify", `{"external_id":"x","phone":"+1","prioritization":[]}`), KindIdentify, IDExternal, "x"},
+		{env("delete", `{"email":"e","prioritization":[]}`), KindDelete, IDEmail, "e"},
+		// Nor for a merge identifier naming several users: ordered by the first of
+		// external_id, user_alias, email, phone.
+		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"email":"e","prioritization":["identified"],"external_id":"k"}}`), KindMerge, IDExternal, "k"},
+		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"phone":"+1","prioritization":["identified"],"user_alias":{"alias_name":"n","alias_label":"l"}}}`), KindMerge, IDAlias, "l\x00n"},
+		// A null identifier is absent, as in /users/track (a typed producer's nullable fields).
+		{env("delete", `{"external_id":null,"braze_id":"b"}`), KindDelete, IDBraze, "b"},
+		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":null,"email":"a@b"}`), KindSubscription, IDEmail, "a@b"},
+		{env("identify", `{"external_id":"x","user_alias":null,"phone":"+1","prioritization":["identified"]}`), KindIdentify, IDExternal, "x"},
+		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"external_id":null,"phone":"+1","prioritization":["identified"]}}`), KindMerge, IDPhone, "+1"},
+		// use_double_opt_in_logic, Braze's optional Boolean; null is absent.
+		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12223334444","use_double_opt_in_logic":true}`), KindSubscription, IDPhone, "+12223334444"},
+		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":"x","use_double_opt_in_logic":null}`), KindSubscription, IDExternal, "x"},
 		{env("merge", `{"identifier_to_merge":{"external_id":"old"},"identifier_to_keep":{"external_id":"new"}}`), KindMerge, IDExternal, "new"},
 		{env("merge", `{"identifier_to_merge":{"email":"e","prioritization":["identified"]},"identifier_to_keep":`+keepAlias+`}`), KindMerge, IDAlias, "l\x00n"},
 		{env("merge", `{"identifier_to_merge":{"external_id":"o"},"identifier_to_keep":{"phone":"+1","prioritization":["identified"]}}`), KindMerge, IDPhone, "+1"},
@@ -82,10 +97,17 @@ func TestSubscriptionPackKey(t *testing.T) {
 	if b := pk(`{"external_id":"y","subscription_state":"subscribed","subscription_group_id":"g\u0031"}`); a != b {
 		t.Errorf("same group, state and identifier type: PackKey %d != %d", a, b)
 	}
+	// use_double_opt_in_logic false or null is Braze's default, as when it is absent.
+	for _, same := range []string{"false", "null"} {
+		if b := pk(`{"subscription_group_id":"g1","subscription_state":"subscribed","external_id":"y","use_double_opt_in_logic":` + same + `}`); a != b {
+			t.Errorf("use_double_opt_in_logic %s: PackKey %d != %d", same, b, a)
+		}
+	}
 	for _, other := range []string{
 		`{"subscription_group_id":"g2","subscription_state":"subscribed","external_id":"x"}`,
 		`{"subscription_group_id":"g1","subscription_state":"unsubscribed","external_id":"x"}`,
 		`{"subscription_group_id":"g1","subscription_state":"subscribed","email":"x"}`,
+		`{"subscription_group_id":"g1","subscription_state":"subscribed","external_id":"x","use_double_opt_in_logic":true}`,
 	} {
 		if pk(other) == a {
 			t.Errorf("%s: same PackKey as another group, state or identifier type", other)
@@ -109,7 +131,6 @@ func TestDecodeEntriesInvalid(t *testing.T) {
 		{env("identify", `{"external_id":"x","user_alias":`+al+`,"email":"e","prioritization":["identified"]}`), "/data/email", "only one of"},
 		{env("identify", `{"external_id":"x","email":"e"}`), "/data/prioritization", "is required with email or phone"},
 		{env("identify", `{"external_id":"x","phone":"+1","prioritization":"identified"}`), "/data/prioritization", "array"},
-		{env("identify", `{"external_id":"x","phone":"+1","prioritization":[]}`), "/data/prioritization", "not be empty"},
 		{env("identify", `{"external_id":"x","phone":"+1","prioritization":["identified","unidentified"]}`), "/data/prioritization", "only one of identified and unidentified"},
 		{env("identify", `{"external_id":"x","phone":"+1","prioritization":["newest"]}`), "/data/prioritization/0", "must be one of"},
 		{env("identify", `{"external_id":"x","user_alias":{"alias_name":"n"}}`), "/data/user_alias/alias_label", "is required"},
@@ -119,7 +140,7 @@ func TestDecodeEntriesInvalid(t *testing.T) {
 		{env("merge", `{"identifier_to_merge":{"external_id":"a"},"identifier_to_keep":{"external_id":"b"},"x":1}`), "/data/x", "unknown key"},
 		{env("merge", `{"identifier_to_merge":"a","identifier_to_keep":{"external_id":"b"}}`), "/data/identifier_to_merge", "must be an object"},
 		{env("merge", `{"identifier_to_merge":{"braze_id":"a"},"identifier_to_keep":{"external_id":"b"}}`), "/data/identifier_to_merge", "needs one of"},
-		{env("merge", `{"identifier_to_merge":{"external_id":"a"},"identifier_to_keep":{"external_id":"b","email":"e"}}`), "/data/identifier_to_keep/email", "only one of"},
+		{env("merge", `{"identifier_to_merge":{"external_id":"a"},"identifier_to_keep":{"external_id":"b","email":"e"}}`), "/data/identifier_to_keep/prioritization", "is required"},
 		{env("merge", `{"identifier_to_merge":{"email":"e"},"identifier_to_keep":{"external_id":"b"}}`), "/data/identifier_to_merge/prioritization", "is required"},
 		{env("merge", `{"identifier_to_merge":{"external_id":"a"},"identifier_to_keep":{"user_alias":{"alias_name":"","alias_label":"l"}}}`), "/data/identifier_to_keep/user_alias/alias_name", "non-empty"},
 		{env("merge", `{"identifier_to_merge":{"external_id":5},"identifier_to_keep":{"external_id":"b"}}`), "/data/identifier_to_merge/external_id", "non-empty"},
@@ -132,7 +153,11 @@ func TestDecodeEntriesInvalid(t *testing.T) {
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"555-1234"}`), "/data/phone", "E.164"},
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":["x"]}`), "/data/external_id", "non-empty string"},
 		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","external_id":"x","braze_id":"b"}`), "/data/braze_id", "unknown key"},
+		{env("subscription", `{"subscription_group_id":"g","subscription_state":"subscribed","phone":"+12223334444","use_double_opt_in_logic":"true"}`), "/data/use_double_opt_in_logic", "boolean"},
 		{env("delete", `{}`), "/data", "needs one of"},
+		{env("delete", `{"external_id":null}`), "/data", "needs one of"},
+		{env("delete", `{"external_id":null,"external_id":"x"}`), "/data/external_id", "duplicate"},
+		{env("identify", `{"external_id":null,"user_alias":`+al+`}`), "/data/external_id", "is required"},
 		{env("delete", `{"external_id":"x","braze_id":"b"}`), "/data/braze_id", "only one of"},
 		{env("delete", `{"email":"e"}`), "/data/prioritization", "is required"},
 		{env("delete", `{"external_id":"x","prioritization":["identified"]}`), "/data/prioritization", "only allowed with email or phone"},
@@ -254,6 +279,10 @@ func TestSamePack(t *testing.T) {
 		if SamePack(KindSubscription, sub("g", "subscribed", "email"), b) {
 			t.Errorf("%s: the same pack as group g, subscribed, email", b)
 		}
+	}
+	optIn := []byte(`{"subscription_group_id":"g","subscription_state":"subscribed","email":"w","use_double_opt_in_logic":true}`)
+	if SamePack(KindSubscription, sub("g", "subscribed", "email"), optIn) {
+		t.Error("use_double_opt_in_logic true and absent: the same pack")
 	}
 	if SamePack(KindDelete, []byte(`{"external_id":"a"}`), []byte(`{"braze_id":"a"}`)) || !SamePack(KindDelete, []byte(`{"external_id":"a"}`), []byte(`{"external_id":"b"}`)) {
 		t.Error("delete: identifier types not told apart")

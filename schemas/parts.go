@@ -15,6 +15,9 @@ type Parts struct {
 	// Group and State are a subscription's subscription_group_id and subscription_state
 	// strings.
 	Group, State []byte
+	// OptIn is a subscription's use_double_opt_in_logic: true (absent, false and null are
+	// Braze's default, false).
+	OptIn bool
 }
 
 // EntryParts scans raw, the Raw of a valid record of kind k (Decoder gave it no Err), for the
@@ -48,13 +51,16 @@ func EntryParts(k Kind, raw []byte) (p Parts, ok bool) {
 		}
 		s.ws()
 		start := s.pos
-		isNull := s.peek() == 'n'
+		isNull, isTrue := s.peek() == 'n', s.peek() == 't'
 		if !s.skip() {
 			return p, false
 		}
 		v := raw[start:s.pos]
 		if ek := lookupEntryKey(key); !isNull && entryKeys[k]&(1<<ek) != 0 {
 			p.set(k, ek, v)
+			if ek == eOptIn {
+				p.OptIn = isTrue
+			}
 		}
 		s.ws()
 		switch s.peek() {
@@ -86,9 +92,9 @@ func (p *Parts) set(k Kind, ek entryKey, v []byte) {
 }
 
 // SamePack reports whether two valid records of kind k, a and b their Raw, may share one
-// request beyond having the same PackKey: for a subscription, the same group, state and
-// identifier type as written (PackKey is a 32-bit hash of them, so two groups can share one);
-// for a delete, the same identifier type; always for the other kinds. Strings are compared
+// request beyond having the same PackKey: for a subscription, the same group, state,
+// identifier type and use_double_opt_in_logic as written (PackKey is a 32-bit hash of them,
+// so two groups can share one); for a delete, the same identifier type; always for the other kinds. Strings are compared
 // as written, so the same group escaped differently reports false: the records then only
 // go in separate requests.
 func SamePack(k Kind, a, b []byte) bool {
@@ -97,5 +103,6 @@ func SamePack(k Kind, a, b []byte) bool {
 	}
 	pa, okA := EntryParts(k, a)
 	pb, okB := EntryParts(k, b)
-	return okA && okB && pa.ID == pb.ID && string(pa.Group) == string(pb.Group) && string(pa.State) == string(pb.State)
+	return okA && okB && pa.ID == pb.ID && pa.OptIn == pb.OptIn &&
+		string(pa.Group) == string(pb.Group) && string(pa.State) == string(pb.State)
 }

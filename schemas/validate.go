@@ -161,6 +161,24 @@ func (st *decodeState) keyString(ks, ke int, kesc bool) string {
 	return string(appendUnescaped(nil, st.s.buf[ks:ke]))
 }
 
+// begin appends a record of kind at s.pos to st.out. A value that is not an object is a
+// record whose Err says so: then done is true, and ok is false only on a syntax error.
+func (st *decodeState) begin(kind Kind, l loc, index int) (r *Record, done, ok bool) {
+	s := &st.s
+	st.out = append(st.out, Record{Kind: kind, Index: index})
+	r = &st.out[len(st.out)-1]
+	if s.peek() == '{' {
+		return r, false, true
+	}
+	start := s.pos
+	if !s.skip() {
+		return r, true, false
+	}
+	r.Raw = s.buf[start:s.pos]
+	bad(r, l, "must be an object")
+	return r, true, true
+}
+
 // record validates the Braze object at s.pos and appends it to st.out. It returns false
 // only on a syntax error; a rule failure sets the record's Err. A non-object value (possible
 // in a bundle) becomes a record whose Err says so.
@@ -169,16 +187,10 @@ func (st *decodeState) record(kind Kind, l loc, index int) bool {
 		return st.entry(kind, l, index)
 	}
 	s := &st.s
-	st.out = append(st.out, Record{Kind: kind, Index: index})
-	r := &st.out[len(st.out)-1]
 	start := s.pos
-	if s.peek() != '{' {
-		if !s.skip() {
-			return false
-		}
-		r.Raw = s.buf[start:s.pos]
-		bad(r, l, "must be an object")
-		return true
+	r, done, ok := st.begin(kind, l, index)
+	if done {
+		return ok
 	}
 
 	var (
