@@ -589,13 +589,15 @@ func (p *Pipeline) delivered(items []item) {
 		n++
 		done.add(it.ack)
 	}
-	done.flush()
+	// Counted before the acknowledgements: whoever sees the records settled (a commit, a
+	// test waiting for the watermark) sees them counted.
 	for k, c := range kinds {
 		if c > 0 {
 			p.stats.RecordsDelivered[k].Add(c)
 			p.stats.Endpoint[schemas.Kind(k).Endpoint()].Delivered.Add(c)
 		}
 	}
+	done.flush()
 }
 
 func (p *Pipeline) anyRevoked(items []item) bool {
