@@ -32,7 +32,7 @@ type Config struct {
 	KafkaGroupID    string   `envconfig:"KAFKA_GROUP_ID" desc:"consumer group id (required)"`
 	KafkaDLQTopic   string   `envconfig:"KAFKA_DLQ_TOPIC" desc:"dead-letter topic (required)"`
 	BrazeEndpoint   string   `envconfig:"BRAZE_REST_ENDPOINT" desc:"Braze REST endpoint of your instance, e.g. https://rest.iad-01.braze.com (required; https except on loopback)"`
-	BrazeAPIKey     string   `envconfig:"BRAZE_API_KEY" desc:"Braze REST API key with users.track (this or BRAZE_API_KEY_FILE)"`
+	BrazeAPIKey     string   `envconfig:"BRAZE_API_KEY" desc:"Braze REST API key with users.track and the permission of each other endpoint in ENDPOINTS (this or BRAZE_API_KEY_FILE)"`
 	BrazeAPIKeyFile string   `envconfig:"BRAZE_API_KEY_FILE" desc:"file holding the API key (Kubernetes secret mount)"`
 
 	KafkaStartOffset       string        `envconfig:"KAFKA_START_OFFSET" default:"earliest" desc:"where a new group starts: earliest or latest"`
