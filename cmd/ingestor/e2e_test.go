@@ -199,6 +199,19 @@ func startChild(t *testing.T, cfg *Config, name string) *exec.Cmd {
 	return cmd
 }
 
+// waitJoined waits until the child's log says it joined its consumer group. Kill tests wait
+// for it before they aim a kill: a child killed during its join left a member the in-process
+// broker did not expire in two CI runs, and the next worker kept half the partitions for
+// minutes (the real-broker runs of these tests cover kills at any point).
+func waitJoined(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	name := cmd.Stdout.(*os.File).Name()
+	waitFor(t, 60*time.Second, "the worker joined its group", func() bool {
+		b, _ := os.ReadFile(name)
+		return strings.Contains(string(b), `"msg":"joined group"`)
+	})
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]

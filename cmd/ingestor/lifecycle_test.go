@@ -639,6 +639,7 @@ func TestKill9Lifecycle(t *testing.T) {
 	want := countSeqs(exp)
 	for cycle, at := range []float64{0.3, 0.65} {
 		child := startChild(t, cfg, fmt.Sprintf("lc-worker-%d", cycle))
+		waitJoined(t, child)
 		// Kill once this share of the events and purchases reached Braze at least once.
 		waitFor(t, 60*time.Second, fmt.Sprintf("%.0f%% delivered", 100*at), func() bool {
 			return want-checkDeliveries(t, sim.Sim, exp).missing >= int(at*float64(want))

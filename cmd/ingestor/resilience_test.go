@@ -435,6 +435,7 @@ func TestKill9Cycles(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for cycle := 0; cycle < 10; cycle++ {
 		child := startChild(t, cfg, fmt.Sprintf("kill9-%d", cycle))
+		waitJoined(t, child)
 		before := sim.Sim.Stats().Objects
 		// Kill at a random point once the worker is moving.
 		waitFor(t, 60*time.Second, "progress", func() bool { return sim.Sim.Stats().Objects > before })
