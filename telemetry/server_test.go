@@ -159,9 +159,8 @@ func TestServerConnectionCap(t *testing.T) {
 	if s.Open() > capN {
 		t.Fatalf("open %d > cap %d", s.Open(), capN)
 	}
-	if s.Shed() < 200 {
-		t.Fatalf("shed %d, want 200", s.Shed())
-	}
+	// The client may see its connection closed before the server has counted it.
+	waitFor(t, "200 connections shed", 5*time.Second, func() bool { return s.Shed() >= 200 })
 	if !strings.Contains(logs.String(), `"msg":"http: connection cap reached; closing new connections"`) {
 		t.Fatalf("no JSON log line about the cap: %s", logs.String())
 	}
