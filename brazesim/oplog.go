@@ -32,14 +32,17 @@ func (s *Sim) logOp(u *user, ep endpoint.Endpoint, req uint64, at time.Time, det
 }
 
 // logTrack records a /users/track request on u once per request (caller holds u.mu):
-// it extends the profile's last entry when that is a /users/track run, else starts a
-// run. order is the application mark of the first object of the request applied to u.
+// it extends the profile's last entry when that is a /users/track run that this request
+// follows in arrival order, else starts a run (a request applied after a later-arriving
+// one, as when the later one's client gave up and skipped the latency, gets an entry of
+// its own: a run is the requests from Request to LastRequest). order is the application
+// mark of the first object of the request applied to u.
 func (s *Sim) logTrack(u *user, req, order uint64, at int64) {
 	if u.opMark == req {
 		return
 	}
 	u.opMark = req
-	if l := u.ops.last(); l != nil && l.ep == endpoint.Track && l.brazeID == u.brazeID {
+	if l := u.ops.last(); l != nil && l.ep == endpoint.Track && l.brazeID == u.brazeID && req > l.lastReq {
 		l.lastOrder, l.lastReq, l.lastAt = order, req, at
 		l.count++
 		return

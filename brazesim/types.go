@@ -33,9 +33,10 @@ type User struct {
 }
 
 // Op is one entry of a profile's operation log (Sim.Ops): a request of some endpoint
-// that was applied to the profile. Consecutive /users/track requests on one profile are
-// one Op (a run of Count requests, from Order/Request/Time to LastOrder/LastRequest/
-// LastTime); every other request is an Op of its own (Count 1).
+// that was applied to the profile. Consecutive /users/track requests on one profile, each
+// applied after the requests that arrived before it, are one Op (a run of Count requests,
+// from Order/Request/Time to LastOrder/LastRequest/LastTime); a request applied after a
+// later-arriving one starts a new Op, and every other request is an Op of its own (Count 1).
 type Op struct {
 	// Order is the global order of application across all endpoints and users: for one
 	// user, a smaller Order was applied earlier.

@@ -1,6 +1,7 @@
 package brazesim
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -396,5 +397,48 @@ func TestSubscriptionLimitConfig(t *testing.T) {
 	}
 	if d := DefaultConfig(); d.SubscriptionLimit != 5000 || d.UserOpsLimit != 20000 {
 		t.Fatalf("defaults %d %d", d.SubscriptionLimit, d.UserOpsLimit)
+	}
+}
+
+// Two /users/track requests on one user applied out of arrival order (the later one's
+// client gave up, so it skipped the latency and was applied first): the log shows each
+// request, in the order applied, rather than one run whose range misses the earlier one.
+func TestOpLogTrackOutOfOrder(t *testing.T) {
+	s := newSim(t, func(c *Config) { c.Latency = 400 * time.Millisecond })
+	send := func(ctx context.Context, n int) {
+		body := fmt.Sprintf(`{"events":[{"external_id":"o","name":"e","time":"2026-01-01T00:00:00Z","properties":{"n":%d}}]}`, n)
+		hr := httptest.NewRequest(http.MethodPost, PathTrack, strings.NewReader(body)).WithContext(ctx)
+		hr.Header.Set("Content-Type", "application/json")
+		hr.Header.Set("Authorization", "Bearer dev-key")
+		s.ServeHTTP(httptest.NewRecorder(), hr)
+	}
+	mustTrack(t, s, `{"attributes":[{"external_id":"o","n":0}]}`)
+	done := make(chan struct{})
+	go func() { defer close(done); send(context.Background(), 1) }()
+	time.Sleep(100 * time.Millisecond) // request 1 arrived and waits out the latency
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	send(ctx, 2) // arrives second, applied first
+	<-done
+	u, _ := s.User("external_id", "o")
+	if len(u.Events) != 2 || u.Events[0].Properties["n"] != 2.0 {
+		t.Fatalf("events %+v: want request 2's event applied first", u.Events)
+	}
+	ops := s.Ops("external_id", "o")
+	covered := func(req uint64) bool {
+		for _, o := range ops {
+			if o.Endpoint == "track" && req >= o.Request && req <= max(o.Request, o.LastRequest) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, e := range u.Events {
+		if !covered(e.Seq) {
+			t.Errorf("event of request %d is in no track entry of the log %+v", e.Seq, ops)
+		}
+	}
+	if len(ops) != 2 || ops[1].Request != u.Events[1].Seq {
+		t.Errorf("log %+v: want a run up to request 2, then the late request 1 on its own", ops)
 	}
 }
