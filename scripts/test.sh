@@ -56,7 +56,7 @@ KAFKA_TEST_SECURITY=plaintext go test -count=1 -timeout 20m -run "$real_suite" .
 step "DLQ writer, replay and DLQ stage on Apache Kafka (topics with a small max.message.bytes)"
 go test -count=1 -timeout 10m -run '^(TestWriter.*|TestReplay.*|TestDLQLetterTooLargeAndTombstone)$' ./dlq ./pipeline
 step "end-to-end suite on Apache Kafka, SASL_SSL / SCRAM-SHA-512"
-KAFKA_TEST_SECURITY=sasl_ssl go test -count=1 -timeout 20m -run '^(TestEndToEnd|TestGracefulShutdownNoRedelivery)$' ./cmd/ingestor
+KAFKA_TEST_SECURITY=sasl_ssl go test -count=1 -timeout 20m -run '^(TestEndToEnd|TestGracefulShutdownNoRedelivery|TestRealKafkaLifecycleMixed)$' ./cmd/ingestor
 
 step "fuzzing the decoder"
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime=20s ./schemas
