@@ -459,3 +459,43 @@ func TestRevokedHeldRecordsAreDropped(t *testing.T) {
 		t.Errorf("u1: %d requests, want its first track only", len(c))
 	}
 }
+
+// One endpoint's outage is not isolated on the strength of another endpoint's accepted
+// requests: while /users/delete answers only 5xx and /users/track accepts everything, the
+// deletes are retried, never dead-lettered as persistent_5xx, and delivered once /users/delete
+// is back.
+func TestEndpointOutageIsNotIsolated(t *testing.T) {
+	var mu sync.Mutex
+	var start time.Time
+	braze := &epBraze{answer: func(ep endpoint.Endpoint, users []string) sink.Response {
+		mu.Lock()
+		defer mu.Unlock()
+		if start.IsZero() {
+			start = time.Now()
+		}
+		if ep == endpoint.Delete && time.Since(start) < 600*time.Millisecond {
+			return classify(503, `{"message":"unavailable"}`)
+		}
+		return classify(201, `{"message":"success"}`)
+	}}
+	h := startOrder(t, braze, func(c *Config) {
+		c.Isolate5xxAfter = 20 * time.Millisecond
+		c.RetryInitial, c.RetryMax = 10*time.Millisecond, 20*time.Millisecond
+	})
+	for i := range 4 {
+		h.feed(testRecord(schemas.KindDelete, fmt.Sprintf("d%d", i), 1, 0))
+	}
+	n := int64(4)
+	// Track traffic of other users is accepted throughout the delete outage.
+	for deadline := time.Now().Add(700 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		h.feed(testRecord(schemas.KindEvent, fmt.Sprintf("t%d", n), 1, 0))
+		n++
+	}
+	waitSettled(t, h.ps, n)
+	if letters := h.mq.snapshot(); len(letters) != 0 {
+		t.Fatalf("%d dead letters (first: %s, %s) while only /users/delete was down, want 0", len(letters), letters[0].Reason, letters[0].Error)
+	}
+	if d := h.p.stats.Snapshot().RecordsDelivered; d != n {
+		t.Errorf("delivered %d, want %d", d, n)
+	}
+}

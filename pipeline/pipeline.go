@@ -226,8 +226,9 @@ type Pipeline struct {
 	// objCap is the object cap lowered by a "too many objects" answer (send_split.go); 0
 	// while the configured limit holds.
 	objCap atomic.Int64
-	// lastAccepted is when Braze last accepted a request (unix nanos; send_observe.go).
-	lastAccepted atomic.Int64
+	// lastAccepted is when Braze last accepted a request, per endpoint (unix nanos;
+	// send_observe.go): proof for send_isolate.go that the endpoint is up.
+	lastAccepted [endpoint.Count]atomic.Int64
 
 	fetchDialer *kafka.Dialer
 	// workCtx ends only at the hard stop (shutdown timeout).

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
 
@@ -13,9 +14,9 @@ import (
 // answers for longer than Config.Isolate5xxAfter is split; its halves are suspects, split
 // again after suspectAttempts 5xx answers in a row. Splitting costs nothing but requests, so
 // it needs no proof; rejecting does: a lone record is dead-lettered as persistent_5xx only if
-// Braze accepted other requests since the run of 5xx began (the record's siblings or other
-// lanes), so during an outage nothing is dead-lettered and the lone record keeps being
-// retried. A no-op when Isolate5xxAfter < 0.
+// Braze accepted other requests of the same endpoint since the run of 5xx began (the record's
+// siblings or other lanes), so during an outage, of Braze or of one endpoint, nothing is
+// dead-lettered and the lone record keeps being retried. A no-op when Isolate5xxAfter < 0.
 type isolateLayer struct {
 	p     *Pipeline
 	next  sendLayer
@@ -50,7 +51,7 @@ func (l *isolateLayer) send(ctx context.Context, r *request) results {
 			res.place(pending, halves(ctx, sub, res.last, l.send))
 			return res
 		}
-		if l.p.acceptedSince(root) {
+		if l.p.acceptedSince(r.endpoint(), root) {
 			l.p.log.Warn("a record got only 5xx answers while Braze accepted other requests; dead-lettering it", "answer", res.last.Describe(), "attempts", r.attempt)
 			res.mark(pending, sink.Verdict{Outcome: sink.OutcomeRejected, Reason: dlq.ReasonPersistent5xx, Attempts: r.attempt,
 				Error: fmt.Sprintf("only 5xx answers while other requests were accepted; last answer: %s", res.last.Describe())})
@@ -64,8 +65,10 @@ func (l *isolateLayer) send(ctx context.Context, r *request) results {
 	return res
 }
 
-func (p *Pipeline) acceptedSince(t time.Time) bool {
-	return !t.IsZero() && time.Unix(0, p.lastAccepted.Load()).After(t)
+// acceptedSince reports whether Braze accepted a request of ep after t: only the same
+// endpoint's answers show that it is up (track may be healthy while /users/delete is down).
+func (p *Pipeline) acceptedSince(ep endpoint.Endpoint, t time.Time) bool {
+	return !t.IsZero() && time.Unix(0, p.lastAccepted[ep].Load()).After(t)
 }
 
 // isolating reports whether the retry layer hands a request to the isolate layer: its run of

@@ -30,7 +30,7 @@ func (o *observeLayer) send(ctx context.Context, r *request) results {
 	p.stats.RequestsStatus[resp.StatusClass()].Add(1)
 	if resp.Class == sink.Delivered || resp.Class == sink.Partial {
 		p.stats.ObjectsSent.Add(int64(len(r.items)))
-		p.lastAccepted.Store(time.Now().UnixNano())
+		p.lastAccepted[ep].Store(time.Now().UnixNano())
 	}
 	p.mass.observe(ep, resp)
 	p.halt.answered(ep, resp)

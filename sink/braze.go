@@ -323,8 +323,10 @@ func (c *Client) post(ctx context.Context, ep endpoint.Endpoint, url string, bod
 	defer resp.Body.Close()
 	// Answers are small; cap what we read so a misbehaving proxy cannot balloon memory.
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil && resp.StatusCode/100 != 2 {
-		return Response{Endpoint: ep, Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err), cause: CauseOutage}
+	if err != nil {
+		// A cut-off answer (timeout, reset) says nothing for sure, a 2xx included: its
+		// records are sent again (docs/design.md §3: a timeout is a retry).
+		return Response{Endpoint: ep, Class: Retry, Status: resp.StatusCode, Err: fmt.Errorf("read answer: %w", err), cause: transportCause(ctx)}
 	}
 	r := classify(ep, resp.StatusCode, resp.Header, data, time.Now(), c.key)
 	r.redact(c.key)
@@ -348,8 +350,10 @@ func (r *Response) redact(key string) {
 }
 
 var (
-	errorsKey  = []byte(`"errors"`)
-	successKey = []byte(`"message":"success"`)
+	errorsKey = []byte(`"errors"`)
+	// successKey opens Braze's usual success answer; a body that does not open with it is
+	// decoded, so that only a top-level message counts.
+	successKey = []byte(`{"message":"success"`)
 )
 
 // answerBody is the part of a Braze answer that decides its class. errors[] and deleted are
@@ -376,7 +380,7 @@ func ClassifyEndpoint(ep endpoint.Endpoint, status int, h http.Header, body []by
 // they are cut to length (so that no part of an echoed key survives the cut).
 func classify(ep endpoint.Endpoint, status int, h http.Header, body []byte, now time.Time, key string) Response {
 	r := Response{Endpoint: ep, Status: status, RateLimit: ParseRateLimit(h, now)}
-	if status/100 == 2 && bytes.Contains(body, successKey) && !bytes.Contains(body, errorsKey) {
+	if status/100 == 2 && bytes.HasPrefix(body, successKey) && !bytes.Contains(body, errorsKey) {
 		// The common answer, {"message":"success","events_processed":75}: nothing else in it
 		// changes the outcome, so it is not decoded.
 		r.Class, r.cause = Delivered, CauseAccepted
@@ -415,7 +419,7 @@ func readAnswer(ep endpoint.Endpoint, body []byte, key string) (msg string, errs
 	a.hasErrors = !isEmpty(parsed.Errors)
 	if ep == endpoint.Track {
 		if len(parsed.Errors) > 0 && json.Unmarshal(parsed.Errors, &errs) != nil {
-			return truncate(Redact(strings.TrimSpace(string(body)), key), 200), nil, answerFacts{}, false
+			return truncate(Redact(canonicalJSON(body), key), 200), nil, answerFacts{}, false
 		}
 	} else if a.hasErrors {
 		if msg != "" {
@@ -444,6 +448,10 @@ func classifyStatus(ep endpoint.Endpoint, status int, isJSON bool, a answerFacts
 		// errors[] on another endpoint names no object Braze documents: a verdict on the
 		// request as a whole, bisected until the offending record stands alone.
 		return Split, CauseRejected
+	case status/100 == 2 && a.message == "":
+		// Braze's JSON always carries a top-level message (or, for /users/delete, the count):
+		// without one, the answer is no verdict on the records.
+		return Halt, CauseNotBraze
 	case status/100 == 2:
 		// A fatal message on a 2xx: nothing was processed, like a fatal 400.
 		return Split, CauseRejected
@@ -503,7 +511,23 @@ func errorsText(raw json.RawMessage) string {
 	if json.Unmarshal(raw, &texts) == nil {
 		return strings.Join(texts, "; ")
 	}
-	return string(raw)
+	return canonicalJSON(raw)
+}
+
+// canonicalJSON re-encodes raw JSON with its strings unescaped where JSON allows, so that a
+// secret an upstream echoed in escaped form ("\u002d" for "-") is found by Redact.
+func canonicalJSON(raw []byte) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return strings.TrimSpace(string(raw))
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return strings.TrimSpace(string(raw))
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // isTooMany recognises Braze's answer to a request with more objects than the contract allows

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Each row is a row of docs/design.md §3.
@@ -237,4 +239,47 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("%d %q: classified cause %v, derived %v", status, body, r.Cause(), d)
 		}
 	})
+}
+
+// A key an upstream echoes JSON-escaped ("\u002d" for "-") inside an errors[] that is shown
+// raw is redacted all the same, on /users/track and on the other endpoints.
+func TestClientRedactsEscapedEchoedKey(t *testing.T) {
+	const key = "sk-ATTACK-0123456789abcdef"
+	escaped := strings.ReplaceAll(key, "-", `\u002d`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(400)
+		_, _ = io.WriteString(w, `{"message":"x","errors":[{"auth":"Bearer `+escaped+`"},"x"]}`)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range []endpoint.Endpoint{endpoint.Track, endpoint.Delete} {
+		r := c.Post(context.Background(), ep, []byte(`{}`))
+		if d := r.Describe(); strings.Contains(d, escaped) || strings.Contains(d, key) || !strings.Contains(d, Redacted) {
+			t.Errorf("%s: answer %q: want the escaped key replaced by %s", ep.Name(), d, Redacted)
+		}
+	}
+}
+
+// A 2xx whose body is cut off (the connection hangs after part of it, then the client's
+// timeout) is no answer: retried, neither delivered nor halted nor a verdict on records.
+func TestClientCutOff2xxIsRetry(t *testing.T) {
+	for _, part := range []string{``, `{"message":"suc`, `{"message":"internal hiccup"}`} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(201)
+			_, _ = io.WriteString(w, part)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}))
+		c, _ := NewClient(ClientConfig{Endpoint: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond})
+		for _, ep := range []endpoint.Endpoint{endpoint.Track, endpoint.Merge} {
+			if r := c.Post(context.Background(), ep, []byte(`{}`)); r.Class != Retry || r.Cause() != CauseOutage || r.Err == nil {
+				t.Errorf("%s, 201 cut off after %q: %v/%v (%v), want retry/outage", ep.Name(), part, r.Class, r.Cause(), r.Err)
+			}
+		}
+		srv.Close()
+	}
 }

@@ -50,10 +50,17 @@ func TestClassifyEndpoints(t *testing.T) {
 		{endpoint.Delete, 200, `{"deleted": 0}`, Delivered, CauseAccepted},
 		{endpoint.Delete, 201, `{"deleted":2,"message":"success"}`, Delivered, CauseAccepted},
 		{endpoint.Delete, 201, `{"message":"success"}`, Delivered, CauseAccepted},
-		{endpoint.Delete, 201, `{"deleted":-1}`, Split, CauseRejected},
-		{endpoint.Delete, 201, `{"deleted":"2"}`, Split, CauseRejected},
-		{endpoint.Delete, 201, `{"deleted":1.5}`, Split, CauseRejected},
-		{endpoint.Delete, 201, `{}`, Split, CauseRejected},
+		// A 2xx with neither a message nor the documented count is no verdict on the
+		// records: not Braze's answer (halt), never a dead letter.
+		{endpoint.Delete, 201, `{"deleted":-1}`, Halt, CauseNotBraze},
+		{endpoint.Delete, 201, `{"deleted":"2"}`, Halt, CauseNotBraze},
+		{endpoint.Delete, 201, `{"deleted":1.5}`, Halt, CauseNotBraze},
+		{endpoint.Delete, 201, `{}`, Halt, CauseNotBraze},
+		{endpoint.AliasNew, 201, `{"aliases_processed":1}`, Halt, CauseNotBraze},
+		// Only a top-level message counts.
+		{endpoint.Merge, 202, `{"message":"forbidden","detail":{"message":"success"}}`, Split, CauseRejected},
+		{endpoint.Merge, 202, `{"detail":{"message":"success"}}`, Halt, CauseNotBraze},
+		{endpoint.Track, 201, `{"detail":{"message":"success"},"events_processed":1}`, Halt, CauseNotBraze},
 		{endpoint.Delete, 201, `{"deleted":2,"message":"Only one identifier type per request"}`, Split, CauseRejected},
 		{endpoint.Delete, 201, `deleted 2`, Halt, CauseNotBraze},
 		// errors[] is documented for /users/track only: elsewhere it is a verdict on the
@@ -67,7 +74,7 @@ func TestClassifyEndpoints(t *testing.T) {
 		// Track's errors[] of another shape is not Braze's answer, as before.
 		{endpoint.Track, 201, `{"message":"success","errors":["x"]}`, Halt, CauseNotBraze},
 		{endpoint.Track, 201, `{"message":"success","errors":[{"type":"x","input_array":"events","index":0}]}`, Partial, CauseAccepted},
-		{endpoint.Track, 201, `{"deleted":2}`, Split, CauseRejected},
+		{endpoint.Track, 201, `{"deleted":2}`, Halt, CauseNotBraze},
 		// Not Braze's JSON, the key, throttling and outages: the same on every endpoint.
 		{endpoint.Merge, 202, ``, Halt, CauseNotBraze},
 		{endpoint.Subscription, 400, `<html>WAF</html>`, Halt, CauseNotBraze},

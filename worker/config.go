@@ -79,7 +79,7 @@ type Config struct {
 	RetryInitial               time.Duration `envconfig:"RETRY_INITIAL" default:"200ms" desc:"first retry back-off (exponential, full jitter)"`
 	RetryMax                   time.Duration `envconfig:"RETRY_MAX" default:"30s" desc:"back-off cap"`
 	RetryMaxDuration           time.Duration `envconfig:"RETRY_MAX_DURATION" default:"0s" desc:"0 = retry until Braze is back; >0 dead-letters records undeliverable for that long as retries_exhausted"`
-	Isolate5xxAfter            time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests; 0 = never"`
+	Isolate5xxAfter            time.Duration `envconfig:"ISOLATE_5XX_AFTER" default:"5m" desc:"a request that gets only 5xx answers this long is split to isolate the payload; a lone record is then dead-lettered as persistent_5xx only while Braze accepts other requests of the same endpoint; 0 = never"`
 	UserMinSpacing             time.Duration `envconfig:"USER_MIN_SPACING" default:"0s" desc:"0 = off; >0 (at most 1m) keeps at least that long between two requests carrying the same user, for Braze's advice on racing /users/track calls (costs throughput: a lane waits)"`
 	EndpointSpacing            string        `envconfig:"ENDPOINT_SPACING" default:"*>*=100ms,track>*=3s,alias>*=5s" desc:"least time between a user's record settling at one endpoint and its next record going to another: from>to=duration pairs, comma separated, endpoint names or * (most specific wins), each 0 to 10m; a held user holds its partition's commit (README Per-user order)"`
 
