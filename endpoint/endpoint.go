@@ -3,6 +3,8 @@
 // The facts and their sources are in docs/braze-rules.md ("Endpoints beyond /users/track").
 package endpoint
 
+import "time"
+
 // Endpoint is a Braze REST endpoint the worker POSTs to.
 type Endpoint uint8
 
@@ -81,6 +83,17 @@ const (
 	// GroupCount is the number of groups.
 	GroupCount
 )
+
+// LongestWindow is the longest rate-limit window Braze documents for the group
+// (docs/braze-rules.md §3 and §7): the hour for /users/track (hourly limits on MAU contracts),
+// the minute for the others. A rate-limit header asking to wait beyond two such windows is
+// not taken (sink.RateLimit).
+func (g Group) LongestWindow() time.Duration {
+	if g == GroupTrack {
+		return time.Hour
+	}
+	return time.Minute
+}
 
 // DefaultPerMinute is Braze's documented default limit of the group in requests per minute.
 func (g Group) DefaultPerMinute() int {

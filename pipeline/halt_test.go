@@ -114,11 +114,19 @@ func TestWAFAnswersDeadLetterNothing(t *testing.T) {
 // When most recent requests are rejected as a whole with one and the same Braze answer, the
 // worker halts instead of bisecting every batch into the DLQ.
 func TestMassRejectionHaltsInsteadOfFlooding(t *testing.T) {
+	t.Run("400", func(t *testing.T) { testMassRejection(t, 400, `{"message":"Something upstream changed"}`) })
+	// A proxy refusing every body as too large: the same guard (too_large, not braze_rejected).
+	t.Run("413 page", func(t *testing.T) {
+		testMassRejection(t, 413, "<html><head><title>413 Request Entity Too Large</title></head><body>nginx</body></html>")
+	})
+}
+
+func testMassRejection(t *testing.T, status int, body string) {
 	var broken atomic.Bool
 	broken.Store(true)
 	braze := &fakeBraze{answer: func(map[string][]map[string]any) sink.Response {
 		if broken.Load() {
-			return classify(400, `{"message":"Something upstream changed"}`)
+			return classify(status, body)
 		}
 		return classify(201, `{"message":"success"}`)
 	}}

@@ -11,8 +11,10 @@ import (
 // the last massWindow answers that accepted a request or rejected it as a whole (no object
 // named in errors[]); when at least massShare of them are whole-request rejections with one
 // and the same answer, a lone record's rejection is not taken as a verdict on the record: the
-// split layer halts instead of dead-lettering (docs/architecture.md "Answers"). Answers that
-// are not Braze's JSON never get this far: the client classifies them as a halt.
+// split layer halts instead of dead-lettering (docs/architecture.md "Answers"). A 2xx or 400
+// that is not Braze's JSON never gets this far (the client classifies it as a halt); a 413
+// does, whatever its body (Braze's own may be a load balancer's page), so a proxy refusing
+// every body as too large is caught here.
 //
 // Each endpoint keeps its own history: a run of rejected deletes says nothing about
 // /users/track, and track's answers must not dilute the deletes' run.
@@ -41,7 +43,7 @@ func (g *massGuard) observe(ep endpoint.Endpoint, resp sink.Response) {
 	var e massEntry
 	switch {
 	case resp.Class == sink.Delivered || resp.Class == sink.Partial:
-	case resp.Class == sink.Split && len(resp.Errors) == 0 && resp.Cause() == sink.CauseRejected:
+	case resp.Class == sink.Split && len(resp.Errors) == 0 && (resp.Cause() == sink.CauseRejected || resp.Cause() == sink.CauseTooLarge):
 		e = massEntry{rejected: true, answer: resp.Describe()}
 	default:
 		return

@@ -379,7 +379,7 @@ func ClassifyEndpoint(ep endpoint.Endpoint, status int, h http.Header, body []by
 // classify is ClassifyEndpoint; key, when set, is redacted from the answer's texts before
 // they are cut to length (so that no part of an echoed key survives the cut).
 func classify(ep endpoint.Endpoint, status int, h http.Header, body []byte, now time.Time, key string) Response {
-	r := Response{Endpoint: ep, Status: status, RateLimit: ParseRateLimit(h, now)}
+	r := Response{Endpoint: ep, Status: status, RateLimit: ParseRateLimit(h, now).within(maxWait(ep), now)}
 	if status/100 == 2 && bytes.HasPrefix(body, successKey) && !bytes.Contains(body, errorsKey) {
 		// The common answer, {"message":"success","events_processed":75}: nothing else in it
 		// changes the outcome, so it is not decoded.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 // Bounds on the rate-limit headers (docs/braze-rules.md §3). A value outside them is treated
@@ -64,6 +66,27 @@ type RateLimit struct {
 	RetryAfter time.Duration
 	// Flaws names the headers that were present but ignored.
 	Flaws HeaderFlaw
+}
+
+// within treats a reset or retry hint further than limit from now as absent (named in Flaws):
+// an endpoint's answer asking to wait beyond its group's windows (maxWait).
+func (rl RateLimit) within(limit time.Duration, now time.Time) RateLimit {
+	if !rl.Reset.IsZero() && rl.Reset.Sub(now) > limit {
+		rl.Reset = time.Time{}
+		rl.Flaws |= FlawReset
+	}
+	if rl.RetryAfter > limit {
+		rl.RetryAfter = 0
+		rl.Flaws |= FlawRetryAfter
+	}
+	return rl
+}
+
+// maxWait is the longest wait a rate-limit header of ep's answer may ask for: two of its
+// group's longest windows, at most MaxHeaderWait (a per-minute group's header asking for an
+// hour would pause its endpoints for an hour on one answer).
+func maxWait(ep endpoint.Endpoint) time.Duration {
+	return min(MaxHeaderWait, 2*ep.Group().LongestWindow())
 }
 
 // Window reports whether the answer described a usable rate-limit window.

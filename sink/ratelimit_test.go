@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
 func TestParseRateLimitBounds(t *testing.T) {
@@ -79,5 +81,32 @@ func TestClassify429WithAbsurdRetryAfter(t *testing.T) {
 	}
 	if r := Classify(503, nil, nil, now); r.Throttled {
 		t.Fatal("a 503 is not a throttle")
+	}
+}
+
+// A rate-limit header on an answer of a per-minute group (/users/* and subscriptions) asking
+// to wait beyond two minutes is ignored (named in Flaws, normal back-off), while /users/track,
+// with hourly windows on MAU contracts, may still be asked to wait up to the hour.
+func TestGroupBoundsHeaderWaits(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	h := http.Header{}
+	h.Set("X-RateLimit-Limit", "20000")
+	h.Set("X-RateLimit-Remaining", "0")
+	h.Set("X-RateLimit-Reset", "3599")
+	h.Set("X-Ratelimit-Retry-After", "3599")
+	for _, tc := range []struct {
+		ep   endpoint.Endpoint
+		wait time.Duration
+	}{{endpoint.Track, 3599 * time.Second}, {endpoint.Delete, 0}, {endpoint.Subscription, 0}} {
+		r := ClassifyEndpoint(tc.ep, 429, h, nil, now)
+		if r.RetryAfter != tc.wait || (tc.wait == 0) != (r.RateLimit.Flaws&(FlawReset|FlawRetryAfter) == FlawReset|FlawRetryAfter) {
+			t.Errorf("%s: wait %v, flaws %v; want %v", tc.ep.Name(), r.RetryAfter, r.RateLimit.Flaws.Names(), tc.wait)
+		}
+	}
+	// Within two minutes, a per-minute group's hint is taken.
+	h.Set("X-RateLimit-Reset", "90")
+	h.Set("X-Ratelimit-Retry-After", "90")
+	if r := ClassifyEndpoint(endpoint.Identify, 429, h, nil, now); r.RetryAfter != 90*time.Second || r.RateLimit.Flaws != 0 {
+		t.Errorf("identify: wait %v, flaws %v; want 90s and none", r.RetryAfter, r.RateLimit.Flaws.Names())
 	}
 }
