@@ -294,8 +294,10 @@ func TestGuardGroupLimitersApart(t *testing.T) {
 	}
 }
 
-// The groups share one breaker: outages on /users/delete open it for /users/track too.
-func TestGuardOneBreakerForAllEndpoints(t *testing.T) {
+// Each endpoint has its own breaker: outages on /users/delete open the delete breaker (no
+// delete is sent while it is open) and leave /users/track sending, with the worker's breaker
+// state (State, Paused) closed.
+func TestGuardBreakerPerEndpoint(t *testing.T) {
 	p := &poster{answer: func(ep endpoint.Endpoint) Response {
 		if ep == endpoint.Delete {
 			return Response{Status: 503, Class: Retry}
@@ -306,13 +308,19 @@ func TestGuardOneBreakerForAllEndpoints(t *testing.T) {
 	for range 3 {
 		g.Post(context.Background(), endpoint.Delete, nil)
 	}
-	if g.State() != BreakerOpen {
-		t.Fatal("breaker closed after three outages on /users/delete")
+	if g.breakerState(endpoint.Delete) != BreakerOpen {
+		t.Fatal("delete breaker closed after three outages on /users/delete")
+	}
+	if g.State() != BreakerClosed || g.Paused() {
+		t.Fatalf("the worker's (track) breaker is %v after outages on /users/delete only", g.State())
+	}
+	if r := g.Track(context.Background(), nil); r.Class != Delivered || p.calls[endpoint.Track].Load() != 1 {
+		t.Fatalf("track not sent while only /users/delete is down: %+v", r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	if r := g.Track(ctx, nil); r.Class != Retry || p.calls[endpoint.Track].Load() != 0 {
-		t.Fatalf("track sent through an open breaker: %+v", r)
+	if r := g.Post(ctx, endpoint.Delete, nil); r.Class != Retry || p.calls[endpoint.Delete].Load() != 3 {
+		t.Fatalf("delete sent through its open breaker: %+v (%d calls)", r, p.calls[endpoint.Delete].Load())
 	}
 }
 

@@ -52,15 +52,18 @@ func (s BreakerState) String() string {
 //
 // Each rate-limit group (endpoint.Group) has its own limiter, fed only by the answers of its
 // endpoints (their rate-limit headers and 429s): Braze counts the groups apart
-// (docs/braze-rules.md). The breaker is one for all endpoints: an outage is Braze's.
+// (docs/braze-rules.md). Each endpoint has its own breaker, tripped by its own outage
+// answers only: /users/delete answering 5xx stops the deletes, not /users/track. The track
+// breaker is the worker's (State, Paused: fetching pauses, /readyz, the breaker gauge); the
+// others' transitions are logged with their endpoint.
 type Guard struct {
 	next     Tracker
 	post     Poster // next, when it can post to every endpoint
 	limiters [endpoint.GroupCount]*Limiter
-	cb       *gobreaker.CircuitBreaker[Response]
-	state    atomic.Int32
+	cb       [endpoint.Count]*gobreaker.CircuitBreaker[Response]
+	state    atomic.Int32 // the track breaker's state last seen
 	log      *slog.Logger
-	// OnStateChange, when set, is called on every breaker transition.
+	// OnStateChange, when set, is called on every transition of the track breaker.
 	OnStateChange func(from, to BreakerState)
 }
 
@@ -86,25 +89,35 @@ func NewGuard(next Tracker, limiter *Limiter, bc BreakerConfig, log *slog.Logger
 	for gr := endpoint.GroupTrack + 1; gr < endpoint.GroupCount; gr++ {
 		g.SetGroupLimiter(gr, PerMinuteLimiter(gr.DefaultPerMinute()))
 	}
-	g.cb = gobreaker.NewCircuitBreaker[Response](gobreaker.Settings{
-		Name:        "braze",
+	for ep := endpoint.Track; ep < endpoint.Count; ep++ {
+		g.cb[ep] = g.newBreaker(ep, bc)
+	}
+	return g
+}
+
+// newBreaker is ep's circuit breaker.
+func (g *Guard) newBreaker(ep endpoint.Endpoint, bc BreakerConfig) *gobreaker.CircuitBreaker[Response] {
+	return gobreaker.NewCircuitBreaker[Response](gobreaker.Settings{
+		Name:        "braze " + ep.Name(),
 		MaxRequests: 1, // a single half-open probe decides
 		Timeout:     bc.OpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(bc.Failures) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			f, t := toState(from), toState(to)
-			g.state.Store(int32(t))
 			level := slog.LevelWarn
 			if t == BreakerClosed {
 				level = slog.LevelInfo
 			}
-			g.log.Log(context.Background(), level, "circuit breaker "+t.String(), "from", f.String(), "to", t.String())
+			g.log.Log(context.Background(), level, "circuit breaker "+t.String(), "endpoint", ep.Path(), "from", f.String(), "to", t.String())
+			if ep != endpoint.Track {
+				return
+			}
+			g.state.Store(int32(t))
 			if g.OnStateChange != nil {
 				g.OnStateChange(f, t)
 			}
 		},
 	})
-	return g
 }
 
 func toState(s gobreaker.State) BreakerState {
@@ -117,11 +130,16 @@ func toState(s gobreaker.State) BreakerState {
 	return BreakerClosed
 }
 
-// State is the breaker's current state. Reading it also lets an open breaker move to
+// State is the track breaker's current state. Reading it also lets an open breaker move to
 // half-open once its time is up.
-func (g *Guard) State() BreakerState {
-	s := toState(g.cb.State())
-	g.state.Store(int32(s))
+func (g *Guard) State() BreakerState { return g.breakerState(endpoint.Track) }
+
+// breakerState is ep's breaker's current state (and, for track, the state Paused reads).
+func (g *Guard) breakerState(ep endpoint.Endpoint) BreakerState {
+	s := toState(g.cb[ep].State())
+	if ep == endpoint.Track {
+		g.state.Store(int32(s))
+	}
 	return s
 }
 
@@ -168,15 +186,15 @@ func (g *Guard) Track(ctx context.Context, body []byte) Response {
 	return g.Post(ctx, endpoint.Track, body)
 }
 
-// Post waits for ep's group limiter and the breaker, then sends. While the breaker is open it
-// waits (no lane sends); in half-open only one probe goes out and the rest wait for its
+// Post waits for ep's group limiter and ep's breaker, then sends. While the breaker is open it
+// waits (nothing is sent to ep); in half-open only one probe goes out and the rest wait for its
 // verdict. The returned Response.Waited covers all of that waiting. The answer's rate-limit
 // headers and 429s feed ep's group limiter only.
 func (g *Guard) Post(ctx context.Context, ep endpoint.Endpoint, body []byte) Response {
 	start := time.Now()
 	lim := g.GroupLimiter(ep.Group())
 	for {
-		if g.State() == BreakerOpen {
+		if g.breakerState(ep) == BreakerOpen {
 			if !sleep(ctx, 100*time.Millisecond) {
 				return Response{Endpoint: ep, Class: Retry, Err: ctx.Err(), Waited: time.Since(start)}
 			}
@@ -188,7 +206,7 @@ func (g *Guard) Post(ctx context.Context, ep endpoint.Endpoint, body []byte) Res
 			}
 		}
 		waited := time.Since(start)
-		resp, err := g.cb.Execute(func() (Response, error) {
+		resp, err := g.cb[ep].Execute(func() (Response, error) {
 			r := g.send(ctx, ep, body)
 			if isOutage(r) {
 				return r, errOutage
