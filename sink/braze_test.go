@@ -70,10 +70,7 @@ func TestClassify(t *testing.T) {
 
 func TestRateLimitHeaders(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	h := http.Header{}
-	h.Set("X-RateLimit-Limit", "3000")
-	h.Set("X-RateLimit-Remaining", "12")
-	h.Set("X-RateLimit-Reset", "1800000002")
+	h := windowHeader("3000", "12", "1800000002")
 	rl := Classify(201, h, nil, now).RateLimit
 	if rl.Limit != 3000 || rl.Remaining != 12 || !rl.Reset.Equal(now.Add(2*time.Second)) {
 		t.Fatalf("rate limit %+v", rl)

@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
@@ -12,10 +11,7 @@ import (
 // its rate-limit headers (the hot path of sink.classify; results in BENCHMARKS.md).
 func BenchmarkClassifySuccess(b *testing.B) {
 	body := []byte(`{"message":"success","attributes_processed":25,"events_processed":40,"purchases_processed":10}`)
-	h := http.Header{}
-	h.Set("X-RateLimit-Limit", "250000")
-	h.Set("X-RateLimit-Remaining", "249000")
-	h.Set("X-RateLimit-Reset", "1800000060")
+	h := windowHeader("250000", "249000", "1800000060")
 	now := time.Unix(1_800_000_000, 0)
 	b.ReportAllocs()
 	for b.Loop() {

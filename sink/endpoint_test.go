@@ -250,11 +250,7 @@ func TestGuardGroupLimitersApart(t *testing.T) {
 		case endpoint.Delete:
 			return ClassifyEndpoint(ep, 429, http.Header{"X-Ratelimit-Retry-After": {"30"}}, nil, now)
 		case endpoint.Subscription:
-			h := http.Header{}
-			h.Set("X-RateLimit-Limit", "5000")
-			h.Set("X-RateLimit-Remaining", "0")
-			h.Set("X-RateLimit-Reset", "40")
-			return ClassifyEndpoint(ep, 201, h, []byte(`{"message":"success"}`), now)
+			return ClassifyEndpoint(ep, 201, windowHeader("5000", "0", "40"), []byte(`{"message":"success"}`), now)
 		}
 		return ClassifyEndpoint(ep, 201, nil, []byte(`{"message":"success"}`), now)
 	}}

@@ -8,6 +8,15 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/endpoint"
 )
 
+// windowHeader is an answer's rate-limit window headers.
+func windowHeader(limit, remaining, reset string) http.Header {
+	h := http.Header{}
+	h.Set("X-RateLimit-Limit", limit)
+	h.Set("X-RateLimit-Remaining", remaining)
+	h.Set("X-RateLimit-Reset", reset)
+	return h
+}
+
 func TestParseRateLimitBounds(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	tests := []struct {
@@ -89,10 +98,7 @@ func TestClassify429WithAbsurdRetryAfter(t *testing.T) {
 // with hourly windows on MAU contracts, may still be asked to wait up to the hour.
 func TestGroupBoundsHeaderWaits(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	h := http.Header{}
-	h.Set("X-RateLimit-Limit", "20000")
-	h.Set("X-RateLimit-Remaining", "0")
-	h.Set("X-RateLimit-Reset", "3599")
+	h := windowHeader("20000", "0", "3599")
 	h.Set("X-Ratelimit-Retry-After", "3599")
 	for _, tc := range []struct {
 		ep   endpoint.Endpoint
