@@ -61,7 +61,7 @@ type Guard struct {
 	post     Poster // next, when it can post to every endpoint
 	limiters [endpoint.GroupCount]*Limiter
 	cb       [endpoint.Count]*gobreaker.CircuitBreaker[Response]
-	state    atomic.Int32 // the track breaker's state last seen
+	state    atomic.Int32 // the track breaker's state, set by its OnStateChange
 	log      *slog.Logger
 	// OnStateChange, when set, is called on every transition of the track breaker.
 	OnStateChange func(from, to BreakerState)
@@ -134,21 +134,22 @@ func toState(s gobreaker.State) BreakerState {
 // half-open once its time is up.
 func (g *Guard) State() BreakerState { return g.breakerState(endpoint.Track) }
 
-// breakerState is ep's breaker's current state (and, for track, the state Paused reads).
+// breakerState is ep's breaker's current state. Reading it lets an open breaker move to
+// half-open; the track breaker's OnStateChange then records the state Paused reads. It is
+// not stored here: a state read just before another lane's probe closed the breaker would
+// overwrite "closed" with "half-open", and with fetching paused no request would come to
+// correct it.
 func (g *Guard) breakerState(ep endpoint.Endpoint) BreakerState {
-	s := toState(g.cb[ep].State())
-	if ep == endpoint.Track {
-		g.state.Store(int32(s))
-	}
-	return s
+	return toState(g.cb[ep].State())
 }
 
 // Paused reports whether sending is suspended (breaker not closed): fetching should pause
 // too, so Kafka keeps the data instead of memory.
 //
-// It reads the state last seen (every transition and every State call update it) instead of
-// asking the breaker, which takes a lock and the clock: fetch loops ask once per message. An
-// open breaker moves to half-open when a lane, polling State while it waits, notices.
+// It reads the state recorded by the breaker's OnStateChange (called for every transition,
+// under the breaker's lock, so the record is never older than the breaker) instead of asking
+// the breaker, which takes a lock and the clock: fetch loops ask once per message. An open
+// breaker moves to half-open when a lane, polling State while it waits, notices.
 func (g *Guard) Paused() bool { return BreakerState(g.state.Load()) != BreakerClosed }
 
 // PerMinuteLimiter is a limiter at perMinute requests per minute with a burst of one second's
