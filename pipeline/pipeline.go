@@ -655,44 +655,6 @@ type fetchSession struct {
 	skip    skipSet
 	oldest  int64 // the partition's oldest unsettled offset as last looked up (admit)
 	recs    []schemas.Record
-	// replayed holds the users of messages delivered again while settled offsets lie ahead: a
-	// settled message of such a user is delivered again too, so that user's updates are
-	// re-applied in Kafka order (a replayed older attribute write must not be the last one).
-	replayed map[uint64]struct{}
-	scratch  []schemas.Record
-}
-
-// noteReplayed remembers the users of the message just decoded while the offset map still has
-// settled offsets ahead.
-func (fs *fetchSession) noteReplayed() {
-	if len(fs.skip.runs) == 0 {
-		return
-	}
-	if fs.replayed == nil {
-		fs.replayed = map[uint64]struct{}{}
-	}
-	for i := range fs.recs {
-		fs.replayed[fs.recs[i].UserHash] = struct{}{}
-	}
-}
-
-// followsReplayed reports whether a settled message carries a user whose earlier message was
-// delivered again since the resume; such a message is delivered again as well.
-func (fs *fetchSession) followsReplayed(m *kafka.Message) bool {
-	if len(fs.replayed) == 0 {
-		return false
-	}
-	var err error
-	fs.scratch, err = fs.dec.Decode(m.Value, fs.scratch[:0])
-	if err != nil {
-		return false
-	}
-	for i := range fs.scratch {
-		if _, ok := fs.replayed[fs.scratch[i].UserHash]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 func (p *Pipeline) fetchLoop(gctx context.Context, ps *partitionState, sp startPoint) {
@@ -747,17 +709,25 @@ func (p *Pipeline) openFetch(gctx context.Context, ps *partitionState, sp startP
 			return nil, false
 		}
 	}
-	ps.start(offset, sp.fromCommit, sp.settled)
+	settled := p.orderSafeSkips(gctx, ps, offset, sp.settled)
+	if gctx.Err() != nil {
+		return nil, false
+	}
+	ps.start(offset, sp.fromCommit, settled)
 	r, err := p.newSource(ps, offset)
 	if err != nil {
 		p.log.Error("set offset", "topic", ps.topic, "partition", ps.partition, "offset", offset, "error", err)
 		return nil, false
 	}
-	var dec Decoder = &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
+	return &fetchSession{ps: ps, r: r, dec: p.newDecoder(ps.topic), skip: skipSet{runs: settled}, oldest: -1}, true
+}
+
+// newDecoder returns the decoder for a topic's messages (Config.NewDecoder, or the native one).
+func (p *Pipeline) newDecoder(topic string) Decoder {
 	if p.cfg.NewDecoder != nil {
-		dec = p.cfg.NewDecoder(ps.topic)
+		return p.cfg.NewDecoder(topic)
 	}
-	return &fetchSession{ps: ps, r: r, dec: dec, skip: skipSet{runs: sp.settled}, oldest: -1}, true
+	return &schemas.Decoder{MaxRecordBytes: p.cfg.Limits.MaxRecordBytes()}
 }
 
 // takeMessage skips, admits, decodes and hands out one fetched message. It reports false when
@@ -765,8 +735,9 @@ func (p *Pipeline) openFetch(gctx context.Context, ps *partitionState, sp startP
 func (p *Pipeline) takeMessage(gctx context.Context, fs *fetchSession, m *kafka.Message) bool {
 	ps := fs.ps
 	p.stats.MessagesConsumed.Add(1)
-	if fs.skip.settled(m.Offset) && !fs.followsReplayed(m) {
-		// Settled by the previous owner (its offset map): done without a second delivery.
+	if fs.skip.settled(m.Offset) {
+		// Settled by the previous owner, and no earlier message of its users is delivered
+		// again (its offset map, narrowed by resume.go): done without a second delivery.
 		ps.complete(ps.track(m, 0))
 		p.stats.ResumeSkipped.Add(1)
 		return true
@@ -786,7 +757,6 @@ func (p *Pipeline) takeMessage(gctx context.Context, fs *fetchSession, m *kafka.
 		}
 		return true
 	}
-	fs.noteReplayed()
 	ack := ps.track(m, len(fs.recs))
 	if len(fs.recs) == 0 {
 		// Nothing to deliver (a format may skip a message, e.g. an unsupported Segment
