@@ -76,6 +76,11 @@ func scanSettled(ctx context.Context, src messageSource, dec Decoder, base int64
 			break
 		}
 		reached = m.Offset + 1
+		if m.HighWaterMark > 0 && reached >= m.HighWaterMark {
+			// The partition's last message: no offset below end is left to read (the map's
+			// offsets were all read by its writer, so none is still to come).
+			reached = end
+		}
 		var derr error
 		recs, derr = dec.Decode(m.Value, recs[:0])
 		if derr != nil {

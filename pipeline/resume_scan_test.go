@@ -62,6 +62,7 @@ func TestScanSettledKeepsUserOrder(t *testing.T) {
 		values map[int64]string
 		runs   []offsetRun
 		stop   int64 // the source ends before this offset (a read cut short); 0 = never
+		hw     int64 // the partition's high watermark, when the messages carry it
 		want   []offsetRun
 		again  int
 	}{
@@ -106,13 +107,26 @@ func TestScanSettledKeepsUserOrder(t *testing.T) {
 			stop:   13,
 			want:   []offsetRun{{11, 13}},
 		},
+		{
+			// The map's last offsets are gone (compacted): the read stops at the partition's
+			// last message instead of waiting for offsets that will never come.
+			name:   "caught up",
+			values: map[int64]string{10: "a", 11: "b", 12: "c", 13: "a"},
+			runs:   []offsetRun{{11, 13}, {17, 20}},
+			hw:     14,
+			want:   []offsetRun{{11, 13}, {17, 20}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			to := tc.runs[len(tc.runs)-1].hi + 5
 			if tc.stop > 0 {
 				to = tc.stop
 			}
-			got := scanSettled(context.Background(), scanOf(tc.values, 10, to), usersDecoder{}, 10, tc.runs)
+			src := scanOf(tc.values, 10, to)
+			for i := range src.msgs {
+				src.msgs[i].HighWaterMark = tc.hw
+			}
+			got := scanSettled(context.Background(), src, usersDecoder{}, 10, tc.runs)
 			if !reflect.DeepEqual(got.safe, tc.want) || got.redeliver != tc.again {
 				t.Fatalf("skippable %v, %d delivered again; want %v, %d", got.safe, got.redeliver, tc.want, tc.again)
 			}
