@@ -356,6 +356,10 @@ func (s *Sim) preFaults(w http.ResponseWriter, r *http.Request, rt *route, now t
 		<-r.Context().Done()
 		return false
 	}
+	if f.Error5xxEvery > 0 && f.seq != nil && f.seq.Add(1)%uint64(f.Error5xxEvery) == 0 {
+		s.writeMsg(w, rt.ep, http.StatusServiceUnavailable, "Service Unavailable")
+		return false
+	}
 	rate := f.Error5xxRate
 	if e := f.ep[rt.ep].Error5xxRate; e > rate {
 		rate = e

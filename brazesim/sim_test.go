@@ -645,6 +645,15 @@ func TestFaults(t *testing.T) {
 			}
 		})
 	}
+	// Every third request answers 503, counted from when the faults were set.
+	s.SetFaults(Faults{Error5xxEvery: 3})
+	var codes []int
+	for i := 0; i < 7; i++ {
+		codes = append(codes, track(s, body(1, -1, -1)).Code)
+	}
+	if want := []int{201, 201, 503, 201, 201, 503, 201}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Fatalf("Error5xxEvery 3: codes %v, want %v", codes, want)
+	}
 	s.SetFaults(Faults{})
 }
 

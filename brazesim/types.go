@@ -3,6 +3,7 @@ package brazesim
 import (
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/braze-ingestor/braze-ingestor/endpoint"
@@ -92,6 +93,9 @@ type Window struct {
 // TimeoutRate, Error5xxRate, then (after auth) InvalidKeys and Rate429.
 type Faults struct {
 	Error5xxRate float64       `json:"error_5xx_rate"` // spread evenly over 500/502/503/504
+	// Error5xxEvery > 0 answers every n-th request 503, counted from when these faults were
+	// set: a fault a test can count on, where a rate over a few requests may draw none.
+	Error5xxEvery int `json:"error_5xx_every,omitempty"`
 	Rate429      float64       `json:"rate_429"`       // 429 with X-Ratelimit-Retry-After: 1
 	ExtraLatency time.Duration `json:"extra_latency"`  // added to Config.Latency
 	TimeoutRate  float64       `json:"timeout_rate"`   // hang until the request context is done
@@ -103,7 +107,8 @@ type Faults struct {
 	// "alias", "identify", "merge", "subscription", "delete").
 	Endpoints map[string]EndpointFaults `json:"endpoints,omitempty"`
 
-	ep [endpoint.Count]EndpointFaults // Endpoints by endpoint (compile)
+	ep  [endpoint.Count]EndpointFaults // Endpoints by endpoint (compile)
+	seq *atomic.Uint64                 // requests seen since these faults were set (compile)
 }
 
 // EndpointFaults are the faults of one endpoint.
@@ -123,6 +128,7 @@ type EndpointFaults struct {
 
 // compile indexes Endpoints by endpoint; unknown names are ignored (see Check).
 func (f *Faults) compile() {
+	f.seq = new(atomic.Uint64)
 	f.ep = [endpoint.Count]EndpointFaults{}
 	for name, ef := range f.Endpoints {
 		if e, ok := endpoint.Parse(name); ok {

@@ -463,9 +463,10 @@ func TestTelemetryEndToEnd(t *testing.T) {
 		return ""
 	})
 
-	// A fifth of the answers are 5xx: retried requests show up as spans with an error
-	// status, error.type and attempt > 1, and in the retry and status-class metrics.
-	sim.Sim.SetFaults(brazesim.Faults{Error5xxRate: 0.2})
+	// A fifth of the answers are 5xx (every fifth, so that a short run cannot draw none: a
+	// 20% rate drew none of 17 requests once): retried requests show up as spans with an
+	// error status, error.type and attempt > 1, and in the retry and status-class metrics.
+	sim.Sim.SetFaults(brazesim.Faults{Error5xxEvery: 5})
 	cfg := testConfig(k, sim, "telemetry")
 	cfg.KafkaGroupID = "telemetry" // the assertions below name the group
 	cfg.BreakerFailures = 1000     // keep the breaker closed: its 10 s open time would slow the test
