@@ -92,16 +92,18 @@ type Window struct {
 // probabilities in [0,1] drawn per request, in this order: Outage, ResetRate,
 // TimeoutRate, Error5xxRate, then (after auth) InvalidKeys and Rate429.
 type Faults struct {
-	Error5xxRate float64 `json:"error_5xx_rate"` // spread evenly over 500/502/503/504
-	// Error5xxEvery > 0 answers every n-th request 503, counted from when these faults were
-	// set: a fault a test can count on, where a rate over a few requests may draw none.
-	Error5xxEvery int           `json:"error_5xx_every,omitempty"`
-	Rate429       float64       `json:"rate_429"`      // 429 with X-Ratelimit-Retry-After: 1
-	ExtraLatency  time.Duration `json:"extra_latency"` // added to Config.Latency
-	TimeoutRate   float64       `json:"timeout_rate"`  // hang until the request context is done
-	ResetRate     float64       `json:"reset_rate"`    // hijack and close the connection (RST)
-	InvalidKeys   bool          `json:"invalid_keys"`  // every key answers 401
-	Outage        []Window      `json:"outage"`        // 503 while now is inside a window
+	Error5xxRate float64       `json:"error_5xx_rate"` // spread evenly over 500/502/503/504
+	Rate429      float64       `json:"rate_429"`       // 429 with X-Ratelimit-Retry-After: 1
+	ExtraLatency time.Duration `json:"extra_latency"`  // added to Config.Latency
+	TimeoutRate  float64       `json:"timeout_rate"`   // hang until the request context is done
+	ResetRate    float64       `json:"reset_rate"`     // hijack and close the connection (RST)
+	InvalidKeys  bool          `json:"invalid_keys"`   // every key answers 401
+	Outage       []Window      `json:"outage"`         // 503 while now is inside a window
+
+	// Error5xxEvery > 0 answers every n-th request 503 (counted from when these faults were
+	// set; checked just before Error5xxRate): a fault a test can count on, where a rate over
+	// a few requests may draw none.
+	Error5xxEvery int `json:"error_5xx_every,omitempty"`
 
 	// Endpoints holds faults of single endpoints, keyed by endpoint name ("track",
 	// "alias", "identify", "merge", "subscription", "delete").
