@@ -30,12 +30,12 @@ func (p *Pipeline) orderSafeSkips(ctx context.Context, ps *partitionState, base 
 	if len(runs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, resumeScanTimeout)
+	sctx, cancel := context.WithTimeout(ctx, resumeScanTimeout)
 	defer cancel()
 	src := &batchSource{p: p, topic: ps.topic, partition: ps.partition, offset: base}
 	defer src.Close()
-	scan := scanSettled(ctx, src, p.newDecoder(ps.topic), base, runs)
-	if scan.reached < runs[len(runs)-1].hi {
+	scan := scanSettled(sctx, src, p.newDecoder(ps.topic), base, runs)
+	if scan.reached < runs[len(runs)-1].hi && ctx.Err() == nil { // not the generation ending
 		p.log.Warn("offset map: could not read the mapped range; settled messages past the offset reached are delivered again",
 			"topic", ps.topic, "partition", ps.partition, "offset", scan.reached)
 	}
