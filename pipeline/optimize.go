@@ -24,7 +24,9 @@ import (
 //   - SuppressUnchanged leaves out plain attribute writes whose value equals the last value
 //     Braze accepted for that user and key (Store, recorded only after a 2xx that does not
 //     name the object). A record with nothing left is acknowledged without being sent.
-//   - Dedup skips records whose envelope id was delivered within the store's window.
+//   - Dedup skips events and purchases whose envelope id was delivered within the store's
+//     window (not attribute writes: sending one again is what keeps a user's last write the
+//     last after a replay, docs/optimizations.md).
 type Optimize struct {
 	Coalesce          bool
 	SuppressUnchanged bool
@@ -71,6 +73,11 @@ type optimizer struct {
 	store   dedup.Store
 	timeout time.Duration
 	log     rate.Sometimes
+}
+
+// dedups reports whether Dedup applies to it: an event or purchase with an envelope id.
+func (o *Optimize) dedups(it *item) bool {
+	return o.Dedup && len(it.id) > 0 && (it.kind == schemas.KindEvent || it.kind == schemas.KindPurchase)
 }
 
 func newOptimizer(o Optimize) (*optimizer, error) {
@@ -222,13 +229,12 @@ type parsedAttr struct {
 
 // optBatch is what the steps of one deliverOptimized call share.
 type optBatch struct {
-	sc       *optScratch
-	attrs    []parsedAttr   // the batch's attributes records, parsed once (suppression only)
-	q        dedup.Query    // the store lookup
-	storeOK  bool           // false when the lookup failed: nothing is suppressed or skipped by it
-	rec      batchRecord    // what Braze accepts, recorded when the batch is done
-	restore  []restoreEntry // suppressed keys: forgotten by the lookup, still true
-	ackedIDs []string       // records acknowledged without a request
+	sc      *optScratch
+	attrs   []parsedAttr   // the batch's attributes records, parsed once (suppression only)
+	q       dedup.Query    // the store lookup
+	storeOK bool           // false when the lookup failed: nothing is suppressed or skipped by it
+	rec     batchRecord    // what Braze accepts, recorded when the batch is done
+	restore []restoreEntry // suppressed keys: forgotten by the lookup, still true
 }
 
 // deliverOptimized is the lane's send step when an optimization is on: de-duplicate and
@@ -247,7 +253,7 @@ func (p *Pipeline) deliverOptimized(ctx context.Context, batch []item) {
 	}
 	p.sendPacked(ctx, units)
 	if cfg.SuppressUnchanged || cfg.Dedup {
-		p.recordAccepted(&b.rec, b.restore, b.ackedIDs)
+		p.recordAccepted(&b.rec, b.restore)
 	}
 }
 
@@ -280,7 +286,7 @@ func (b *optBatch) buildQuery(cfg Optimize, batch []item) {
 	}
 	if cfg.Dedup {
 		for i := range batch {
-			if len(batch[i].id) > 0 {
+			if cfg.dedups(&batch[i]) {
 				b.q.IDs = append(b.q.IDs, string(batch[i].id))
 			}
 		}
@@ -327,7 +333,7 @@ func (p *Pipeline) buildUnits(b *optBatch, batch []item) []item {
 	groups, srcs := sc.groupsFor(len(batch))
 	for i := range batch {
 		it := batch[i]
-		if p.opt.cfg.Dedup && len(it.id) > 0 {
+		if p.opt.cfg.dedups(&it) {
 			dup := b.duplicate(string(it.id), idn)
 			idn++
 			if dup {
@@ -394,9 +400,6 @@ func (p *Pipeline) suppress(b *optBatch, a *parsedAttr, it *item) ([]byte, bool)
 	st.SuppressedAttributes.Add(int64(dropped))
 	if dropped == len(a.obj.Fields) {
 		st.SuppressedRecords.Add(1)
-		if p.opt.cfg.Dedup && len(it.id) > 0 {
-			b.ackedIDs = append(b.ackedIDs, string(it.id))
-		}
 		return nil, false
 	}
 	return batcher.AppendAttributes(make([]byte, 0, len(it.raw)), &a.obj, func(j int) bool { return !drop[j] }), true
@@ -463,9 +466,9 @@ func appendUnique(s []string, v string) []string {
 // recordAccepted stores, in one round trip, the values Braze accepted in this batch (in
 // request order, so the last write per key wins), the suppressed values (forgotten by the
 // lookup, still true) and the delivered ids.
-func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry, ackedIDs []string) {
+func (p *Pipeline) recordAccepted(rec *batchRecord, restore []restoreEntry) {
 	o := p.opt
-	up := dedup.Update{IDs: ackedIDs}
+	var up dedup.Update
 	u := storeUpdate{up: &up, at: map[attrRef]attrPos{}}
 	for _, r := range restore {
 		u.set(r.user, r.key, r.h)
@@ -491,9 +494,9 @@ func (p *Pipeline) addAccepted(u *storeUpdate, rec *batchRecord) {
 	var obj batcher.AttrObject
 	for _, it := range rec.units {
 		if cfg.Dedup {
-			for _, s := range it.grp.srcs {
-				if len(s.id) > 0 {
-					u.up.IDs = append(u.up.IDs, string(s.id))
+			for i := range it.grp.srcs {
+				if cfg.dedups(&it.grp.srcs[i]) {
+					u.up.IDs = append(u.up.IDs, string(it.grp.srcs[i].id))
 				}
 			}
 		}

@@ -265,7 +265,7 @@ func (p *Pipeline) optimizeObservers(m metric.Meter) observerGroup {
 	saved, _ := m.Int64ObservableCounter("ingestor.datapoints.saved", metric.WithUnit("{datapoint}"),
 		metric.WithDescription("Attribute writes not sent to Braze: unchanged (suppressed) or overwritten by a later write in the same merged object (coalesced)."))
 	optRecords, _ := m.Int64ObservableCounter("ingestor.records.skipped", metric.WithUnit("{record}"),
-		metric.WithDescription("Records settled without being sent: every attribute unchanged (suppressed), or an id already delivered (duplicate)."))
+		metric.WithDescription("Records settled without being sent: every attribute unchanged (suppressed), or an event or purchase whose id was already delivered (duplicate)."))
 	coalesced, _ := m.Int64ObservableCounter("ingestor.objects.coalesced", metric.WithUnit("{object}"),
 		metric.WithDescription("Objects saved by merging a user's plain attribute updates within a request."))
 	storeErrors, _ := m.Int64ObservableCounter("ingestor.optimize.store_errors", metric.WithUnit("{error}"),

@@ -87,7 +87,7 @@ type Config struct {
 	SuppressUnchanged    bool          `envconfig:"SUPPRESS_UNCHANGED_ATTRIBUTES" default:"false" desc:"leave out plain attribute writes equal to the last value Braze accepted for that user (saves data points; a value changed outside the pipeline is not re-sent until SUPPRESS_TTL passes)"`
 	SuppressCacheSize    int           `envconfig:"SUPPRESS_CACHE_SIZE" default:"1000000" desc:"in-memory store: most (user, attribute) hashes kept (LRU)"`
 	SuppressTTL          time.Duration `envconfig:"SUPPRESS_TTL" default:"24h" desc:"how long a delivered attribute value is trusted as unchanged"`
-	DedupEvents          bool          `envconfig:"DEDUP_EVENTS" default:"false" desc:"skip records whose envelope id was delivered within DEDUP_WINDOW (marked after Braze accepted them)"`
+	DedupEvents          bool          `envconfig:"DEDUP_EVENTS" default:"false" desc:"skip events and purchases whose envelope id was delivered within DEDUP_WINDOW (marked after Braze accepted them; attribute writes are always sent)"`
 	DedupWindow          time.Duration `envconfig:"DEDUP_WINDOW" default:"24h" desc:"de-duplication window for record ids"`
 	DedupCacheSize       int           `envconfig:"DEDUP_CACHE_SIZE" default:"1000000" desc:"in-memory store: most record ids kept (LRU)"`
 	RedisURL             string        `envconfig:"REDIS_URL" desc:"redis:// or rediss:// URL of a Redis shared by the replicas for suppression and de-duplication (empty: in-memory per replica)"`
