@@ -34,7 +34,7 @@ func (p *Pipeline) orderSafeSkips(ctx context.Context, ps *partitionState, base 
 	defer cancel()
 	src := &batchSource{p: p, topic: ps.topic, partition: ps.partition, offset: base}
 	defer src.Close()
-	scan := scanSettled(sctx, src, p.newDecoder(ps.topic), base, runs)
+	scan := scanSettled(sctx, src, uncounted(p.newDecoder(ps.topic)), base, runs)
 	if scan.reached < runs[len(runs)-1].hi && ctx.Err() == nil { // not the generation ending
 		p.log.Warn("offset map: could not read the mapped range; settled messages past the offset reached are delivered again",
 			"topic", ps.topic, "partition", ps.partition, "offset", scan.reached)
@@ -44,6 +44,26 @@ func (p *Pipeline) orderSafeSkips(ctx context.Context, ps *partitionState, base 
 			"topic", ps.topic, "partition", ps.partition, "messages", scan.redeliver)
 	}
 	return scan.safe
+}
+
+// countingDecoder is a decoder that counts what it decodes (schemas.SegmentDecoder's calls by
+// outcome): the scan reads messages that are counted when they are decoded for delivery.
+type countingDecoder interface {
+	DecodeUncounted(value []byte, out []schemas.Record) ([]schemas.Record, error)
+}
+
+type uncountedDecoder struct{ d countingDecoder }
+
+func (u uncountedDecoder) Decode(value []byte, out []schemas.Record) ([]schemas.Record, error) {
+	return u.d.DecodeUncounted(value, out)
+}
+
+// uncounted returns d, decoding without counting when d counts.
+func uncounted(d Decoder) Decoder {
+	if c, ok := d.(countingDecoder); ok {
+		return uncountedDecoder{c}
+	}
+	return d
 }
 
 // settledScan is what scanSettled found: the runs that stay skippable, how far the read got

@@ -151,3 +151,22 @@ func TestSubtractOffsets(t *testing.T) {
 		}
 	}
 }
+
+// The scan reads messages that are counted when they are decoded for delivery: it must not
+// count them again (the Segment decoder's calls by outcome are exported as metrics).
+func TestScanSettledCountsNothing(t *testing.T) {
+	seg := &schemas.SegmentDecoder{}
+	src := &sliceSource{msgs: []kafka.Message{
+		{Offset: 10, Value: []byte(`{"type":"identify","userId":"u1","traits":{"plan":"a"}}`)},
+		{Offset: 11, Value: []byte(`{"type":"identify","userId":"u1","traits":{"plan":"b"}}`)},
+	}}
+	got := scanSettled(context.Background(), src, uncounted(seg), 10, []offsetRun{{11, 12}})
+	if got.redeliver != 1 {
+		t.Fatalf("u1's settled write after its unsettled one: %d delivered again, want 1", got.redeliver)
+	}
+	seg.EachCount(func(c schemas.SegmentCall, o schemas.SegmentOutcome, n int64) {
+		if n != 0 {
+			t.Errorf("the scan counted %d %s/%s calls", n, c, o)
+		}
+	})
+}

@@ -177,22 +177,33 @@ func (d *SegmentDecoder) DroppedFields() int64 { return d.dropped.Load() }
 // above SegmentSchemaID; the records' Raw, UserID and ID are new bytes that do not alias
 // value.
 func (d *SegmentDecoder) Decode(value []byte, out []Record) ([]Record, error) {
+	return d.decode(value, out, true)
+}
+
+// DecodeUncounted is Decode without counting the call: for a reader that looks at messages
+// which are counted when they are decoded for delivery (the pipeline's resume scan).
+func (d *SegmentDecoder) DecodeUncounted(value []byte, out []Record) ([]Record, error) {
+	return d.decode(value, out, false)
+}
+
+func (d *SegmentDecoder) decode(value []byte, out []Record, count bool) ([]Record, error) {
 	sd := segDecode{d: d, buf: value, out: out, n0: len(out)}
 	call, skip, err := sd.decode()
+	outcome := SegmentMapped
 	switch {
 	case err != nil:
 		clear(sd.out[len(out):])
-		d.counts[call][SegmentDeadLettered].Add(1)
-		return out, err
+		outcome, sd.out = SegmentDeadLettered, out
 	case skip:
-		d.counts[call][SegmentSkipped].Add(1)
-		return out, nil
+		outcome, sd.out = SegmentSkipped, out
 	}
-	if sd.dropped > 0 {
-		d.dropped.Add(int64(sd.dropped))
+	if count {
+		if outcome == SegmentMapped && sd.dropped > 0 {
+			d.dropped.Add(int64(sd.dropped))
+		}
+		d.counts[call][outcome].Add(1)
 	}
-	d.counts[call][SegmentMapped].Add(1)
-	return sd.out, nil
+	return sd.out, err
 }
 
 // val is the raw span of a JSON value in the message ([start, end), strings with quotes).

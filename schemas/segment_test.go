@@ -426,6 +426,19 @@ func TestSegmentDecoderShared(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// DecodeUncounted (the pipeline's resume scan) decodes the same and counts nothing.
+	for _, m := range msgs {
+		a, errA := d.DecodeUncounted(m, nil)
+		b, errB := (&SegmentDecoder{}).Decode(m, nil)
+		if len(a) != len(b) || (errA == nil) != (errB == nil) {
+			t.Errorf("%s: uncounted %d records (%v), counted %d (%v)", m, len(a), errA, len(b), errB)
+		}
+		for i := range a {
+			if !bytes.Equal(a[i].Raw, b[i].Raw) || a[i].UserHash != b[i].UserHash {
+				t.Errorf("%s: record %d differs: %s vs %s", m, i, a[i].Raw, b[i].Raw)
+			}
+		}
+	}
 	want := map[[2]uint8]int64{
 		{uint8(SegmentIdentify), uint8(SegmentMapped)}:    workers * rounds,
 		{uint8(SegmentTrack), uint8(SegmentMapped)}:       workers * rounds,
