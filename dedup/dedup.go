@@ -47,6 +47,9 @@ type Query struct {
 type Update struct {
 	Users []UserAttrs
 	IDs   []string
+	// ForgetUsers forgets every attribute of these users (Braze deleted them: a value
+	// accepted before the delete says nothing about the new profile). Applied before Users.
+	ForgetUsers []string
 }
 
 // Options bound a store.

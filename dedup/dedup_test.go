@@ -60,6 +60,20 @@ func TestStoreContract(t *testing.T) {
 			if q.Users[0].Hashes[0] != 0 {
 				t.Fatalf("Forget kept %d", q.Users[0].Hashes[0])
 			}
+			// ForgetUsers forgets every attribute of a deleted user, and only theirs.
+			if err := s.Record(ctx, &dedup.Update{Users: []dedup.UserAttrs{{User: "u1", Keys: []string{"a", "b"}, Hashes: []uint64{31, 32}}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Record(ctx, &dedup.Update{ForgetUsers: []string{"u1"}}); err != nil {
+				t.Fatal(err)
+			}
+			q = dedup.Query{Users: []dedup.UserAttrs{{User: "u1", Keys: []string{"a", "b"}}, {User: "u2", Keys: []string{"a"}}}}
+			if err := s.Lookup(ctx, &q); err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(q.Users[0].Hashes, q.Users[1].Hashes); got != "[0 0] [21]" {
+				t.Fatalf("after ForgetUsers u1: %s", got)
+			}
 		})
 	}
 }

@@ -57,6 +57,7 @@ func (m *Memory) Record(_ context.Context, up *Update) error {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.forgetUsers(up.ForgetUsers)
 	for i := range up.Users {
 		u := &up.Users[i]
 		for j, k := range u.Keys {
@@ -77,6 +78,23 @@ func (m *Memory) Record(_ context.Context, up *Update) error {
 		}
 	}
 	return nil
+}
+
+// forgetUsers deletes every attribute entry of users. It walks the whole LRU (deletes are
+// rare: privacy requests), so its cost grows with AttrEntries.
+func (m *Memory) forgetUsers(users []string) {
+	if len(users) == 0 {
+		return
+	}
+	set := make(map[string]struct{}, len(users))
+	for _, u := range users {
+		set[u] = struct{}{}
+	}
+	for k := range m.attrs.m {
+		if _, ok := set[k.user]; ok {
+			m.attrs.del(k)
+		}
+	}
 }
 
 // Close implements Store.

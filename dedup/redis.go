@@ -82,6 +82,10 @@ func (r *Redis) Lookup(ctx context.Context, q *Query) error {
 func (r *Redis) Record(ctx context.Context, up *Update) error {
 	pipe := r.c.Pipeline()
 	n := 0
+	for _, u := range up.ForgetUsers {
+		pipe.Del(ctx, r.opts.KeyPrefix+"attr:"+u)
+		n++
+	}
 	for i := range up.Users {
 		u := &up.Users[i]
 		key := r.opts.KeyPrefix + "attr:" + u.User

@@ -546,11 +546,33 @@ func (u *storeUpdate) set(user, key string, h uint64) {
 	u.up.Users[ui].Hashes = append(u.up.Users[ui].Hashes, h)
 }
 
-// accepted notes objects Braze accepted for the batch's store record.
+// accepted notes objects Braze accepted for the batch's store record, and forgets what the
+// store knows of users Braze deleted.
 func (p *Pipeline) accepted(items []item) {
+	var deleted []string
 	for _, it := range items {
 		if it.grp != nil && it.grp.rec != nil {
 			it.grp.rec.units = append(it.grp.rec.units, it)
 		}
+		if it.kind == schemas.KindDelete && p.opt.cfg.SuppressUnchanged {
+			deleted = append(deleted, dedup.UserKey(it.user))
+		}
+	}
+	if len(deleted) > 0 {
+		p.forgetDeleted(deleted)
+	}
+}
+
+// forgetDeleted forgets the attribute values Braze accepted for users it has now deleted:
+// otherwise a later write of the same value to the re-created profile would be suppressed
+// and the profile would lack it. It runs before the delete is settled, so the user's later
+// records (which wait for it) are looked up after it (docs/optimizations.md).
+func (p *Pipeline) forgetDeleted(users []string) {
+	o := p.opt
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if err := o.store.Record(ctx, &dedup.Update{ForgetUsers: users}); err != nil {
+		p.stats.Optimize.StoreErrors.Add(1)
+		p.log.Warn("suppression store: cannot forget deleted users; their earlier attribute values may be left out of a re-created profile until SUPPRESS_TTL passes", "users", len(users), "error", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/braze-ingestor/braze-ingestor/dedup"
 	"github.com/braze-ingestor/braze-ingestor/dedup/redistest"
 	"github.com/braze-ingestor/braze-ingestor/dlq"
+	"github.com/braze-ingestor/braze-ingestor/endpoint"
 	"github.com/braze-ingestor/braze-ingestor/schemas"
 	"github.com/braze-ingestor/braze-ingestor/sink"
 )
@@ -32,7 +33,7 @@ type optHarness struct {
 	off int64
 }
 
-func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarness {
+func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits, mut ...func(*Config)) *optHarness {
 	t.Helper()
 	srv, err := brazesim.NewServer(brazesim.DefaultConfig())
 	if err != nil {
@@ -44,17 +45,28 @@ func newOptHarness(t *testing.T, opt Optimize, limits batcher.Limits) *optHarnes
 		t.Fatal(err)
 	}
 	mq := &memDLQ{}
-	p, err := New(Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
+	cfg := Config{Brokers: []string{"x"}, Topics: []string{"t"}, GroupID: "g", Lanes: 1, Linger: 20 * time.Millisecond,
 		Limits: limits, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond, Optimize: opt,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, client, mq)
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	p, err := New(cfg, client, mq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	p.workCtx = ctx
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); p.runLane(ctx, p.lanes[0]) }()
 	go func() { defer wg.Done(); p.runDLQ(ctx) }()
+	for _, es := range p.endpoints {
+		if es != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.runEndpoint(ctx, es) }()
+		}
+	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return &optHarness{t: t, p: p, sim: srv.Sim, dlq: mq, ps: newPartitionState("t", 0)}
 }
@@ -294,6 +306,32 @@ func TestDedupMarksOnlyDelivered(t *testing.T) {
 	h.send(`r1|E:{"external_id":"u","name":"e","time":"yesterday"}`)
 	if n := len(h.dlq.snapshot()); n != 2 || h.p.stats.Optimize.DuplicatesSkipped.Load() != 0 {
 		t.Fatalf("%d dead letters (want 2), %d skipped", n, h.p.stats.Optimize.DuplicatesSkipped.Load())
+	}
+}
+
+// A user Braze deleted comes back as a new profile: a value equal to one accepted before the
+// delete must be sent, not suppressed as unchanged.
+func TestSuppressForgetsDeletedUsers(t *testing.T) {
+	h := newOptHarness(t, Optimize{SuppressUnchanged: true, Store: dedup.NewMemory(dedup.Options{})}, limits75(),
+		func(c *Config) { c.Endpoints[endpoint.Delete] = true }, spacing("*>*=0s"))
+	h.send(`A:{"external_id":"u","plan":"pro"}`)
+	recs, err := (&schemas.Decoder{}).Decode([]byte(`{"type":"delete","data":{"external_id":"u"}}`), nil)
+	if err != nil || len(recs) != 1 || recs[0].Kind != schemas.KindDelete {
+		t.Fatalf("delete record: %v %+v", err, recs)
+	}
+	r := recs[0]
+	ack := h.ps.track(&kafka.Message{Topic: "t", Offset: h.off}, 1)
+	h.off++
+	h.ps.outstanding.Add(1)
+	h.p.stats.InFlightRecords.Add(1)
+	h.p.lanes[0].in <- item{kind: r.Kind, pack: r.PackKey, idKind: r.IDKind, user: r.UserHash, raw: r.Raw, ack: ack}
+	waitSettled(t, h.ps, h.off)
+	if _, ok := h.sim.User("external_id", "u"); ok {
+		t.Fatal("u still exists after its delete")
+	}
+	h.send(`A:{"external_id":"u","plan":"pro"}`)
+	if got := h.attrs("u")["plan"]; got != "pro" {
+		t.Fatalf("re-created profile has plan %v, want pro (suppressed as unchanged: %d)", got, h.p.stats.Optimize.SuppressedAttributes.Load())
 	}
 }
 
