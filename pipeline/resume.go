@@ -12,8 +12,9 @@ import (
 //
 // The map says which messages above the committed offset are settled. Skipping all of them can
 // put a user's updates out of order: a message the previous owner had not settled (a bundle
-// whose other user's request was still in flight) is delivered again after a later, settled
-// message of the same user was applied, and its older attribute write would be the last one.
+// some of whose records were still in flight, e.g. an invalid record's dead letter) is
+// delivered again after a later, settled message of the same user was applied, and its older
+// attribute write would be the last one.
 // So before handing anything out, the new owner reads the mapped range once and keeps as
 // skippable only the settled messages none of whose users appears in an earlier message that
 // is delivered again; the others are delivered again, in Kafka order. The owner's commits
